@@ -1,0 +1,338 @@
+"""Strict parsing of every ``sessup.*`` setting.
+
+One table (:data:`PARAMS`) names each key, its converter, its default and its
+meaning; :func:`parse_settings` applies it.  An unknown ``sessup.*`` key, a
+value of the wrong type, or a combination that cannot work stops start-up with
+a :class:`pyramid.exceptions.ConfigurationError` naming the key.  The docs'
+configuration reference is generated from the same table, so they cannot drift.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from pyramid.exceptions import ConfigurationError
+
+PREFIX = "sessup."
+
+#: Secrets that ship in the repository's INI files.  ``sessup.production``
+#: refuses them, so a copied development.ini cannot reach production unchanged.
+DEVELOPMENT_SECRETS = frozenset(
+    {
+        "dev-secret-change-me-0123456789abcdef",
+        "testing-secret-not-for-production-0123456789",
+    }
+)
+
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0"})
+
+
+class _Invalid(ValueError):
+    """Raised by a converter; the message says what was expected."""
+
+
+def as_bool(value: Any) -> bool:
+    """``true/yes/on/1`` or ``false/no/off/0`` (any case); nothing else."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise _Invalid("expected true or false")
+
+
+def _int_converter(minimum: int | None = None, optional: bool = False) -> Callable[[Any], int | None]:
+    def convert(value: Any) -> int | None:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            if optional:
+                return None
+            raise _Invalid("a whole number is required")
+        if isinstance(value, bool):
+            raise _Invalid("expected a whole number")
+        try:
+            number = int(str(value).strip().replace("_", ""))
+        except ValueError:
+            raise _Invalid("expected a whole number") from None
+        if minimum is not None and number < minimum:
+            raise _Invalid(f"must be at least {minimum}")
+        return number
+
+    return convert
+
+
+def _float_converter(minimum: float = 0.0) -> Callable[[Any], float]:
+    def convert(value: Any) -> float:
+        try:
+            number = float(str(value).strip())
+        except ValueError:
+            raise _Invalid("expected a number") from None
+        if number < minimum or number != number:
+            raise _Invalid(f"must be a number of at least {minimum:g}")
+        return number
+
+    return convert
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in choices:
+            raise _Invalid("expected one of: " + ", ".join(choices))
+        return text
+
+    return convert
+
+
+def _text(optional: bool = True) -> Callable[[Any], str | None]:
+    def convert(value: Any) -> str | None:
+        text = "" if value is None else str(value).strip()
+        if not text:
+            if optional:
+                return None
+            raise _Invalid("a value is required")
+        if any(ch in text for ch in ";,\r\n\x00"):
+            # These would inject cookie attributes or break headers.
+            raise _Invalid("must not contain ';', ',', control characters or newlines")
+        return text
+
+    return convert
+
+
+def _words(value: Any) -> tuple[str, ...]:
+    return tuple(str(value or "").split())
+
+
+def _extensions(value: Any) -> tuple[str, ...]:
+    words = [w.lower().lstrip(".") for w in str(value or "").replace(",", " ").split()]
+    for word in words:
+        if not word.isalnum() or len(word) > 16:
+            raise _Invalid(f"{word!r} is not a plain extension like 'png'")
+    return tuple(words)
+
+
+def _types(value: Any) -> tuple[str, ...]:
+    words = [w.lower() for w in str(value or "").replace(",", " ").split()]
+    for word in words:
+        if word.count("/") != 1:
+            raise _Invalid(f"{word!r} is not a media type like 'image/png' or 'image/*'")
+    return tuple(words)
+
+
+def _path(value: Any) -> str | None:
+    text = "" if value is None else str(value).strip()
+    if not text:
+        return None
+    if "\x00" in text:
+        raise _Invalid("must not contain NUL")
+    return os.path.abspath(os.path.expanduser(text))
+
+
+def _cookie_name(value: Any) -> str:
+    text = str(value or "").strip()
+    # RFC 6265 token characters only.
+    allowed = set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    if not text or any(ch not in allowed for ch in text):
+        raise _Invalid("must be a cookie token (letters, digits, '-', '_', '.')")
+    return text
+
+
+def _cookie_path(value: Any) -> str:
+    text = _text(optional=False)(value or "/")
+    assert text is not None
+    if not text.startswith("/"):
+        raise _Invalid("must start with '/'")
+    return text
+
+
+def _url_prefix(value: Any) -> str:
+    text = _cookie_path(value)
+    return text.rstrip("/") or "/"
+
+
+@dataclass(frozen=True)
+class Param:
+    """One ``sessup.*`` key: its converter, its default and its meaning."""
+
+    key: str
+    convert: Callable[[Any], Any]
+    default: Any
+    type: str
+    doc: str
+
+
+KiB = 1024
+MiB = 1024 * KiB
+
+#: Every key pyramid_sessup accepts, without the ``sessup.`` prefix.
+PARAMS: tuple[Param, ...] = (
+    Param("production", as_bool, False, "bool",
+          "Refuse to start without a secret, with a development secret, or with the memory store."),
+    # -- sessions -----------------------------------------------------------------------
+    Param("session.secret", _words, (), "secrets",
+          "Whitespace-separated secrets: the first signs session cookies, all verify "
+          "(rotation). Required. The SESSUP_SECRET environment variable overrides it."),
+    Param("session.name", _cookie_name, "sessup", "cookie name", "Name of the session cookie."),
+    Param("session.timeout", _int_converter(1), 1800, "seconds",
+          "Idle timeout, enforced server-side: a session unused this long is gone."),
+    Param("session.resave", as_bool, False, "bool",
+          "Rewrite the whole session on every request that loads it, even unchanged. "
+          "Off: read-only requests only slide the expiry (touch) and never rewrite data."),
+    Param("session.save_uninitialized", as_bool, False, "bool",
+          "Store (and send a cookie for) new sessions that nothing was written to."),
+    Param("session.rolling", as_bool, False, "bool",
+          "Re-send the cookie, with a fresh Max-Age/Expires, on every response that loaded the session."),
+    Param("session.unset", _choice("keep", "destroy"), "keep", "keep | destroy",
+          "What happens to a session emptied with clear(): keep the empty record, or delete it "
+          "and expire the cookie."),
+    Param("session.store", _choice("memory", "file", "redis", "postgresql"), "memory",
+          "memory | file | redis | postgresql",
+          "Where sessions live. memory is per process and lost on restart (development only)."),
+    Param("session.file.path", _path, None, "path", "Directory of the file store (required with store = file)."),
+    Param("session.url", _text(), None, "URL",
+          "Location of the redis or postgresql store, e.g. redis://127.0.0.1:6379/0 or "
+          "postgresql://postgres@127.0.0.1:5432/test."),
+    Param("session.key_prefix", _text(), "sessup:", "text", "Prefix of the Redis keys."),
+    Param("session.table", _text(), "sessup_sessions", "SQL identifier", "PostgreSQL table of the sessions."),
+    Param("session.pool_size", _int_converter(1), 20, "count", "Connections kept by the redis/postgresql store."),
+    Param("session.connect_timeout", _float_converter(0.01), 2.0, "seconds", "Store connect timeout."),
+    Param("session.socket_timeout", _float_converter(0.01), 2.0, "seconds", "Store read/write timeout."),
+    Param("session.lock", as_bool, False, "bool",
+          "Serialize the requests of one session (PHP-style): each request holds the session's "
+          "lock from load to response, so concurrent read-modify-write loses nothing."),
+    Param("session.lock_timeout", _float_converter(0.01), 10.0, "seconds",
+          "How long a request waits for the session lock before answering 503."),
+    Param("session.on_store_error", _choice("fail", "anonymous"), "fail", "fail | anonymous",
+          "Store down: fail answers 503 with Retry-After; anonymous serves the request without a session."),
+    Param("session.cookie.max_age", _int_converter(0, optional=True), None, "seconds or empty",
+          "Cookie lifetime (Max-Age and Expires); empty makes a browser-session cookie."),
+    Param("session.cookie.httponly", as_bool, True, "bool", "HttpOnly flag of the session cookie."),
+    Param("session.cookie.secure", _choice("true", "false", "auto"), "auto", "true | false | auto",
+          "Secure flag; auto sets it exactly when the request is HTTPS (waitress's trusted proxy "
+          "headers included)."),
+    Param("session.cookie.samesite", _choice("lax", "strict", "none"), "lax", "lax | strict | none",
+          "SameSite attribute; none requires secure = true."),
+    Param("session.cookie.path", _cookie_path, "/", "path", "Path attribute of the session cookie."),
+    Param("session.cookie.domain", _text(), None, "domain", "Domain attribute; empty means host-only."),
+    # -- uploads ------------------------------------------------------------------------
+    Param("upload.path", _path, None, "path",
+          "Upload directory. Empty: the upload routes are not added (sessions only)."),
+    Param("upload.url_prefix", _url_prefix, "/uploads", "URL path", "Where stored files are served."),
+    Param("upload.field", _text(optional=False), "inputFile", "field name", "Name of the file input."),
+    Param("upload.max_file_size", _int_converter(0), 100 * MiB, "bytes", "Largest file accepted."),
+    Param("upload.max_total_size", _int_converter(0), 1024 * MiB, "bytes", "Largest sum of file sizes per request."),
+    Param("upload.max_files", _int_converter(1), 100, "count", "Most files in one request."),
+    Param("upload.max_fields", _int_converter(0), 100, "count", "Most text fields in one request."),
+    Param("upload.max_field_size", _int_converter(1), 64 * KiB, "bytes", "Largest text field value."),
+    Param("upload.max_header_size", _int_converter(256), 8 * KiB, "bytes", "Largest header block of one part."),
+    Param("upload.allowed_extensions", _extensions, (), "extensions",
+          "If set, only files with these extensions are accepted (e.g. 'png jpg pdf')."),
+    Param("upload.allowed_types", _types, (), "media types",
+          "If set, only files of these types are accepted ('image/*' allowed)."),
+    Param("upload.require_csrf", as_bool, True, "bool", "Require a CSRF token on uploads."),
+    Param("upload.fsync", as_bool, False, "bool", "fsync each stored file and its directory before answering."),
+    Param("upload.chunk_size", _int_converter(4 * KiB), 1 * MiB, "bytes",
+          "Bytes read from the request body per step of the streaming parser."),
+    Param("static.path", _path, None, "path",
+          "Directory served at /static by the demo app; empty uses the project's static/ folder."),
+    Param("upload.temp_max_age", _int_converter(1), 3600, "seconds",
+          "Temporary files older than this are swept (start-up, and the sweep command); kept "
+          "form uploads expire after it too."),
+)
+
+_BY_KEY = {p.key: p for p in PARAMS}
+
+#: Keys of other session libraries that must not silently configure anything.
+_FOREIGN_PREFIXES = ("session.", "beaker.session.")
+
+
+def _raise_unknown(key: str) -> None:
+    candidates = [PREFIX + k for k in _BY_KEY]
+    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    raise ConfigurationError(f"Unknown setting {key}{hint}")
+
+
+def parse_settings(settings: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Return the typed value of every ``sessup.*`` key, by key without prefix.
+
+    ``settings`` is the application's settings dict (INI ``[app:main]``).
+    ``environ`` defaults to :data:`os.environ`; ``SESSUP_SECRET`` there
+    overrides ``sessup.session.secret``.
+    """
+    environ = os.environ if environ is None else environ
+    for key in settings:
+        if key.startswith(_FOREIGN_PREFIXES):
+            raise ConfigurationError(
+                f"Setting {key} is not read: pyramid_sessup configures Beaker itself; "
+                f"use the sessup.session.* keys instead"
+            )
+        if key.startswith(PREFIX) and key[len(PREFIX):] not in _BY_KEY:
+            _raise_unknown(key)
+
+    values: dict[str, Any] = {}
+    for param in PARAMS:
+        raw = settings.get(PREFIX + param.key, None)
+        if param.key == "session.secret" and environ.get("SESSUP_SECRET", "").strip():
+            raw = environ["SESSUP_SECRET"]
+        if raw is None:
+            values[param.key] = param.default
+            continue
+        try:
+            values[param.key] = param.convert(raw)
+        except _Invalid as exc:
+            raise ConfigurationError(f"Invalid value {raw!r} for {PREFIX}{param.key}: {exc}") from None
+    _check_combinations(values)
+    return values
+
+
+def _check_combinations(values: dict[str, Any]) -> None:
+    secrets = values["session.secret"]
+    if not secrets:
+        raise ConfigurationError(
+            "sessup.session.secret is required (or set the SESSUP_SECRET environment variable)"
+        )
+    if values["production"]:
+        weak = [s for s in secrets if s in DEVELOPMENT_SECRETS or len(s) < 32]
+        if weak:
+            raise ConfigurationError(
+                "sessup.session.secret holds a development or short secret (under 32 characters); "
+                "production needs SESSUP_SECRET set to a long random value"
+            )
+        if values["session.store"] == "memory":
+            raise ConfigurationError("sessup.session.store = memory loses sessions on restart; "
+                                     "production needs file, redis or postgresql")
+    if values["session.cookie.samesite"] == "none" and values["session.cookie.secure"] != "true":
+        raise ConfigurationError("sessup.session.cookie.samesite = none requires sessup.session.cookie.secure = true")
+    store = values["session.store"]
+    if store == "file" and not values["session.file.path"]:
+        raise ConfigurationError("sessup.session.store = file requires sessup.session.file.path")
+    if store in ("redis", "postgresql"):
+        url = values["session.url"] or ""
+        schemes = {"redis": ("redis://", "rediss://", "unix://"), "postgresql": ("postgresql://", "postgres://")}
+        if not url.startswith(schemes[store]):
+            raise ConfigurationError(
+                f"sessup.session.store = {store} requires sessup.session.url starting with "
+                + " or ".join(schemes[store])
+            )
+    if values["upload.max_total_size"] < values["upload.max_file_size"]:
+        raise ConfigurationError("sessup.upload.max_total_size must be at least sessup.upload.max_file_size")
+
+
+def reference_markdown() -> str:
+    """The configuration reference (every key, type, default, meaning) as a Markdown table."""
+    lines = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    for p in PARAMS:
+        default = p.default
+        if isinstance(default, tuple):
+            default = " ".join(default) or "(empty)"
+        elif default is None:
+            default = "(empty)"
+        elif isinstance(default, bool):
+            default = str(default).lower()
+        lines.append(f"| `{PREFIX}{p.key}` | {p.type} | `{default}` | {p.doc} |")
+    return "\n".join(lines) + "\n"

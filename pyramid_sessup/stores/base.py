@@ -1,0 +1,148 @@
+"""The contract every session store fulfils.
+
+A store keeps one record per session ID: a JSON object of the session's keys,
+plus an expiry ``timeout`` seconds after the last access.  The session layer
+(:mod:`pyramid_sessup.session`) talks only to this interface, so every
+semantic it promises holds for every store:
+
+* ``load`` returns ``None`` for an absent, expired or corrupt record (it never
+  raises for bad stored bytes, and never unpickles anything);
+* ``update`` merges per key under the store's own atomicity (file lock, Redis
+  WATCH/MULTI or script, PostgreSQL row lock), so two requests that write
+  different keys of one session both persist;
+* ``touch`` slides the expiry without rewriting the data;
+* a store that cannot be reached raises :class:`StoreUnavailable`.
+"""
+from __future__ import annotations
+
+import abc
+import json
+import logging
+import re
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator, Mapping
+
+from ..exceptions import StoreUnavailable
+
+log = logging.getLogger("pyramid_sessup.stores")
+
+#: Session IDs are ``secrets.token_urlsafe(32)``: 43 URL-safe characters (256 bits).
+#: Anything else is refused before a store or the filesystem ever sees it.
+SESSION_ID_RE = re.compile(r"[A-Za-z0-9_-]{43}\Z")
+
+
+def valid_session_id(sid: str) -> bool:
+    """True if ``sid`` has the exact shape of a session ID this library generates."""
+    return isinstance(sid, str) and SESSION_ID_RE.match(sid) is not None
+
+
+def dumps(data: Mapping[str, Any]) -> str:
+    """Serialize a session record; compact, and the same keys always in the same order."""
+    return json.dumps(data, separators=(",", ":"), sort_keys=True, allow_nan=False)
+
+
+def loads(raw: str | bytes | None, sid: str = "?") -> dict[str, Any] | None:
+    """Decode a stored record; ``None`` (and one log line) if it is not a JSON object.
+
+    This is the only decoder any store uses: there is no pickle fallback, so a
+    payload planted in the store is data, never code.
+    """
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        data = None
+    if not isinstance(data, dict):
+        log.warning("corrupt session record %s…: not a JSON object; treating it as absent", sid[:8])
+        return None
+    return data
+
+
+class SessionStore(abc.ABC):
+    """Abstract session store.  ``timeout`` is the idle lifetime in seconds."""
+
+    #: Name used in ``sessup.session.store``.
+    name: str = "abstract"
+
+    def __init__(self, *, timeout: int) -> None:
+        self.timeout = timeout
+
+    # -- per-request operations (one round trip each) ---------------------------------
+    @abc.abstractmethod
+    def load(self, sid: str, *, touch: bool = True) -> dict[str, Any] | None:
+        """Return the record's data, or ``None`` if absent, expired or corrupt.
+
+        With ``touch``, the expiry slides to now + timeout in the same round trip.
+        """
+
+    @abc.abstractmethod
+    def create(self, sid: str, data: Mapping[str, Any]) -> bool:
+        """Store a new record unless one exists; ``False`` if ``sid`` was taken."""
+
+    @abc.abstractmethod
+    def update(self, sid: str, changed: Mapping[str, Any], removed: Iterable[str]) -> dict[str, Any] | None:
+        """Atomically merge ``changed`` keys and drop ``removed`` keys; slide the expiry.
+
+        Returns the merged data, or ``None`` if the record no longer exists
+        (deleted or expired meanwhile): the caller decides whether to re-create it.
+        """
+
+    @abc.abstractmethod
+    def replace(self, sid: str, data: Mapping[str, Any]) -> None:
+        """Write the whole record (create or overwrite) and slide the expiry."""
+
+    @abc.abstractmethod
+    def touch(self, sid: str) -> None:
+        """Slide the expiry to now + timeout without rewriting the data."""
+
+    @abc.abstractmethod
+    def delete(self, sid: str) -> None:
+        """Delete the record; deleting an absent record is not an error."""
+
+    # -- locking (sessup.session.lock) -------------------------------------------------
+    @abc.abstractmethod
+    def acquire_lock(self, sid: str, timeout: float) -> Any:
+        """Take the session's exclusive lock, waiting at most ``timeout`` seconds.
+
+        Returns a token for :meth:`release_lock`; raises
+        :class:`~pyramid_sessup.exceptions.SessionLockTimeout` when the wait expires.
+        A lock is itself bounded in time (a crashed holder cannot block forever).
+        """
+
+    @abc.abstractmethod
+    def release_lock(self, sid: str, token: Any) -> None:
+        """Release a lock taken by :meth:`acquire_lock` (a no-op if it already expired)."""
+
+    @contextmanager
+    def locked(self, sid: str, timeout: float) -> Iterator[None]:
+        token = self.acquire_lock(sid, timeout)
+        try:
+            yield
+        finally:
+            self.release_lock(sid, token)
+
+    # -- operations (sessup-sessions) ---------------------------------------------------
+    @abc.abstractmethod
+    def ids(self) -> Iterator[str]:
+        """Iterate over the IDs of the stored, unexpired sessions."""
+
+    def count(self) -> int:
+        return sum(1 for _ in self.ids())
+
+    @abc.abstractmethod
+    def purge_expired(self) -> int:
+        """Delete every expired record; return how many were deleted."""
+
+    def close(self) -> None:
+        """Release connections and other resources."""
+
+
+__all__ = [
+    "SessionStore",
+    "StoreUnavailable",
+    "SESSION_ID_RE",
+    "valid_session_id",
+    "dumps",
+    "loads",
+]

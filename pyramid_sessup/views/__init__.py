@@ -1,0 +1,1 @@
+"""Views of pyramid_sessup, one module per concern."""

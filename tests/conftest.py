@@ -1,0 +1,66 @@
+"""Shared fixtures: a per-test application (own upload and session directories),
+WebTest clients, and real-service switches."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import webtest
+from pyramid.paster import get_appsettings
+from pyramid.testing import testConfig
+
+from pyramid_sessup import main
+
+from .support import ROOT
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--ini", default=str(ROOT / "testing.ini"), help="INI file the tests start from")
+
+
+@pytest.fixture(scope="session")
+def base_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
+    return dict(get_appsettings(request.config.option.ini))
+
+
+@pytest.fixture
+def upload_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "uploads"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def settings(base_settings: dict[str, Any], upload_dir: Path, tmp_path: Path) -> dict[str, Any]:
+    return {
+        **base_settings,
+        "sessup.upload.path": str(upload_dir),
+        "sessup.session.file.path": str(tmp_path / "sessions"),
+    }
+
+
+@pytest.fixture
+def make_app(settings: dict[str, Any]):
+    """Build an app with extra settings: ``make_app(**{"sessup.session.rolling": "true"})``."""
+
+    def make(**overrides: Any) -> Any:
+        return main({}, **{**settings, **overrides})
+
+    return make
+
+
+@pytest.fixture
+def app(make_app: Any) -> Any:
+    return make_app()
+
+
+@pytest.fixture
+def testapp(app: Any) -> webtest.TestApp:
+    return webtest.TestApp(app, extra_environ={"HTTP_HOST": "example.com"})
+
+
+@pytest.fixture
+def config(settings: dict[str, Any]) -> Iterator[Any]:
+    with testConfig(settings=settings) as config:
+        yield config

@@ -1,0 +1,126 @@
+"""Helpers shared by the tests: real servers in subprocesses and service checks."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PSERVE = str(Path(sys.executable).with_name("pserve"))
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+REDIS_URL = os.environ.get("SESSUP_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+POSTGRES_URL = os.environ.get("SESSUP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_answers(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Skip when a service is absent on a developer machine; fail under CI=true."""
+    if port_answers(host, port):
+        return
+    message = f"{name} is not answering on {host}:{port}"
+    if IN_CI:
+        pytest.fail(message + " (CI=true: a missing service fails the run)")
+    pytest.skip(message)
+
+
+def write_ini(directory: Path, overrides: dict[str, str], base: str = "testing.ini", port: int | None = None) -> Path:
+    """Write an INI derived from ``base`` with ``[app:main]`` keys overridden and a listen port."""
+    import configparser
+
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str  # keep key case
+    parser.read(ROOT / base)
+    for key, value in overrides.items():
+        parser.set("app:main", key, value)
+    if port is not None:
+        parser.set("server:main", "listen", f"127.0.0.1:{port}")
+    path = directory / "test.ini"
+    with open(path, "w") as f:
+        parser.write(f)
+    return path
+
+
+class Server:
+    """A real ``pserve`` (waitress) process."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
+        self.proc = proc
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def kill9(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+def start_server(ini: Path, port: int, env: dict[str, str] | None = None, cwd: Path | None = None,
+                 timeout: float = 30.0) -> Server:
+    """Start ``pserve ini`` and wait until it answers HTTP on ``port``."""
+    log_path = Path(tempfile.mkstemp(prefix="pserve-", suffix=".log")[1])
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.Popen([PSERVE, str(ini)], cwd=str(cwd or ini.parent), env=full_env,
+                            stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
+    server = Server(proc, port, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"pserve exited with {proc.returncode}:\n{server.log()}")
+        try:
+            urllib.request.urlopen(server.url + "/", timeout=2).read()
+            return server
+        except urllib.error.HTTPError:
+            return server
+        except OSError:
+            time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"pserve did not answer on port {port} within {timeout}s:\n{server.log()}")
+
+
+@contextmanager
+def running_server(ini: Path, port: int, **kw: object) -> Iterator[Server]:
+    server = start_server(ini, port, **kw)  # type: ignore[arg-type]
+    try:
+        yield server
+    finally:
+        server.stop()
