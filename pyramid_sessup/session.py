@@ -1,0 +1,469 @@
+"""express-session's semantics on Beaker, without Beaker's flaws.
+
+The factory returned by :func:`session_factory_from_values` is a
+pyramid_beaker session class (Beaker's lazy ``SessionObject`` with Pyramid's
+``ISession`` API: flash messages, CSRF tokens) whose Beaker ``Session`` is a
+:class:`SessupSession`.  The layer adds, over a pluggable JSON-only store:
+
+* signed IDs with secret rotation; unknown, tampered, malformed or oversized
+  cookies count as no cookie and never reach the store;
+* ``save_uninitialized``, ``resave``, ``rolling``, ``unset`` and cookie options
+  as in express-session;
+* writes as per-key merges of what this request changed (nested mutations
+  included), so concurrent requests do not undo each other; read-only requests
+  only slide the expiry;
+* ``regenerate()`` and ``invalidate()`` kill the old ID at once;
+* optional per-session locking; a policy for when the store is down.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+from beaker.session import Session as BeakerSession
+from beaker.session import SessionObject
+from pyramid.interfaces import ISession
+from pyramid.request import Request
+from pyramid.response import Response
+from pyramid_beaker import BeakerSessionFactoryConfig
+from zope.interface import implementer
+
+from .exceptions import SessionValueError, StoreUnavailable
+from .signing import Signer, new_session_id
+from .stores.base import SessionStore
+
+log = logging.getLogger("pyramid_sessup.session")
+
+#: Key of the creation time inside every record (seconds since the epoch).
+CREATED_KEY = "_created"
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """The ``sessup.session.*`` values the layer uses, resolved once at start-up."""
+
+    signer: Signer
+    name: str
+    timeout: int
+    resave: bool
+    save_uninitialized: bool
+    rolling: bool
+    unset: str
+    lock: bool
+    lock_timeout: float
+    on_store_error: str
+    max_age: int | None
+    httponly: bool
+    secure: str
+    samesite: str
+    path: str
+    domain: str | None
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> "SessionConfig":
+        return cls(
+            signer=Signer(values["session.secret"]),
+            name=values["session.name"],
+            timeout=values["session.timeout"],
+            resave=values["session.resave"],
+            save_uninitialized=values["session.save_uninitialized"],
+            rolling=values["session.rolling"],
+            unset=values["session.unset"],
+            lock=values["session.lock"],
+            lock_timeout=values["session.lock_timeout"],
+            on_store_error=values["session.on_store_error"],
+            max_age=values["session.cookie.max_age"],
+            httponly=values["session.cookie.httponly"],
+            secure=values["session.cookie.secure"],
+            samesite=values["session.cookie.samesite"],
+            path=values["session.cookie.path"],
+            domain=values["session.cookie.domain"],
+        )
+
+
+class _Incidents:
+    """Logs one error line when the store goes down and one when it is back,
+    not one per request."""
+
+    def __init__(self) -> None:
+        self._down = False
+        self._lock = threading.Lock()
+
+    def failed(self, exc: BaseException, policy: str) -> None:
+        with self._lock:
+            if self._down:
+                return
+            self._down = True
+        action = "answering 503" if policy == "fail" else "serving requests without a session"
+        log.error("session store unavailable (%s); %s until it recovers", exc, action)
+
+    def succeeded(self) -> None:
+        if self._down:
+            with self._lock:
+                if not self._down:
+                    return
+                self._down = False
+            log.warning("session store reachable again")
+
+
+def _encode(key: str, value: Any) -> str:
+    try:
+        return json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise SessionValueError(f"session value for key {key!r} cannot be stored as JSON: {exc}") from None
+
+
+class SessupSession(BeakerSession):
+    """One request's view of a session (a dict of JSON values).
+
+    Created lazily, the first time the request touches ``request.session``.
+    """
+
+    def __init__(self, request: Request, config: SessionConfig, store: SessionStore,
+                 incidents: _Incidents) -> None:
+        dict.__init__(self)
+        self.request = request
+        self.config = config
+        self.store = store
+        self.incidents = incidents
+        self.key = config.name
+        self.timeout = config.timeout
+        self.id: str = ""
+        self.is_new = True
+        self.anonymous = False  # the store is down and policy = anonymous
+        self.accessed_dict: dict[str, Any] = {}
+        self.last_accessed: float | None = None
+        self._snapshot: dict[str, str] = {}  # key -> JSON as loaded/last written
+        self._send_cookie = False
+        self._clear_cookie = False
+        self._force_full = False
+        self._lock_token: Any = None
+        self._locked_sid = ""
+        self._created = time.time()
+
+        parsed = config.signer.unsign(request.cookies.get(config.name))
+        if parsed is not None:
+            sid, current_secret = parsed
+            data = self._load_existing(sid)
+            if data is not None:
+                self.id = sid
+                self.is_new = False
+                self._created = float(data.pop(CREATED_KEY, self._created) or self._created)
+                self.last_accessed = self._created
+                dict.update(self, data)
+                self._snapshot = {k: _encode(k, v) for k, v in data.items()}
+                self.accessed_dict = dict(data)
+                # Re-issue cookies signed with an older secret (rotation).
+                self._send_cookie = not current_secret
+                return
+            self._release_lock()
+        # No cookie, a bad one, or an unknown/expired ID: a new ID, never the client's.
+        self.id = new_session_id()
+
+    # -- loading and locking ---------------------------------------------------------
+    def _store_call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            result = fn(*args)
+        except StoreUnavailable as exc:
+            self.incidents.failed(exc, self.config.on_store_error)
+            raise
+        self.incidents.succeeded()
+        return result
+
+    def _load_existing(self, sid: str) -> dict[str, Any] | None:
+        try:
+            if self.config.lock:
+                self._lock_token = self._store_call(self.store.acquire_lock, sid, self.config.lock_timeout)
+                self._locked_sid = sid
+                self.request.add_finished_callback(lambda request: self._release_lock())
+            return self._store_call(self.store.load, sid)
+        except StoreUnavailable:
+            if self.config.on_store_error == "anonymous":
+                self.anonymous = True
+                return None
+            raise
+
+    def _release_lock(self) -> None:
+        if self._lock_token is not None:
+            token, self._lock_token = self._lock_token, None
+            try:
+                self.store.release_lock(self._locked_sid, token)
+            except StoreUnavailable:  # the lock expires by itself
+                pass
+
+    # -- dict API: values must be JSON, checked when set ------------------------------
+    def __setitem__(self, key: str, value: Any) -> None:
+        if not isinstance(key, str):
+            raise SessionValueError(f"session keys must be strings, not {type(key).__name__}")
+        _encode(key, value)
+        dict.__setitem__(self, key, value)
+
+    def update(self, *args: Any, **kw: Any) -> None:  # type: ignore[override]
+        for key, value in dict(*args, **kw).items():
+            self[key] = value
+
+    def setdefault(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        if key not in self:
+            self[key] = default
+        return dict.__getitem__(self, key)
+
+    # -- express-session's API ----------------------------------------------------------
+    @property
+    def created(self) -> float:
+        return self._created
+
+    @property
+    def expires_at(self) -> float:
+        """When the session expires if it sees no further request."""
+        return time.time() + self.timeout
+
+    def regenerate(self) -> None:
+        """New ID, same data; the old ID is dead at once (against fixation)."""
+        old = None if self.is_new else self.id
+        self.id = new_session_id()
+        if self.anonymous:
+            return
+        data = self._full_record()
+        if old is not None or dict.__len__(self) or self.config.save_uninitialized:
+            self._store_call(self.store.replace, self.id, data)
+            self._snapshot = {k: _encode(k, v) for k, v in self.items()}
+            self.is_new = False
+            self._send_cookie = True
+        if old is not None:
+            self._store_call(self.store.delete, old)
+
+    regenerate_id = regenerate
+
+    def invalidate(self) -> None:
+        """Delete the stored record and start an empty session under a new ID."""
+        if not self.is_new and not self.anonymous:
+            self._store_call(self.store.delete, self.id)
+            self._clear_cookie = True
+        dict.clear(self)
+        self._snapshot = {}
+        self.accessed_dict = {}
+        self.id = new_session_id()
+        self.is_new = True
+        self._created = time.time()
+        self._send_cookie = False
+
+    def delete(self) -> None:
+        self.invalidate()
+
+    def touch(self) -> None:
+        """Slide the expiry now, without rewriting the data."""
+        if not self.is_new and not self.anonymous:
+            self._store_call(self.store.touch, self.id)
+
+    def save(self, accessed_only: bool = False) -> None:
+        """Write the whole session to the store now."""
+        if self.anonymous or accessed_only:
+            return
+        self._store_call(self.store.replace, self.id, self._full_record())
+        self._snapshot = {k: _encode(k, v) for k, v in self.items()}
+        if self.is_new:
+            self.is_new = False
+            self._send_cookie = True
+
+    def reload(self) -> None:
+        """Re-read the session from the store, dropping this request's unsaved changes."""
+        if self.is_new or self.anonymous:
+            return
+        data = self._store_call(self.store.load, self.id)
+        dict.clear(self)
+        if data is None:  # expired or deleted meanwhile
+            self.invalidate()
+            return
+        data.pop(CREATED_KEY, None)
+        dict.update(self, data)
+        self._snapshot = {k: _encode(k, v) for k, v in data.items()}
+
+    def load(self) -> None:
+        self.reload()
+
+    def changed(self) -> None:
+        """Mark every key as changed (Pyramid's ISession API)."""
+        self._force_full = True
+
+    # -- end of request ----------------------------------------------------------------
+    def _full_record(self) -> dict[str, Any]:
+        record = dict(self.items())
+        record[CREATED_KEY] = self._created
+        return record
+
+    def _diff(self) -> tuple[dict[str, Any], list[str]]:
+        changed = {}
+        for key, value in self.items():
+            encoded = _encode(key, value)
+            if self._force_full or self._snapshot.get(key) != encoded:
+                changed[key] = value
+        removed = [key for key in self._snapshot if key not in self]
+        return changed, removed
+
+    def persist(self) -> None:
+        """Write what this request changed; decide whether a cookie goes out."""
+        if self.anonymous:
+            return
+        changed, removed = self._diff()
+        if self.is_new:
+            if dict.__len__(self) or self.config.save_uninitialized:
+                while not self._store_call(self.store.create, self.id, self._full_record()):
+                    self.id = new_session_id()  # astronomically unlikely collision
+                self.is_new = False
+                self._send_cookie = True
+                self._clear_cookie = False
+            return
+        if not dict.__len__(self) and removed and self.config.unset == "destroy":
+            self._store_call(self.store.delete, self.id)
+            self._clear_cookie = True
+            return
+        if self.config.resave:
+            self._store_call(self.store.replace, self.id, self._full_record())
+        elif changed or removed:
+            if self._store_call(self.store.update, self.id, changed, removed) is None:
+                # Expired or deleted while this request ran: keep what it wrote.
+                self._store_call(self.store.replace, self.id, self._full_record())
+            # express re-sends the cookie (with a fresh expiry) when the session changed.
+            self._send_cookie = True
+        if self.config.rolling:
+            self._send_cookie = True
+
+    def cookie_secure(self) -> bool:
+        if self.config.secure == "auto":
+            return self.request.scheme == "https"
+        return self.config.secure == "true"
+
+    def apply_cookie(self, response: Response) -> None:
+        config = self.config
+        if self._send_cookie and not self.is_new:
+            response.set_cookie(
+                config.name,
+                config.signer.sign(self.id),
+                max_age=config.max_age,
+                path=config.path,
+                domain=config.domain,
+                secure=self.cookie_secure(),
+                httponly=config.httponly,
+                samesite=config.samesite.capitalize(),
+            )
+        elif self._clear_cookie:
+            response.set_cookie(
+                config.name, "", max_age=0, path=config.path, domain=config.domain,
+                secure=self.cookie_secure(), httponly=config.httponly, samesite=config.samesite.capitalize(),
+            )
+
+
+def session_factory_from_values(values: Mapping[str, Any], store: SessionStore) -> Callable[[Request], Any]:
+    """A Pyramid session factory for the parsed ``sessup.*`` ``values`` over ``store``."""
+    config = SessionConfig.from_values(values)
+    incidents = _Incidents()
+    base = BeakerSessionFactoryConfig(key=config.name, timeout=config.timeout, data_serializer="json",
+                                      httponly=config.httponly, session_class=SessupSession)
+
+    @implementer(ISession)
+    class SessupSessionObject(base):  # type: ignore[misc, valid-type]
+        """``request.session``: created lazily, persisted by one response callback."""
+
+        def __init__(self, request: Request) -> None:
+            SessionObject.__init__(self, request.environ, **self._options)
+            self.__dict__["_request"] = request
+            request.add_response_callback(self._finish)
+
+        def _session(self) -> SessupSession:
+            sess = self.__dict__["_sess"]
+            if sess is None:
+                sess = SessupSession(self.__dict__["_request"], config, store, incidents)
+                self.__dict__["_sess"] = sess
+            return sess
+
+        def _finish(self, request: Request, response: Response) -> None:
+            sess = self.__dict__["_sess"]
+            if sess is None:  # the request never touched the session: no work at all
+                return
+            response.vary = tuple(sorted(set(response.vary or ()) | {"Cookie"}))
+            if response.status_int >= 500:
+                return  # a failed request saves nothing
+            try:
+                sess.persist()
+            except StoreUnavailable:
+                if config.on_store_error == "fail":
+                    _store_down_response(response)
+                return
+            sess.apply_cookie(response)
+
+        # ISession API over the Beaker proxy, without pyramid_beaker's save-per-call.
+        @property
+        def new(self) -> bool:
+            return self._session().is_new
+
+        def changed(self) -> None:
+            self._session().changed()
+
+        def invalidate(self) -> None:
+            self._session().invalidate()
+
+        def save(self) -> None:  # type: ignore[override]
+            self._session().save()
+
+        def delete(self) -> None:  # type: ignore[override]
+            self._session().invalidate()
+
+        def persist(self) -> None:  # type: ignore[override]
+            self._session().persist()
+
+        def __setitem__(self, key: str, value: Any) -> None:
+            self._session()[key] = value
+
+        def __delitem__(self, key: str) -> None:
+            del self._session()[key]
+
+        def clear(self) -> None:
+            dict.clear(self._session())
+
+        def update(self, *args: Any, **kw: Any) -> None:
+            self._session().update(*args, **kw)
+
+        def setdefault(self, key: str, default: Any = None) -> Any:
+            return self._session().setdefault(key, default)
+
+        def pop(self, key: str, *default: Any) -> Any:
+            return self._session().pop(key, *default)
+
+        def popitem(self) -> tuple[str, Any]:
+            return self._session().popitem()
+
+        def get(self, key: str, default: Any = None) -> Any:
+            return self._session().get(key, default)
+
+        def keys(self) -> Iterable[str]:
+            return self._session().keys()
+
+        def values(self) -> Iterable[Any]:
+            return self._session().values()
+
+        def items(self) -> Iterable[tuple[str, Any]]:
+            return self._session().items()
+
+        def __len__(self) -> int:
+            return len(self._session())
+
+        def __bool__(self) -> bool:
+            return True
+
+    return SessupSessionObject
+
+
+def _store_down_response(response: Response) -> None:
+    """Turn an already-built response into the 503 the ``fail`` policy promises."""
+    response.status = 503
+    response.content_type = "text/plain"
+    response.charset = "utf-8"
+    response.text = "Session store unavailable; try again shortly\n"
+    response.headers["Retry-After"] = "5"
+    response.headers["Cache-Control"] = "no-store"
+    for name in [k for k in response.headers if k.lower() == "set-cookie"]:
+        del response.headers[name]

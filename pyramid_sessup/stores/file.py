@@ -1,0 +1,234 @@
+"""File session store: one JSON file per session, for one machine.
+
+Layout under ``sessup.session.file.path``::
+
+    ab/abXXXX…XXXX.json   the record (written to a temporary file, then renamed)
+    ab/abXXXX…XXXX.lock   the session lock of ``sessup.session.lock`` (flock)
+    .merge/NN.lock        short merge locks, striped over 64 files
+
+The file's modification time is the last access: a read-only request only
+``utime``s the file (touch without rewrite), and a record whose mtime is older
+than the timeout is expired.  Writers merge per key under a merge lock, so two
+processes writing different keys of one session both persist.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import secrets
+import time
+import zlib
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator, Mapping
+
+from ..exceptions import SessionLockTimeout, StoreUnavailable
+from .base import SessionStore, dumps, loads, valid_session_id
+
+_STRIPES = 64
+_POLL = 0.005  # seconds between two tries of a held session lock
+
+
+class FileStore(SessionStore):
+    name = "file"
+
+    def __init__(self, path: str, *, timeout: int) -> None:
+        super().__init__(timeout=timeout)
+        self.path = path
+        self._merge_dir = os.path.join(path, ".merge")
+        os.makedirs(self._merge_dir, mode=0o700, exist_ok=True)
+
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any]) -> "FileStore":
+        return cls(values["session.file.path"], timeout=values["session.timeout"])
+
+    # -- paths and locks -----------------------------------------------------------------
+    def _record_path(self, sid: str) -> str:
+        # The ID was validated: 43 URL-safe characters, no dots or slashes.
+        return os.path.join(self.path, sid[:2], sid + ".json")
+
+    @contextmanager
+    def _merge_lock(self, sid: str) -> Iterator[None]:
+        stripe = zlib.crc32(sid.encode("ascii")) % _STRIPES
+        fd = os.open(os.path.join(self._merge_dir, f"{stripe:02d}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    def _read(self, path: str, now: float) -> str | None:
+        """The record's text, or None if absent or expired (an expired one is removed)."""
+        try:
+            with open(path, "rb") as f:
+                mtime = os.fstat(f.fileno()).st_mtime
+                if now - mtime > self.timeout:
+                    expired = True
+                else:
+                    return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreUnavailable(f"file store: {exc.strerror}") from None
+        if expired:
+            self._unlink(path)
+        return None
+
+    def _write(self, sid: str, data: Mapping[str, Any]) -> None:
+        path = self._record_path(sid)
+        directory = os.path.dirname(path)
+        tmp = os.path.join(directory, f".{sid}.{secrets.token_hex(6)}.tmp")
+        payload = dumps(data).encode("utf-8")
+        try:
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            except FileNotFoundError:
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, payload)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError as exc:
+            self._unlink(tmp)
+            raise StoreUnavailable(f"file store: {exc.strerror}") from None
+
+    @staticmethod
+    def _unlink(path: str) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+    # -- the contract -------------------------------------------------------------------
+    def load(self, sid: str, *, touch: bool = True) -> dict[str, Any] | None:
+        if not valid_session_id(sid):
+            return None
+        path = self._record_path(sid)
+        raw = self._read(path, time.time())
+        if raw is None:
+            return None
+        if touch:
+            try:
+                os.utime(path)
+            except FileNotFoundError:  # deleted by a concurrent request: it is gone
+                return None
+        return loads(raw, sid)
+
+    def create(self, sid: str, data: Mapping[str, Any]) -> bool:
+        if not valid_session_id(sid):
+            return False
+        with self._merge_lock(sid):
+            if self._read(self._record_path(sid), time.time()) is not None:
+                return False
+            self._write(sid, data)
+            return True
+
+    def update(self, sid: str, changed: Mapping[str, Any], removed: Iterable[str]) -> dict[str, Any] | None:
+        if not valid_session_id(sid):
+            return None
+        with self._merge_lock(sid):
+            current = loads(self._read(self._record_path(sid), time.time()), sid)
+            if current is None:
+                return None
+            current.update(changed)
+            for key in removed:
+                current.pop(key, None)
+            self._write(sid, current)
+            return current
+
+    def replace(self, sid: str, data: Mapping[str, Any]) -> None:
+        if not valid_session_id(sid):
+            return
+        with self._merge_lock(sid):
+            self._write(sid, data)
+
+    def touch(self, sid: str) -> None:
+        if not valid_session_id(sid):
+            return
+        try:
+            os.utime(self._record_path(sid))
+        except FileNotFoundError:
+            pass
+
+    def delete(self, sid: str) -> None:
+        if not valid_session_id(sid):
+            return
+        with self._merge_lock(sid):
+            self._unlink(self._record_path(sid))
+
+    def acquire_lock(self, sid: str, timeout: float) -> Any:
+        if not valid_session_id(sid):
+            raise SessionLockTimeout("invalid session id")
+        path = os.path.join(self.path, sid[:2], sid + ".lock")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        # flock is released by the kernel if the holder dies: no stale locks.
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise StoreUnavailable(f"file store: {exc.strerror}") from None
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise SessionLockTimeout(f"session is locked by another request (waited {timeout:g}s)")
+            time.sleep(_POLL)
+
+    def release_lock(self, sid: str, token: Any) -> None:
+        os.close(token)
+
+    def _entries(self) -> Iterator[tuple[str, str]]:
+        try:
+            shards = os.listdir(self.path)
+        except FileNotFoundError:
+            return
+        for shard in shards:
+            if len(shard) != 2 or shard.startswith("."):
+                continue
+            directory = os.path.join(self.path, shard)
+            try:
+                names = os.listdir(directory)
+            except (NotADirectoryError, FileNotFoundError):
+                continue
+            for name in names:
+                yield directory, name
+
+    def ids(self) -> Iterator[str]:
+        now = time.time()
+        for directory, name in self._entries():
+            if name.endswith(".json"):
+                try:
+                    if now - os.stat(os.path.join(directory, name)).st_mtime <= self.timeout:
+                        yield name[:-5]
+                except FileNotFoundError:
+                    continue
+
+    def purge_expired(self) -> int:
+        now = time.time()
+        purged = 0
+        for directory, name in list(self._entries()):
+            path = os.path.join(directory, name)
+            try:
+                age = now - os.stat(path).st_mtime
+            except FileNotFoundError:
+                continue
+            if name.endswith(".json") and age > self.timeout:
+                sid = name[:-5]
+                with self._merge_lock(sid):
+                    # Re-check under the lock: a request may have touched it meanwhile.
+                    if self._read(path, time.time()) is None:
+                        purged += 1
+            elif name.endswith(".lock") and age > self.timeout:
+                if not os.path.exists(path[:-5] + ".json"):
+                    self._unlink(path)
+            elif name.endswith(".tmp") and age > 60:
+                self._unlink(path)  # left by a crash mid-write
+        return purged

@@ -1,0 +1,131 @@
+"""In-process session store: for development and tests only.
+
+Records are kept as JSON text (not live objects), so the memory store
+behaves exactly like the shared stores: what cannot survive JSON does not
+survive here either.  Expired records are evicted as they are met and by a
+sweep every few thousand writes, so the store does not grow without bound.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import Any, Iterable, Iterator, Mapping
+
+from ..exceptions import SessionLockTimeout
+from .base import SessionStore, dumps, loads, valid_session_id
+
+_SWEEP_EVERY = 4096  # writes between two sweeps of expired records
+
+
+class MemoryStore(SessionStore):
+    name = "memory"
+
+    def __init__(self, *, timeout: int) -> None:
+        super().__init__(timeout=timeout)
+        self._records: dict[str, tuple[str, float]] = {}  # sid -> (json, expires_at)
+        self._mutex = threading.Lock()
+        self._locks: dict[str, tuple[str, float]] = {}  # sid -> (token, held until)
+        self._lock_changed = threading.Condition(self._mutex)
+        self._writes = 0
+
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any]) -> "MemoryStore":
+        return cls(timeout=values["session.timeout"])
+
+    def _live(self, sid: str, now: float) -> str | None:
+        entry = self._records.get(sid)
+        if entry is None:
+            return None
+        if entry[1] <= now:
+            del self._records[sid]
+            return None
+        return entry[0]
+
+    def _write(self, sid: str, data: Mapping[str, Any], now: float) -> None:
+        self._records[sid] = (dumps(data), now + self.timeout)
+        self._writes += 1
+        if self._writes % _SWEEP_EVERY == 0:
+            for key in [k for k, (_, exp) in self._records.items() if exp <= now]:
+                del self._records[key]
+
+    def load(self, sid: str, *, touch: bool = True) -> dict[str, Any] | None:
+        if not valid_session_id(sid):
+            return None
+        now = time.time()
+        with self._mutex:
+            raw = self._live(sid, now)
+            if raw is not None and touch:
+                self._records[sid] = (raw, now + self.timeout)
+        return loads(raw, sid)
+
+    def create(self, sid: str, data: Mapping[str, Any]) -> bool:
+        now = time.time()
+        with self._mutex:
+            if self._live(sid, now) is not None:
+                return False
+            self._write(sid, data, now)
+            return True
+
+    def update(self, sid: str, changed: Mapping[str, Any], removed: Iterable[str]) -> dict[str, Any] | None:
+        now = time.time()
+        with self._mutex:
+            current = loads(self._live(sid, now), sid)
+            if current is None:
+                return None
+            current.update(changed)
+            for key in removed:
+                current.pop(key, None)
+            self._write(sid, current, now)
+            return current
+
+    def replace(self, sid: str, data: Mapping[str, Any]) -> None:
+        with self._mutex:
+            self._write(sid, data, time.time())
+
+    def touch(self, sid: str) -> None:
+        now = time.time()
+        with self._mutex:
+            raw = self._live(sid, now)
+            if raw is not None:
+                self._records[sid] = (raw, now + self.timeout)
+
+    def delete(self, sid: str) -> None:
+        with self._mutex:
+            self._records.pop(sid, None)
+
+    def acquire_lock(self, sid: str, timeout: float) -> Any:
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + timeout
+        with self._lock_changed:
+            while True:
+                now = time.monotonic()
+                held = self._locks.get(sid)
+                if held is None or held[1] <= now:
+                    # A lock lives at most timeout + session timeout: a lost holder cannot block forever.
+                    self._locks[sid] = (token, now + max(timeout, 1.0) * 6)
+                    return token
+                if now >= deadline:
+                    raise SessionLockTimeout(f"session is locked by another request (waited {timeout:g}s)")
+                self._lock_changed.wait(min(deadline, held[1]) - now)
+
+    def release_lock(self, sid: str, token: Any) -> None:
+        with self._lock_changed:
+            held = self._locks.get(sid)
+            if held is not None and held[0] == token:
+                del self._locks[sid]
+                self._lock_changed.notify_all()
+
+    def ids(self) -> Iterator[str]:
+        now = time.time()
+        with self._mutex:
+            live = [sid for sid, (_, exp) in self._records.items() if exp > now]
+        return iter(live)
+
+    def purge_expired(self) -> int:
+        now = time.time()
+        with self._mutex:
+            expired = [sid for sid, (_, exp) in self._records.items() if exp <= now]
+            for sid in expired:
+                del self._records[sid]
+        return len(expired)
