@@ -1,0 +1,317 @@
+"""PostgreSQL session store: one row per session, expiry in an ``expires_at`` column.
+
+Schema (created on first use, idempotently, by any number of processes)::
+
+    CREATE TABLE <table> (id text PRIMARY KEY, data jsonb NOT NULL,
+                          version bigint NOT NULL, expires_at timestamptz NOT NULL);
+    CREATE INDEX <table>_expires_at ON <table> (expires_at);
+    CREATE UNLOGGED TABLE <table>_locks (id text PRIMARY KEY, token text NOT NULL,
+                                         expires_at timestamptz NOT NULL);
+
+Every per-request operation is one statement, so one round trip: ``load`` with
+touch is ``UPDATE … RETURNING data``; ``update`` merges in the database
+(``data || changed - removed``), which is atomic under the row lock the UPDATE
+takes, so concurrent writers of different keys both persist without any
+client-side lock.  Times come from the database clock (``now()``), so app
+servers with drifting clocks agree on expiry.  Expired rows are invisible to
+every read and are deleted by :meth:`PostgresStore.purge_expired`
+(``sessup-sessions INI purge-expired``).
+
+Never a hang: connects are bounded by ``connect_timeout``; statements by a
+server-side ``statement_timeout``/``lock_timeout`` and the kernel's
+``tcp_user_timeout`` (both ``socket_timeout``); waiting for a pooled
+connection by ``connect_timeout + socket_timeout``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import re
+import secrets
+import threading
+import time
+from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import ConnectionPool, PoolTimeout
+from pyramid.exceptions import ConfigurationError
+
+from ..exceptions import SessionLockTimeout, SessionValueError, StoreUnavailable
+from .base import SessionStore, dumps, loads, valid_session_id
+
+log = logging.getLogger("pyramid_sessup.stores.postgresql")
+
+T = TypeVar("T")
+
+#: One plain SQL identifier, optionally schema-qualified; short enough that the
+#: derived index and lock-table names stay within PostgreSQL's 63 bytes.
+_TABLE_RE = re.compile(r"(?:([A-Za-z_][A-Za-z0-9_]{0,62})\.)?([A-Za-z_][A-Za-z0-9_]{0,49})\Z")
+
+#: Errors meaning "the database is unreachable or did not answer in time":
+#: refused/broken connections, pool wait timeouts, statement_timeout and
+#: lock_timeout cancellations (all OperationalError subclasses), and use of a
+#: connection that was closed under us.
+_UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError)
+
+
+def parse_table_name(name: str) -> tuple[str, ...]:
+    """``"sessions"`` or ``"schema.sessions"`` -> identifier parts; ConfigurationError otherwise."""
+    match = _TABLE_RE.match(name or "")
+    if not match:
+        raise ConfigurationError(
+            f"sessup.session.table = {name!r}: expected a plain SQL identifier "
+            "(letters, digits, '_'; at most 50 characters), optionally 'schema.table'"
+        )
+    return tuple(part for part in match.groups() if part)
+
+
+class PostgresStore(SessionStore):
+    """Sessions in PostgreSQL, selected by ``sessup.session.store = postgresql``."""
+
+    name = "postgresql"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: int,
+        table: str = "sessup_sessions",
+        pool_size: int = 20,
+        connect_timeout: float = 2.0,
+        socket_timeout: float = 2.0,
+        lock_ttl: float = 60.0,
+    ) -> None:
+        super().__init__(timeout=timeout)
+        parts = parse_table_name(table)
+        self.table_name = ".".join(parts)
+        schema, base = parts[:-1], parts[-1]
+        self._t = sql.Identifier(*parts)
+        self._locks = sql.Identifier(*schema, base + "_locks")
+        self._index = sql.Identifier(base + "_expires_at")
+        self.lock_ttl = lock_ttl
+        self._conninfo = self._build_conninfo(url, connect_timeout, socket_timeout)
+        self._pool = ConnectionPool(
+            self._conninfo,
+            min_size=1,
+            max_size=pool_size,
+            kwargs={"autocommit": True},
+            # Waiting for a free (or a new) connection is bounded too.
+            timeout=connect_timeout + socket_timeout,
+            name="sessup-postgresql",
+            open=False,
+        )
+        self._opened = False
+        self._ready = False
+        self._setup_lock = threading.Lock()
+        self._q = self._queries()
+
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any]) -> "PostgresStore":
+        """Build the store from parsed settings (keys without the ``sessup.`` prefix)."""
+        return cls(
+            values["session.url"],
+            timeout=values["session.timeout"],
+            table=values["session.table"] or "sessup_sessions",
+            pool_size=values["session.pool_size"],
+            connect_timeout=values["session.connect_timeout"],
+            socket_timeout=values["session.socket_timeout"],
+            lock_ttl=max(60.0, 3 * values["session.lock_timeout"]),
+        )
+
+    @staticmethod
+    def _build_conninfo(url: str, connect_timeout: float, socket_timeout: float) -> str:
+        params = conninfo_to_dict(url)
+        ms = max(1, int(socket_timeout * 1000))
+        # libpq counts connect_timeout in whole seconds, at least 2.
+        extra: dict[str, Any] = {
+            "connect_timeout": max(2, math.ceil(connect_timeout)),
+            "tcp_user_timeout": ms,
+            "options": " ".join(
+                filter(None, [str(params.get("options") or ""),
+                              f"-c statement_timeout={ms} -c lock_timeout={ms}"])
+            ),
+        }
+        if "application_name" not in params:
+            extra["application_name"] = "pyramid_sessup"
+        return make_conninfo(url, **extra)
+
+    def _queries(self) -> dict[str, sql.Composed]:
+        t, locks = self._t, self._locks
+        expiry = sql.SQL("now() + %(ttl)s * interval '1 second'")
+        fmt = {"t": t, "locks": locks, "expiry": expiry, "index": self._index}
+
+        def q(text: str) -> sql.Composed:
+            return sql.SQL(text).format(**fmt)
+
+        return {
+            "schema": q(
+                "CREATE TABLE IF NOT EXISTS {t} (id text PRIMARY KEY, data jsonb NOT NULL,"
+                " version bigint NOT NULL DEFAULT 1, expires_at timestamptz NOT NULL);"
+                " CREATE INDEX IF NOT EXISTS {index} ON {t} (expires_at);"
+                " CREATE UNLOGGED TABLE IF NOT EXISTS {locks} (id text PRIMARY KEY,"
+                " token text NOT NULL, expires_at timestamptz NOT NULL)"
+            ),
+            "load_touch": q(
+                "UPDATE {t} SET expires_at = {expiry} WHERE id = %(id)s AND expires_at > now()"
+                " RETURNING data::text"
+            ),
+            "load": q("SELECT data::text FROM {t} WHERE id = %(id)s AND expires_at > now()"),
+            # An expired row that was not purged yet does not make the ID "taken".
+            "create": q(
+                "INSERT INTO {t} AS s (id, data, version, expires_at) VALUES (%(id)s, %(data)s::jsonb, 1, {expiry})"
+                " ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, version = s.version + 1,"
+                " expires_at = EXCLUDED.expires_at WHERE s.expires_at <= now() RETURNING 1"
+            ),
+            # The merge happens under the row lock of this UPDATE: atomic per key.
+            "update": q(
+                "UPDATE {t} SET data = (data || %(changed)s::jsonb) - %(removed)s::text[],"
+                " version = version + 1, expires_at = {expiry}"
+                " WHERE id = %(id)s AND expires_at > now() AND jsonb_typeof(data) = 'object'"
+                " RETURNING data::text"
+            ),
+            "replace": q(
+                "INSERT INTO {t} AS s (id, data, version, expires_at) VALUES (%(id)s, %(data)s::jsonb, 1, {expiry})"
+                " ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, version = s.version + 1,"
+                " expires_at = EXCLUDED.expires_at"
+            ),
+            "touch": q("UPDATE {t} SET expires_at = {expiry} WHERE id = %(id)s AND expires_at > now()"),
+            "delete": q("DELETE FROM {t} WHERE id = %(id)s"),
+            "lock": q(
+                "INSERT INTO {locks} AS l (id, token, expires_at) VALUES (%(id)s, %(token)s, {expiry})"
+                " ON CONFLICT (id) DO UPDATE SET token = EXCLUDED.token, expires_at = EXCLUDED.expires_at"
+                " WHERE l.expires_at <= now() RETURNING 1"
+            ),
+            "unlock": q("DELETE FROM {locks} WHERE id = %(id)s AND token = %(token)s"),
+            "ids": q("SELECT id FROM {t} WHERE expires_at > now()"),
+            "count": q("SELECT count(*) FROM {t} WHERE expires_at > now()"),
+            "purge": q("DELETE FROM {t} WHERE expires_at <= now()"),
+            "purge_locks": q("DELETE FROM {locks} WHERE expires_at <= now()"),
+        }
+
+    # -- connection handling --------------------------------------------------------------
+    def _unavailable(self, exc: Exception) -> StoreUnavailable:
+        return StoreUnavailable(f"PostgreSQL session store unreachable ({type(exc).__name__}: {exc})".strip())
+
+    def _run(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """Run ``fn(conn)`` on a pooled connection; map outages to StoreUnavailable."""
+        if not self._ready:
+            self._setup()
+        for attempt in (1, 2):
+            conn: psycopg.Connection[Any] | None = None
+            try:
+                with self._pool.connection() as conn:
+                    return fn(conn)
+            except PoolTimeout as exc:
+                raise self._unavailable(exc) from exc
+            except _UNAVAILABLE as exc:
+                # A pooled connection the server closed (restart, idle kill) fails on
+                # first use: drop the dead ones and try once more on a fresh one.
+                if attempt == 1 and conn is not None and conn.broken:
+                    self._pool.check()
+                    continue
+                raise self._unavailable(exc) from exc
+            except psycopg.DataError as exc:
+                # e.g. "\u0000" inside a string, which jsonb cannot hold.
+                raise SessionValueError(f"session value rejected by PostgreSQL: {exc}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _setup(self) -> None:
+        with self._setup_lock:
+            if not self._opened:
+                # Opened lazily, so building the store (app start-up, console
+                # scripts) never waits for the database or starts threads early.
+                self._pool.open(wait=False)
+                self._opened = True
+            if self._ready:
+                return
+            try:
+                with self._pool.connection() as conn:
+                    with conn.transaction():
+                        # Serialize schema creation across processes: concurrent
+                        # CREATE ... IF NOT EXISTS can still collide in pg_type.
+                        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                                     ["pyramid_sessup schema " + self.table_name])
+                        conn.execute(self._q["schema"])
+            except _UNAVAILABLE as exc:
+                raise self._unavailable(exc) from exc
+            self._ready = True
+
+    def _one(self, name: str, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        return self._run(lambda conn: conn.execute(self._q[name], params).fetchone())
+
+    def _rowcount(self, name: str, params: Mapping[str, Any]) -> int:
+        return self._run(lambda conn: conn.execute(self._q[name], params).rowcount)
+
+    # -- per-request operations ------------------------------------------------------------
+    def load(self, sid: str, *, touch: bool = True) -> dict[str, Any] | None:
+        row = self._one("load_touch" if touch else "load", {"id": sid, "ttl": self.timeout})
+        return None if row is None else loads(row[0], sid)
+
+    def create(self, sid: str, data: Mapping[str, Any]) -> bool:
+        return self._one("create", {"id": sid, "data": dumps(data), "ttl": self.timeout}) is not None
+
+    def update(self, sid: str, changed: Mapping[str, Any], removed: Iterable[str]) -> dict[str, Any] | None:
+        row = self._one("update", {"id": sid, "changed": dumps(changed), "removed": list(removed),
+                                   "ttl": self.timeout})
+        return None if row is None else loads(row[0], sid)
+
+    def replace(self, sid: str, data: Mapping[str, Any]) -> None:
+        self._rowcount("replace", {"id": sid, "data": dumps(data), "ttl": self.timeout})
+
+    def touch(self, sid: str) -> None:
+        self._rowcount("touch", {"id": sid, "ttl": self.timeout})
+
+    def delete(self, sid: str) -> None:
+        self._rowcount("delete", {"id": sid})
+
+    # -- locking: a row with a token and its own expiry (a crashed holder blocks
+    # others at most lock_ttl); waiting polls with short, growing pauses -------------------
+    def acquire_lock(self, sid: str, timeout: float) -> str:
+        token = secrets.token_hex(16)
+        params = {"id": sid, "token": token, "ttl": self.lock_ttl}
+        deadline = time.monotonic() + timeout
+        pause = 0.002
+        while True:
+            if self._one("lock", params) is not None:
+                return token
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, 0.05)
+        raise SessionLockTimeout(f"session lock not acquired within {timeout:g}s")
+
+    def release_lock(self, sid: str, token: Any) -> None:
+        self._rowcount("unlock", {"id": sid, "token": token})
+
+    # -- operations ------------------------------------------------------------------------
+    def ids(self) -> Iterator[str]:
+        def fetch(conn: psycopg.Connection[Any]) -> list[str]:
+            return [row[0] for row in conn.execute(self._q["ids"])]
+
+        for sid in self._run(fetch):
+            if valid_session_id(sid):
+                yield sid
+
+    def count(self) -> int:
+        row = self._one("count", {})
+        return int(row[0]) if row else 0
+
+    def purge_expired(self) -> int:
+        def purge(conn: psycopg.Connection[Any]) -> int:
+            deleted = conn.execute(self._q["purge"]).rowcount
+            conn.execute(self._q["purge_locks"])
+            return deleted
+
+        return self._run(purge)
+
+    def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` unless PostgreSQL answers (creates the table if needed)."""
+        self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    def close(self) -> None:
+        with self._setup_lock:
+            if self._opened:
+                self._pool.close()
+                self._opened = False

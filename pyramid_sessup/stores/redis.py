@@ -1,0 +1,233 @@
+"""Redis session store: one JSON string per session, expiry by native TTL.
+
+Layout: key ``key_prefix + sid`` holds the record as a JSON string (never a
+pickle); its TTL is the idle timeout, so Redis itself removes expired
+sessions.  Locks live at ``key_prefix + "lock:" + sid``; that suffix is never a
+valid session ID, so :meth:`RedisStore.ids` cannot mistake a lock for a session.
+
+One round trip per request where possible: ``GETEX … EX`` loads and slides
+the expiry at once, ``SET … NX EX`` creates, ``EXPIRE`` touches.  ``update``
+merges per key with ``WATCH``/``MULTI`` (optimistic, retried on conflict): the
+merge runs in Python so the stored JSON keeps full fidelity (a Lua script
+would have to go through cjson, which rounds numbers to 14 digits and turns
+``[]`` into ``{}``).
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from typing import Any, Iterable, Iterator, Mapping
+
+import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError, WatchError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from ..exceptions import SessionLockTimeout, StoreUnavailable
+from .base import SessionStore, dumps, loads, valid_session_id
+
+log = logging.getLogger("pyramid_sessup.stores.redis")
+
+#: Compare-and-delete: release the lock only if we still own it (it may have
+#: expired and been taken by another request meanwhile).
+_RELEASE_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+#: Optimistic merges retried this often before giving up; each retry means
+#: another writer committed in between, so this is only reached under a
+#: pathological write storm on a single session.
+_MAX_UPDATE_ATTEMPTS = 100
+
+
+def _glob_escape(text: str) -> str:
+    """Escape Redis glob metacharacters so a key prefix matches literally in SCAN."""
+    return "".join("\\" + ch if ch in "*?[]\\^" else ch for ch in text)
+
+
+class RedisStore(SessionStore):
+    """Sessions in Redis, selected by ``sessup.session.store = redis``."""
+
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: int,
+        key_prefix: str = "sessup:",
+        pool_size: int = 20,
+        connect_timeout: float = 2.0,
+        socket_timeout: float = 2.0,
+        lock_ttl: float = 60.0,
+    ) -> None:
+        super().__init__(timeout=timeout)
+        self.url = url
+        self.key_prefix = key_prefix
+        #: Lifetime of a session lock: a crashed holder blocks others at most this long.
+        self.lock_ttl_ms = max(1, int(lock_ttl * 1000))
+        # A blocking pool: when all pool_size connections are busy, a request waits
+        # (bounded) for one instead of failing with "Too many connections".
+        # One immediate retry on a connection error heals a pooled connection that
+        # the server closed (restart, idle timeout); redis-py's default of ten
+        # retries with back-off would turn "store down" into a multi-second hang.
+        self.pool = redis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=pool_size,
+            timeout=connect_timeout + socket_timeout,
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=socket_timeout,
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        )
+        self.client = redis.Redis(connection_pool=self.pool)
+        self._release_script = self.client.register_script(_RELEASE_LOCK)
+
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any]) -> "RedisStore":
+        """Build the store from parsed settings (keys without the ``sessup.`` prefix)."""
+        return cls(
+            values["session.url"],
+            timeout=values["session.timeout"],
+            key_prefix=values["session.key_prefix"] or "",
+            pool_size=values["session.pool_size"],
+            connect_timeout=values["session.connect_timeout"],
+            socket_timeout=values["session.socket_timeout"],
+            # Outlive any reasonable request, and the waiters' patience.
+            lock_ttl=max(60.0, 3 * values["session.lock_timeout"]),
+        )
+
+    # -- helpers ---------------------------------------------------------------------
+    def _key(self, sid: str) -> str:
+        return self.key_prefix + sid
+
+    def _lock_key(self, sid: str) -> str:
+        return self.key_prefix + "lock:" + sid
+
+    def _unavailable(self, exc: Exception) -> StoreUnavailable:
+        return StoreUnavailable(f"Redis session store unreachable ({type(exc).__name__}: {exc})")
+
+    # -- per-request operations --------------------------------------------------------
+    def load(self, sid: str, *, touch: bool = True) -> dict[str, Any] | None:
+        try:
+            if touch:
+                raw = self.client.getex(self._key(sid), ex=self.timeout)
+            else:
+                raw = self.client.get(self._key(sid))
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise self._unavailable(exc) from exc
+        except ResponseError:
+            # WRONGTYPE: something other than a string sits at the key.
+            raw = b"\x00not a string"
+        return loads(raw, sid)
+
+    def create(self, sid: str, data: Mapping[str, Any]) -> bool:
+        try:
+            return bool(self.client.set(self._key(sid), dumps(data), nx=True, ex=self.timeout))
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise self._unavailable(exc) from exc
+
+    def update(self, sid: str, changed: Mapping[str, Any], removed: Iterable[str]) -> dict[str, Any] | None:
+        key = self._key(sid)
+        removed = list(removed)
+        try:
+            with self.client.pipeline(transaction=True) as pipe:
+                for _ in range(_MAX_UPDATE_ATTEMPTS):
+                    try:
+                        pipe.watch(key)
+                        try:
+                            raw = pipe.get(key)
+                        except ResponseError:
+                            raw = b"\x00not a string"
+                        data = loads(raw, sid)
+                        if data is None:
+                            pipe.unwatch()
+                            return None
+                        data.update(changed)
+                        for name in removed:
+                            data.pop(name, None)
+                        pipe.multi()
+                        pipe.set(key, dumps(data), ex=self.timeout)
+                        pipe.execute()
+                        return data
+                    except WatchError:
+                        # Another request wrote this session between our GET and
+                        # EXEC: re-read and merge onto its version.
+                        continue
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise self._unavailable(exc) from exc
+        raise StoreUnavailable(f"session {sid[:8]}…: update kept conflicting after {_MAX_UPDATE_ATTEMPTS} attempts")
+
+    def replace(self, sid: str, data: Mapping[str, Any]) -> None:
+        try:
+            self.client.set(self._key(sid), dumps(data), ex=self.timeout)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise self._unavailable(exc) from exc
+
+    def touch(self, sid: str) -> None:
+        try:
+            self.client.expire(self._key(sid), self.timeout)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise self._unavailable(exc) from exc
+
+    def delete(self, sid: str) -> None:
+        try:
+            self.client.delete(self._key(sid))
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise self._unavailable(exc) from exc
+
+    # -- locking -------------------------------------------------------------------------
+    def acquire_lock(self, sid: str, timeout: float) -> str:
+        token = secrets.token_hex(16)
+        key = self._lock_key(sid)
+        deadline = time.monotonic() + timeout
+        pause = 0.002
+        try:
+            while True:
+                if self.client.set(key, token, nx=True, px=self.lock_ttl_ms):
+                    return token
+                if time.monotonic() >= deadline:
+                    break
+                # Short, growing pauses: a lock is usually held for one request's duration.
+                time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+                pause = min(pause * 2, 0.05)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise self._unavailable(exc) from exc
+        raise SessionLockTimeout(f"session lock not acquired within {timeout:g}s")
+
+    def release_lock(self, sid: str, token: Any) -> None:
+        try:
+            self._release_script(keys=[self._lock_key(sid)], args=[token])
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise self._unavailable(exc) from exc
+
+    # -- operations ------------------------------------------------------------------------
+    def ids(self) -> Iterator[str]:
+        start = len(self.key_prefix)
+        try:
+            for key in self.client.scan_iter(match=_glob_escape(self.key_prefix) + "*", count=1000):
+                sid = key.decode("utf-8", "replace")[start:]
+                if valid_session_id(sid):
+                    yield sid
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise self._unavailable(exc) from exc
+
+    def purge_expired(self) -> int:
+        # Redis deletes expired keys itself (every record is written with a TTL),
+        # and an expired key is invisible even before its memory is reclaimed.
+        return 0
+
+    def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` unless Redis answers."""
+        try:
+            self.client.ping()
+        except RedisError as exc:
+            raise self._unavailable(exc) from exc
+
+    def close(self) -> None:
+        self.pool.disconnect()
