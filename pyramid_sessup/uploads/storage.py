@@ -1,0 +1,276 @@
+"""The upload directory: temporary files, atomic commit, safe look-up.
+
+Layout of ``root``::
+
+    <root>/<name>              stored files; <name> = 32 random URL-safe characters [+ "." + ext]
+    <root>/.tmp/<id>.part      files being received (created O_EXCL|O_NOFOLLOW, mode 0600)
+    <root>/.meta/<name>.json   metadata of each stored file (original name, type, size, sha256)
+
+Nothing here ever builds a path from client input: stored names and
+temporary ids come from :mod:`secrets` and every look-up by name goes through
+a strict pattern, so nothing can be read or written outside ``root``.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import secrets
+import stat
+import time
+from typing import Any, BinaryIO
+
+#: Stored names: 32 characters of ``secrets.token_urlsafe(24)`` (192 bits)
+#: plus an optional lower-case extension.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{32}(?:\.[a-z0-9]{1,10})?")
+#: Temporary file names inside ``.tmp``.
+TEMP_PATTERN = re.compile(r"[A-Za-z0-9_-]{32}\.part")
+
+TMP_DIR = ".tmp"
+META_DIR = ".meta"
+
+_CREATE_FLAGS = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+class UploadStorage:
+    """Files of one upload directory.
+
+    ``root``
+        The upload directory; created (with ``.tmp`` and ``.meta``) if missing.
+
+    ``fsync``
+        When true, :meth:`finalize` flushes each file and the directory to
+        stable storage before returning (slower; survives a power cut).
+        Default: ``False``.
+    """
+
+    def __init__(self, root: str, *, fsync: bool = False) -> None:
+        self.root = os.path.abspath(root)
+        self.tmp_dir = os.path.join(self.root, TMP_DIR)
+        self.meta_dir = os.path.join(self.root, META_DIR)
+        self.fsync = fsync
+        os.makedirs(self.root, exist_ok=True)
+        for path in (self.tmp_dir, self.meta_dir):
+            os.makedirs(path, mode=0o700, exist_ok=True)
+
+    # -- temporary files ---------------------------------------------------------------
+
+    def open_temp(self) -> tuple[BinaryIO, str]:
+        """Create a new, empty temporary file; return it open for writing
+        (unbuffered) and its path.  The caller must close it and then
+        :meth:`finalize` or :meth:`discard` the path."""
+        while True:
+            path = os.path.join(self.tmp_dir, _token() + ".part")
+            try:
+                fd = os.open(path, _CREATE_FLAGS, 0o600)
+            except FileExistsError:  # pragma: no cover - 192 random bits
+                continue
+            return os.fdopen(fd, "wb", buffering=0), path
+
+    def temp_id(self, temp_path: str) -> str:
+        """The id of a temporary file (its name without ``.part``), e.g. to
+        name a resumable upload in a URL."""
+        self._check_temp(temp_path)
+        return os.path.basename(temp_path)[: -len(".part")]
+
+    def temp_path_for(self, temp_id: str) -> str | None:
+        """The path of an existing temporary file by id, or ``None`` if the id
+        is malformed or no such file exists."""
+        name = f"{temp_id}.part"
+        if not isinstance(temp_id, str) or not TEMP_PATTERN.fullmatch(name):
+            return None
+        path = os.path.join(self.tmp_dir, name)
+        return path if _is_regular(path) else None
+
+    def open_append(self, temp_path: str) -> BinaryIO:
+        """Open an existing temporary file for appending (unbuffered), e.g. to
+        continue a resumable upload.  Raises ``FileNotFoundError`` if it is gone."""
+        self._check_temp(temp_path)
+        fd = os.open(temp_path, _APPEND_FLAGS)
+        return os.fdopen(fd, "ab", buffering=0)
+
+    def temp_size(self, temp_path: str) -> int:
+        """Current size of a temporary file in bytes."""
+        self._check_temp(temp_path)
+        return os.stat(temp_path, follow_symlinks=False).st_size
+
+    def discard(self, temp_path: str) -> None:
+        """Remove a temporary file; no error if it is already gone."""
+        self._check_temp(temp_path)
+        try:
+            os.unlink(temp_path)
+        except FileNotFoundError:
+            pass
+
+    def _check_temp(self, temp_path: str) -> None:
+        if os.path.dirname(temp_path) != self.tmp_dir or not TEMP_PATTERN.fullmatch(os.path.basename(temp_path)):
+            raise ValueError("not a temporary file of this upload directory")
+
+    # -- stored files ------------------------------------------------------------------
+
+    def finalize(self, temp_path: str, ext: str = "", *, metadata: dict[str, Any] | None = None) -> str:
+        """Give a complete temporary file its final, random name and return
+        that name (``<token>.<ext>``, or ``<token>`` when ``ext`` is empty).
+
+        The file is hard-linked to the new name, which fails instead of
+        replacing an existing file (a collision simply draws another name),
+        then the temporary name is removed.  ``metadata`` (JSON-able) is kept
+        beside it and returned by :meth:`metadata`.
+        """
+        self._check_temp(temp_path)
+        if ext and not re.fullmatch(r"[a-z0-9]{1,10}", ext):
+            raise ValueError(f"invalid extension {ext!r}")
+        if self.fsync:
+            _fsync_path(temp_path)
+        suffix = "." + ext if ext else ""
+        while True:
+            name = _token() + suffix
+            final = os.path.join(self.root, name)
+            try:
+                os.link(temp_path, final, follow_symlinks=False)
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+                    raise
+                # No hard links here: reserve the name exclusively, then move over it.
+                try:
+                    os.close(os.open(final, _CREATE_FLAGS, 0o600))
+                except FileExistsError:
+                    continue
+                os.replace(temp_path, final)
+            break
+        try:
+            if metadata is not None:
+                self.write_metadata(name, metadata)
+            self.discard(temp_path)
+            if self.fsync:
+                _fsync_path(self.root, directory=True)
+        except BaseException:
+            self.delete(name)
+            raise
+        return name
+
+    def path_of(self, name: str) -> str | None:
+        """Absolute path of the stored file ``name``, or ``None`` when the name
+        is malformed (anything but a generated name) or no such file exists."""
+        if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+            return None
+        path = os.path.join(self.root, name)
+        return path if _is_regular(path) else None
+
+    def open_stored(self, name: str) -> BinaryIO | None:
+        """Open a stored file for reading (never through a symlink), or ``None``."""
+        path = self.path_of(name)
+        if path is None:
+            return None
+        try:
+            fd = os.open(path, _READ_FLAGS)
+        except OSError:
+            return None
+        return os.fdopen(fd, "rb")
+
+    def delete(self, name: str) -> bool:
+        """Remove a stored file and its metadata; True if the file existed."""
+        path = self.path_of(name)
+        if path is None:
+            return False
+        for victim in (path, self._meta_path(name)):
+            try:
+                os.unlink(victim)
+            except FileNotFoundError:
+                pass
+        return True
+
+    def metadata(self, name: str) -> dict[str, Any] | None:
+        """The metadata kept for a stored file, or ``None``."""
+        if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+            return None
+        try:
+            fd = os.open(self._meta_path(name), _READ_FLAGS)
+            with os.fdopen(fd, "rb") as f:
+                data = json.loads(f.read(1024 * 1024))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def write_metadata(self, name: str, metadata: dict[str, Any]) -> None:
+        """Store ``metadata`` for ``name`` (atomically replaced)."""
+        if not NAME_PATTERN.fullmatch(name):
+            raise ValueError("not a stored file name")
+        data = json.dumps(metadata, ensure_ascii=False, sort_keys=True).encode("utf-8")
+        tmp = os.path.join(self.meta_dir, f".{_token()}.tmp")
+        fd = os.open(tmp, _CREATE_FLAGS, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                if self.fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
+            os.replace(tmp, self._meta_path(name))
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+
+    def _meta_path(self, name: str) -> str:
+        return os.path.join(self.meta_dir, name + ".json")
+
+    # -- housekeeping ------------------------------------------------------------------
+
+    def sweep(self, max_age: float, *, now: float | None = None) -> int:
+        """Remove temporary files not modified for ``max_age`` seconds (left by
+        a crash or an abandoned resumable upload) and return how many.
+
+        Files still being written are modified continuously, so they are
+        never old enough to be swept.
+        """
+        cutoff = (time.time() if now is None else now) - max_age
+        removed = 0
+        for directory, pattern in ((self.tmp_dir, TEMP_PATTERN), (self.meta_dir, re.compile(r"\.[A-Za-z0-9_-]{32}\.tmp"))):
+            try:
+                entries = list(os.scandir(directory))
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                if not pattern.fullmatch(entry.name):
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                    if stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
+                        os.unlink(entry.path)
+                        removed += 1 if directory == self.tmp_dir else 0
+                except FileNotFoundError:
+                    continue
+        return removed
+
+    def temp_files(self) -> list[str]:
+        """Paths of all temporary files (in progress or left over)."""
+        try:
+            return sorted(e.path for e in os.scandir(self.tmp_dir) if TEMP_PATTERN.fullmatch(e.name))
+        except FileNotFoundError:
+            return []
+
+
+def _is_regular(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _fsync_path(path: str, directory: bool = False) -> None:
+    fd = os.open(path, (os.O_RDONLY | os.O_DIRECTORY) if directory else os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
