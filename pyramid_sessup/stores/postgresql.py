@@ -192,7 +192,9 @@ class PostgresStore(SessionStore):
 
     # -- connection handling --------------------------------------------------------------
     def _unavailable(self, exc: Exception) -> StoreUnavailable:
-        return StoreUnavailable(f"PostgreSQL session store unreachable ({type(exc).__name__}: {exc})".strip())
+        # Kept short: the text may reach a 503 page; addresses stay out of it.
+        log.debug("postgresql error: %s", exc)
+        return StoreUnavailable(f"PostgreSQL session store unavailable ({type(exc).__name__})")
 
     def _run(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
         """Run ``fn(conn)`` on a pooled connection; map outages to StoreUnavailable."""
@@ -246,24 +248,36 @@ class PostgresStore(SessionStore):
 
     # -- per-request operations ------------------------------------------------------------
     def load(self, sid: str, *, touch: bool = True) -> dict[str, Any] | None:
+        if not valid_session_id(sid):
+            return None
         row = self._one("load_touch" if touch else "load", {"id": sid, "ttl": self.timeout})
         return None if row is None else loads(row[0], sid)
 
     def create(self, sid: str, data: Mapping[str, Any]) -> bool:
+        if not valid_session_id(sid):
+            return False
         return self._one("create", {"id": sid, "data": dumps(data), "ttl": self.timeout}) is not None
 
     def update(self, sid: str, changed: Mapping[str, Any], removed: Iterable[str]) -> dict[str, Any] | None:
+        if not valid_session_id(sid):
+            return None
         row = self._one("update", {"id": sid, "changed": dumps(changed), "removed": list(removed),
                                    "ttl": self.timeout})
         return None if row is None else loads(row[0], sid)
 
     def replace(self, sid: str, data: Mapping[str, Any]) -> None:
+        if not valid_session_id(sid):
+            return
         self._rowcount("replace", {"id": sid, "data": dumps(data), "ttl": self.timeout})
 
     def touch(self, sid: str) -> None:
+        if not valid_session_id(sid):
+            return
         self._rowcount("touch", {"id": sid, "ttl": self.timeout})
 
     def delete(self, sid: str) -> None:
+        if not valid_session_id(sid):
+            return
         self._rowcount("delete", {"id": sid})
 
     # -- locking: a row with a token and its own expiry (a crashed holder blocks

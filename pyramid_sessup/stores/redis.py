@@ -110,10 +110,14 @@ class RedisStore(SessionStore):
         return self.key_prefix + "lock:" + sid
 
     def _unavailable(self, exc: Exception) -> StoreUnavailable:
-        return StoreUnavailable(f"Redis session store unreachable ({type(exc).__name__}: {exc})")
+        # Kept short: the text may reach a 503 page; addresses stay out of it.
+        log.debug("redis error: %s", exc)
+        return StoreUnavailable(f"Redis session store unavailable ({type(exc).__name__})")
 
     # -- per-request operations --------------------------------------------------------
     def load(self, sid: str, *, touch: bool = True) -> dict[str, Any] | None:
+        if not valid_session_id(sid):
+            return None
         try:
             if touch:
                 raw = self.client.getex(self._key(sid), ex=self.timeout)
@@ -127,12 +131,16 @@ class RedisStore(SessionStore):
         return loads(raw, sid)
 
     def create(self, sid: str, data: Mapping[str, Any]) -> bool:
+        if not valid_session_id(sid):
+            return False
         try:
             return bool(self.client.set(self._key(sid), dumps(data), nx=True, ex=self.timeout))
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise self._unavailable(exc) from exc
 
     def update(self, sid: str, changed: Mapping[str, Any], removed: Iterable[str]) -> dict[str, Any] | None:
+        if not valid_session_id(sid):
+            return None
         key = self._key(sid)
         removed = list(removed)
         try:
@@ -164,18 +172,24 @@ class RedisStore(SessionStore):
         raise StoreUnavailable(f"session {sid[:8]}…: update kept conflicting after {_MAX_UPDATE_ATTEMPTS} attempts")
 
     def replace(self, sid: str, data: Mapping[str, Any]) -> None:
+        if not valid_session_id(sid):
+            return
         try:
             self.client.set(self._key(sid), dumps(data), ex=self.timeout)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise self._unavailable(exc) from exc
 
     def touch(self, sid: str) -> None:
+        if not valid_session_id(sid):
+            return
         try:
             self.client.expire(self._key(sid), self.timeout)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise self._unavailable(exc) from exc
 
     def delete(self, sid: str) -> None:
+        if not valid_session_id(sid):
+            return
         try:
             self.client.delete(self._key(sid))
         except (RedisConnectionError, RedisTimeoutError) as exc:
