@@ -58,8 +58,12 @@ def make_host(host_settings: dict[str, str]) -> Callable[..., webtest.TestApp]:
         for sid in list(store.ids()):
             store.delete(sid)
         store.close()
-        if getattr(store, "drop_table", None):
-            store.drop_table()
+    table = host_settings.get("sessup.session.table")
+    if table and apps:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f'DROP TABLE IF EXISTS "{table}"')
 
 
 @pytest.fixture(autouse=True)
