@@ -1,0 +1,62 @@
+"""Baselines for bench/run.py, served by waitress with the bench INIs' tuning.
+
+    .venv/bin/python bench/bare_app.py pyramid PORT   # a bare Pyramid view at GET /
+    .venv/bin/python bench/bare_app.py wsgi PORT      # a bare WSGI hello world (the ceiling)
+
+The Pyramid view answers a page the size of sessup's home page, so the
+"requests that never touch the session" comparison measures only what sessup
+adds (session factory, CSRF policy, exception views, routes), not body size.
+"""
+from __future__ import annotations
+
+import configparser
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+HERE = Path(__file__).resolve().parent
+
+_PAGE = (
+    "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>bare</title>\n"
+    "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"></head>\n"
+    "<body><h1>bare Pyramid</h1>\n<p>A bare Pyramid view, the baseline of the benchmark.</p>\n"
+    + "<p>" + "x" * 300 + "</p>\n</body></html>\n"
+)
+
+
+def pyramid_app() -> Callable[..., Any]:
+    from pyramid.config import Configurator
+    from pyramid.response import Response
+
+    def home(request: Any) -> Response:
+        return Response(_PAGE, content_type="text/html", charset="utf-8")
+
+    with Configurator() as config:
+        config.add_route("home", "/")
+        config.add_view(home, route_name="home", request_method="GET")
+    return config.make_wsgi_app()
+
+
+def wsgi_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    body = b"Hello World!"
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def server_options(ini: Path = HERE / "file.ini") -> dict[str, str]:
+    """The [server:main] tuning of the bench INIs (without use/listen)."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(ini)
+    return {k: v for k, v in parser.items("server:main") if k not in ("use", "listen")}
+
+
+def main(argv: list[str]) -> None:
+    from waitress import serve
+
+    kind, port = argv[1], int(argv[2])
+    app = pyramid_app() if kind == "pyramid" else wsgi_app
+    serve(app, listen=f"127.0.0.1:{port}", **server_options())
+
+
+if __name__ == "__main__":
+    main(sys.argv)

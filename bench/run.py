@@ -1,0 +1,966 @@
+#!/usr/bin/env python
+"""pyramid_sessup's benchmark suite, side by side with the Node anchor.
+
+    .venv/bin/python bench/run.py [--quick] [--only NAME[,NAME]] [--stores S[,S]] [--no-node]
+
+Starts each server the way a user would (``pserve bench/<store>.ini`` for
+sessup, ``node bench/node/server.js`` for express, ``bench/bare_app.py`` for the
+baselines) on a free 127.0.0.1 port, runs the workloads with wrk and small
+Python clients, measures the machine's ceilings in the same run, and prints
+one Markdown table.  Per cell: throughput, p50/p99 latency, the server's peak
+RSS during the workload (VmHWM, reset through /proc/PID/clear_refs first),
+bytes the server process wrote to storage (write_bytes of /proc/PID/io) and
+the CPU it used (1.00 = one core busy for the whole workload).
+
+Workload names for --only: ceilings, nosession, session, increments,
+upload-big, upload-many, upload-small.  Every load loop is bounded by a
+duration or a count, and only 127.0.0.1 is contacted.  Results are also
+written to bench/results/ (git-ignored).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+BIN = Path(sys.executable).parent
+PSERVE = BIN / "pserve"
+NODE_DIR = HERE / "node"
+RESULTS = HERE / "results"
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+REDIS_URL = "redis://127.0.0.1:6379/14"
+REDIS_PREFIXES = ("sessup-bench:", "sessup-bench-node:")
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+POSTGRES_TABLE = "sessup_bench_sessions"
+STORES = ("memory", "file", "redis", "postgresql")
+WORKLOADS = ("ceilings", "nosession", "session", "increments", "upload-big", "upload-many", "upload-small")
+
+
+@dataclass(frozen=True)
+class Profile:
+    duration: int          # seconds of each measured wrk run (wrk takes whole seconds)
+    warmup: int            # seconds of an unmeasured wrk run before it (0: none)
+    big_size: int          # the "1 GiB" upload
+    many_repeats: int      # 200 x 256 KiB requests, median taken
+    increment_rounds: int  # rounds of 16 concurrent increments
+    ceiling_bytes: int     # bytes pushed through each socket ceiling
+
+
+FULL = Profile(duration=5, warmup=1, big_size=GiB, many_repeats=3, increment_rounds=5, ceiling_bytes=2 * GiB)
+QUICK = Profile(duration=2, warmup=0, big_size=256 * MiB, many_repeats=1, increment_rounds=2,
+                ceiling_bytes=512 * MiB)
+
+
+# --------------------------------------------------------------------------- measurements
+
+@dataclass
+class Cell:
+    """One server's result for one workload."""
+
+    value: float | None = None
+    unit: str = ""
+    p50: float | None = None      # seconds
+    p99: float | None = None      # seconds
+    rss: int | None = None        # bytes, peak during the workload
+    written: int | None = None    # bytes sent to storage by the server process
+    cpu: float | None = None      # server CPU seconds / wall seconds
+    note: str = ""
+
+
+@dataclass
+class Row:
+    key: str
+    label: str
+    sessup: Cell | None = None
+    node: Cell | None = None
+    target: str = ""
+    verdict: str = ""
+
+
+@dataclass
+class Report:
+    rows: dict[str, Row] = field(default_factory=dict)
+
+    def row(self, key: str, label: str, target: str = "") -> Row:
+        if key not in self.rows:
+            self.rows[key] = Row(key, label, target=target)
+        return self.rows[key]
+
+
+def _read_proc(pid: int, name: str) -> str:
+    with open(f"/proc/{pid}/{name}") as f:
+        return f.read()
+
+
+def peak_rss(pid: int) -> int:
+    match = re.search(r"^VmHWM:\s+(\d+) kB", _read_proc(pid, "status"), re.M)
+    return int(match.group(1)) * KiB if match else 0
+
+
+def write_bytes(pid: int) -> int:
+    match = re.search(r"^write_bytes:\s+(\d+)", _read_proc(pid, "io"), re.M)
+    return int(match.group(1)) if match else 0
+
+
+def cpu_seconds(pid: int) -> float:
+    # Fields after the ")" of comm: utime and stime are the 12th and 13th.
+    fields = _read_proc(pid, "stat").rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Reset VmHWM to the current RSS, so the next reading is this workload's peak."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class Meter:
+    """Peak RSS, bytes written and CPU of one process over a ``with`` block."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def __enter__(self) -> "Meter":
+        self.reset = reset_peak_rss(self.pid)
+        self.written0 = write_bytes(self.pid)
+        self.cpu0 = cpu_seconds(self.pid)
+        self.t0 = time.monotonic()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.elapsed = time.monotonic() - self.t0
+        self.rss = peak_rss(self.pid)
+        self.written = write_bytes(self.pid) - self.written0
+        self.cpu = (cpu_seconds(self.pid) - self.cpu0) / max(self.elapsed, 1e-9)
+
+    def fill(self, cell: Cell) -> Cell:
+        cell.rss, cell.written, cell.cpu = self.rss, self.written, self.cpu
+        if not self.reset:
+            cell.note = (cell.note + "; " if cell.note else "") + "RSS peak is since start"
+        return cell
+
+
+# --------------------------------------------------------------------------- servers
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A server subprocess on 127.0.0.1:port, its log in the run's temp dir."""
+
+    def __init__(self, name: str, argv: list[str], port: int, logdir: Path, env: dict[str, str] | None = None,
+                 cwd: Path = ROOT) -> None:
+        self.name, self.port = name, port
+        self.log_path = logdir / f"{name}.log"
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(argv, cwd=str(cwd), env={**os.environ, **(env or {})},
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        """The process that serves: pserve runs waitress in-process, but follow a child if one appears."""
+        pid = self.proc.pid
+        for _ in range(3):
+            try:
+                children = _read_proc(pid, f"task/{pid}/children").split()
+            except OSError:
+                break
+            if len(children) != 1:
+                break
+            pid = int(children[0])
+        return pid
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: {self.log_tail()}")
+            try:
+                status, _, _ = request(self.port, "GET", "/", timeout=2)
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not answer within {timeout:.0f}s: {self.log_tail()}")
+
+    def log_tail(self, lines: int = 8) -> str:
+        text = self.log_path.read_text(errors="replace").strip().splitlines()
+        return " | ".join(text[-lines:])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+
+
+@contextlib.contextmanager
+def serving(name: str, argv: list[str], logdir: Path, port: int, env: dict[str, str] | None = None,
+            cwd: Path = ROOT) -> Iterator[Server]:
+    server = Server(name, argv, port, logdir, env=env, cwd=cwd)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def sessup_server(store: str, data: Path, logdir: Path, lock: bool = False) -> contextlib.AbstractContextManager[Server]:
+    port = free_port()
+    argv = [str(PSERVE), str(HERE / f"{store}.ini"), f"port={port}", f"data={data}", f"lock={str(lock).lower()}"]
+    return serving(f"sessup-{store}{'-lock' if lock else ''}", argv, logdir, port)
+
+
+def node_server(store: str, upload_dir: Path, logdir: Path) -> contextlib.AbstractContextManager[Server]:
+    port = free_port()
+    env = {"PORT": str(port), "STORE": store, "REDIS_URL": REDIS_URL, "UPLOAD_DIR": str(upload_dir)}
+    return serving(f"node-{store}", ["node", str(NODE_DIR / "server.js")], logdir, port, env=env, cwd=NODE_DIR)
+
+
+def bare_server(kind: str, logdir: Path) -> contextlib.AbstractContextManager[Server]:
+    port = free_port()
+    return serving(f"bare-{kind}", [sys.executable, str(HERE / "bare_app.py"), kind, str(port)], logdir, port)
+
+
+# --------------------------------------------------------------------------- HTTP clients
+
+def request(port: int, method: str, path: str, headers: dict[str, str] | None = None, body: bytes | None = None,
+            timeout: float = 30) -> tuple[int, http.client.HTTPMessage, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.headers, resp.read()
+    finally:
+        conn.close()
+
+
+def cookies_of(headers: http.client.HTTPMessage) -> dict[str, str]:
+    jar = {}
+    for value in headers.get_all("Set-Cookie") or []:
+        name, _, rest = value.partition("=")
+        jar[name.strip()] = rest.split(";", 1)[0].strip()
+    return jar
+
+
+def cookie_header(jar: dict[str, str]) -> str:
+    return "; ".join(f"{k}={v}" for k, v in jar.items())
+
+
+def new_session(port: int) -> tuple[str, int]:
+    """GET /session without a cookie: the new session's Cookie header and its view count."""
+    status, headers, body = request(port, "GET", "/session")
+    if status != 200:
+        raise RuntimeError(f"GET /session answered {status}: {body[:200]!r}")
+    jar = cookies_of(headers)
+    if not jar:
+        raise RuntimeError("GET /session set no cookie")
+    return cookie_header(jar), int(json.loads(body)["views"])
+
+
+def views(port: int, cookie: str) -> tuple[int, int]:
+    status, _, body = request(port, "GET", "/session", headers={"Cookie": cookie})
+    return status, (int(json.loads(body)["views"]) if status == 200 else -1)
+
+
+def csrf_headers(port: int) -> dict[str, str]:
+    """Cookie and X-CSRF-Token for sessup's uploads (GET /csrf); empty for a server without /csrf."""
+    status, headers, body = request(port, "GET", "/csrf", headers={"Accept": "application/json"})
+    if status == 404:
+        return {}
+    if status != 200:
+        raise RuntimeError(f"GET /csrf answered {status}: {body[:200]!r}")
+    return {"Cookie": cookie_header(cookies_of(headers)), "X-CSRF-Token": json.loads(body)["csrf_token"]}
+
+
+Part = tuple[str, "bytes | Path"]   # (filename, content or a file to stream from disk)
+
+
+def multipart_framing(parts: list[Part], boundary: str, field_name: str = "inputFile") -> tuple[list[bytes], bytes, int]:
+    """Per-part header blocks, the closing delimiter, and the total Content-Length."""
+    heads = [
+        (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field_name}\"; filename=\"{name}\"\r\n"
+         f"Content-Type: application/octet-stream\r\n\r\n").encode()
+        for name, _ in parts
+    ]
+    tail = f"--{boundary}--\r\n".encode()
+    sizes = [len(c) if isinstance(c, bytes) else c.stat().st_size for _, c in parts]
+    length = sum(len(h) + s + 2 for h, s in zip(heads, sizes)) + len(tail)
+    return heads, tail, length
+
+
+def post_multipart(port: int, parts: list[Part], headers: dict[str, str], path: str = "/upFile",
+                   timeout: float = 600) -> tuple[int, bytes, float]:
+    """POST a multipart body over a raw socket: framing from memory, files with sendfile (no copies
+    in the client, so the client is not what is measured).  Returns status, body and seconds."""
+    boundary = "sessupbench" + secrets.token_hex(16)
+    heads, tail, length = multipart_framing(parts, boundary)
+    head = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", f"Content-Length: {length}",
+            f"Content-Type: multipart/form-data; boundary={boundary}", "Connection: close"]
+    head += [f"{k}: {v}" for k, v in headers.items()]
+    t0 = time.monotonic()
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        try:
+            sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+            for part_head, (_, content) in zip(heads, parts):
+                sock.sendall(part_head)
+                if isinstance(content, bytes):
+                    sock.sendall(content)
+                else:
+                    with open(content, "rb") as f:
+                        sock.sendfile(f)
+                sock.sendall(b"\r\n")
+            sock.sendall(tail)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered early (a limit); read what it said
+        resp = http.client.HTTPResponse(sock)
+        resp.begin()
+        body = resp.read()
+        return resp.status, body, time.monotonic() - t0
+    finally:
+        sock.close()
+
+
+def dir_files(path: Path) -> list[Path]:
+    return [p for p in path.rglob("*") if p.is_file()]
+
+
+def empty_dir(path: Path) -> None:
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+# --------------------------------------------------------------------------- wrk
+
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+
+
+def _seconds(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if not match:
+        raise ValueError(text)
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def wrk(port: int, path: str, connections: int, duration: int, script: Path | None = None) -> Cell:
+    """One wrk run (one thread: wrk shares the 2 cores with the server); req/s, p50, p99, errors."""
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "10s"]
+    if script:
+        argv += ["-s", str(script)]
+    argv.append(f"http://127.0.0.1:{port}{path}")
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+    out = proc.stdout
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
+    cell = Cell(value=float(rate.group(1)) if rate else None, unit="req/s",
+                p50=_seconds(p50.group(1)) if p50 else None, p99=_seconds(p99.group(1)) if p99 else None)
+    problems = []
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        problems.append(f"{non2xx.group(1)} non-2xx")
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if errors and any(int(n) for n in errors.groups()):
+        problems.append("socket errors c/r/w/t " + "/".join(errors.groups()))
+    if rate is None:
+        problems.append("wrk failed: " + " ".join((out + proc.stderr).split())[-200:])
+    cell.note = ", ".join(problems)
+    return cell
+
+
+def lua_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def cookie_pool_script(path: Path, url_path: str, cookies: list[str]) -> Path:
+    """wrk script rotating over a pool of session cookies: many users, not one hot session."""
+    path.write_text(
+        "local cookies = {" + ", ".join(lua_string(c) for c in cookies) + "}\n"
+        "local n = math.random(#cookies)\n"
+        "request = function()\n"
+        "  n = n % #cookies + 1\n"
+        f"  return wrk.format(\"GET\", {lua_string(url_path)}, {{[\"Cookie\"] = cookies[n]}})\n"
+        "end\n"
+    )
+    return path
+
+
+def upload_script(path: Path, body_file: Path, content_type: str, headers: dict[str, str]) -> Path:
+    """wrk script POSTing the same multipart body (read from a file: binary-safe) on every request."""
+    lines = [
+        'wrk.method = "POST"',
+        f'local f = assert(io.open({lua_string(str(body_file))}, "rb"))',
+        'wrk.body = f:read("*a")',
+        "f:close()",
+        f'wrk.headers["Content-Type"] = {lua_string(content_type)}',
+    ]
+    lines += [f"wrk.headers[{lua_string(k)}] = {lua_string(v)}" for k, v in headers.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# --------------------------------------------------------------------------- workloads
+
+class Bench:
+    def __init__(self, profile: Profile, only: set[str], stores: list[str], node: bool, tmp: Path) -> None:
+        self.profile, self.only, self.stores, self.with_node, self.tmp = profile, only, stores, node, tmp
+        self.report = Report()
+        self.logdir = tmp / "logs"
+        self.logdir.mkdir()
+        self._big: Path | None = None
+
+    def wants(self, name: str) -> bool:
+        return not self.only or name in self.only
+
+    def log(self, text: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+    def put(self, key: str, label: str, side: str, cell: Cell, target: str = "") -> None:
+        row = self.report.row(key, label, target)
+        setattr(row, side, cell)
+        self.log(f"{label} / {side}: {fmt_value(cell)} {cell.note}")
+
+    def guarded(self, key: str, label: str, side: str, fn: Callable[[], Cell], target: str = "") -> None:
+        """Run one workload; a failure becomes a note in its cell, and the run goes on."""
+        try:
+            cell = fn()
+        except Exception as exc:  # noqa: BLE001 - report it, keep benchmarking the rest
+            cell = Cell(note=f"n/a: {type(exc).__name__}: {str(exc)[:160]}")
+        self.put(key, label, side, cell, target)
+
+    def data_dir(self, name: str) -> Path:
+        path = self.tmp / name
+        (path / "uploads").mkdir(parents=True, exist_ok=True)
+        (path / "sessions").mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def big_file(self) -> Path:
+        """The big upload's content: random bytes (parsers are much faster on zeros), made once per run."""
+        if self._big is None:
+            path = self.tmp / "big.bin"
+            self.log(f"writing {self.profile.big_size // MiB} MiB of random bytes")
+            with open(path, "wb") as f:
+                remaining = self.profile.big_size
+                while remaining:
+                    chunk = os.urandom(min(16 * MiB, remaining))
+                    f.write(chunk)
+                    remaining -= len(chunk)
+            self._big = path
+        return self._big
+
+    # -- wrk workloads ---------------------------------------------------------
+
+    def measured_wrk(self, server: Server, path: str, connections: int, script: Path | None = None) -> Cell:
+        if self.profile.warmup:
+            wrk(server.port, path, connections, self.profile.warmup, script)
+        with Meter(server.pid) as meter:
+            cell = wrk(server.port, path, connections, self.profile.duration, script)
+        return meter.fill(cell)
+
+    def session_gets(self, server: Server, side: str, store: str) -> None:
+        pool_size = 128  # more sessions than connections: requests of one session rarely overlap
+        cookies = [new_session(server.port)[0] for _ in range(pool_size)]
+        script = cookie_pool_script(self.tmp / f"cookies-{server.name}.lua", "/session", cookies)
+        for connections in (16, 64):
+            key = f"session-{store}-{connections}"
+            label = f"session GET with cookie, {store} store, {connections} conn"
+            target = ""
+            if store == "redis":
+                target = "sessup >= express-session + connect-redis"
+            elif store == "file":
+                target = "sessup >= 2,000 req/s"
+
+            def run() -> Cell:
+                before = views(server.port, cookies[0])[1]
+                cell = self.measured_wrk(server, "/session", connections, script)
+                after = views(server.port, cookies[0])[1]
+                if after <= before:
+                    cell.note = (cell.note + "; " if cell.note else "") + f"views did not grow ({before}->{after})"
+                return cell
+
+            self.guarded(key, label, side, run, target)
+
+    def nosession(self, server: Server, side: str, key: str = "nosession", label: str = "") -> None:
+        label = label or "GET / (never touches the session), 16 conn"
+        target = "sessup within 10 % of a bare Pyramid view" if key == "nosession" else ""
+        self.guarded(key, label, side, lambda: self.measured_wrk(server, "/", 16), target)
+
+    # -- uploads ---------------------------------------------------------------
+
+    def upload_headers(self, server: Server, side: str) -> dict[str, str]:
+        return csrf_headers(server.port) if side == "sessup" else {}
+
+    def upload_big(self, server: Server, side: str, upload_dir: Path) -> None:
+        size = self.profile.big_size
+        label = f"one {size // MiB} MiB upload (random bytes)"
+
+        def run() -> Cell:
+            big = self.big_file
+            headers = self.upload_headers(server, side)
+            with Meter(server.pid) as meter:
+                status, body, seconds = post_multipart(server.port, [("big.bin", big)], headers)
+            if status != 200:
+                raise RuntimeError(f"answer {status} {body[:120]!r}")
+            stored = [p.stat().st_size for p in dir_files(upload_dir)]
+            empty_dir(upload_dir)
+            cell = meter.fill(Cell(value=size / MiB / seconds, unit="MiB/s", p50=seconds, p99=seconds))
+            cell.note = f"written {cell.written / size:.2f}x the file"
+            if stored != [size]:
+                cell.note += f"; upload dir held {len(stored)} files, {sum(stored)} bytes (expected one of {size})"
+            return cell
+
+        self.guarded("upload-big", label, side, run,
+                     "sessup >= 1.25x node MiB/s; RSS < 64 MiB; written <= 2.05x the file")
+
+    def upload_many(self, server: Server, side: str, upload_dir: Path) -> None:
+        label = "200 files x 256 KiB in one request"
+
+        def run() -> Cell:
+            parts: list[Part] = [(f"f{i:03d}.bin", os.urandom(256 * KiB)) for i in range(200)]
+            times = []
+            with Meter(server.pid) as meter:
+                for _ in range(self.profile.many_repeats):
+                    headers = self.upload_headers(server, side)
+                    status, body, seconds = post_multipart(server.port, parts, headers)
+                    if status != 200:
+                        raise RuntimeError(f"answer {status} {body[:120]!r}")
+                    stored = dir_files(upload_dir)
+                    if len(stored) != 200:
+                        raise RuntimeError(f"upload dir holds {len(stored)} files, not 200")
+                    empty_dir(upload_dir)
+                    times.append(seconds)
+            median = statistics.median(times)
+            cell = meter.fill(Cell(value=50 / median, unit="MiB/s", p50=median, p99=max(times)))
+            cell.note = f"{len(times)} requests; seconds per request shown as p50/max"
+            return cell
+
+        self.guarded("upload-many", label, side, run, "sessup time <= node time")
+
+    def upload_small(self, server: Server, side: str, upload_dir: Path) -> None:
+        label = "4 KiB single-file uploads, 16 conn"
+
+        def run() -> Cell:
+            boundary = "sessupbench" + secrets.token_hex(16)
+            parts: list[Part] = [("small.bin", os.urandom(4 * KiB))]
+            heads, tail, _ = multipart_framing(parts, boundary)
+            body_file = self.tmp / "small-body.bin"
+            body_file.write_bytes(heads[0] + parts[0][1] + b"\r\n" + tail)  # type: ignore[operator]
+            script = upload_script(self.tmp / f"upload-{server.name}.lua", body_file,
+                                   f"multipart/form-data; boundary={boundary}", self.upload_headers(server, side))
+            cell = self.measured_wrk(server, "/upFile", 16, script)
+            count = len(dir_files(upload_dir))
+            empty_dir(upload_dir)
+            cell.note = (cell.note + "; " if cell.note else "") + f"{count} files stored"
+            return cell
+
+        self.guarded("upload-small", label, side, run, "sessup >= node")
+
+    # -- increments ------------------------------------------------------------
+
+    def increments(self, server: Server, side: str, store: str, lock: bool) -> None:
+        key = f"increments-{store}-{'lock' if lock else 'nolock'}"
+        label = f"16 concurrent increments kept, {store} store, lock {'on' if lock else 'off'}"
+        target = "100 %" if lock else ""
+
+        def run() -> Cell:
+            kept, bad, times = [], 0, []
+            with Meter(server.pid) as meter:
+                for _ in range(self.profile.increment_rounds):
+                    cookie, first = new_session(server.port)
+                    barrier = threading.Barrier(16)
+                    statuses: list[int] = []
+
+                    def one() -> None:
+                        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+                        try:
+                            conn.connect()
+                            barrier.wait(10)
+                            t0 = time.monotonic()
+                            conn.request("GET", "/session", headers={"Cookie": cookie})
+                            resp = conn.getresponse()
+                            resp.read()
+                            times.append(time.monotonic() - t0)
+                            statuses.append(resp.status)
+                        finally:
+                            conn.close()
+
+                    threads = [threading.Thread(target=one) for _ in range(16)]
+                    for t in threads:
+                        t.start()
+                    for t in threads:
+                        t.join(60)
+                    bad += sum(1 for s in statuses if s != 200)
+                    status, last = views(server.port, cookie)
+                    kept.append((last - first - 1) / 16)
+            cell = meter.fill(Cell(value=100 * statistics.mean(kept), unit="%",
+                                   p50=statistics.median(times), p99=max(times)))
+            cell.note = f"{len(kept)} rounds, min {100 * min(kept):.0f} %" + (f", {bad} non-200" if bad else "")
+            return cell
+
+        self.guarded(key, label, side, run, target)
+
+    # -- ceilings --------------------------------------------------------------
+
+    def ceilings(self) -> None:
+        total = self.profile.ceiling_bytes
+        self.guarded("ceil-tcp", "ceiling: loopback TCP", "sessup", lambda: socket_ceiling(total, None))
+        sink = self.tmp / "ceiling.bin"
+        self.guarded("ceil-file", "ceiling: raw socket to file", "sessup",
+                     lambda: socket_ceiling(min(total, GiB), sink))
+        with contextlib.suppress(FileNotFoundError):
+            sink.unlink()
+
+        def hello() -> Cell:
+            with bare_server("wsgi", self.logdir) as server:
+                return self.measured_wrk(server, "/", 16)
+
+        self.guarded("ceil-wsgi", "ceiling: waitress bare WSGI hello world, 16 conn", "sessup", hello)
+
+    # -- the run ----------------------------------------------------------------
+
+    def run(self) -> None:
+        p = self.profile
+        if self.wants("ceilings"):
+            self.ceilings()
+        if self.wants("nosession"):
+            self.guarded_server(lambda: bare_server("pyramid", self.logdir),
+                                lambda s: self.nosession(s, "sessup", "bare-pyramid", "bare Pyramid view GET /, 16 conn"))
+        if self.with_node:
+            self.run_node()
+        for store in self.stores:
+            data = self.data_dir(f"sessup-{store}")
+            uploads = data / "uploads"
+
+            def body(server: Server, store: str = store, uploads: Path = uploads) -> None:
+                if store == "file" and self.wants("nosession"):
+                    self.nosession(server, "sessup")
+                if self.wants("session"):
+                    self.session_gets(server, "sessup", store)
+                if store == "file":
+                    if self.wants("upload-big"):
+                        self.upload_big(server, "sessup", uploads)
+                    if self.wants("upload-many"):
+                        self.upload_many(server, "sessup", uploads)
+                    if self.wants("upload-small"):
+                        self.upload_small(server, "sessup", uploads)
+                if self.wants("increments"):
+                    self.increments(server, "sessup", store, lock=False)
+
+            if {"session", "increments", "nosession", "upload-big", "upload-many", "upload-small"} & (self.only or set(WORKLOADS)):
+                self.guarded_server(lambda: sessup_server(store, data, self.logdir), body, f"sessup {store}")
+            if self.wants("increments"):
+                self.guarded_server(lambda: sessup_server(store, data, self.logdir, lock=True),
+                                    lambda s, store=store: self.increments(s, "sessup", store, lock=True),
+                                    f"sessup {store} (lock)")
+        del p
+
+    def run_node(self) -> None:
+        if not (NODE_DIR / "node_modules").is_dir():
+            self.log("bench/node/node_modules missing: running `npm install` there")
+            subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True, timeout=300)
+        for store in ("memory", "redis"):
+            uploads = self.tmp / f"node-{store}" / "uploads"
+            uploads.mkdir(parents=True, exist_ok=True)
+
+            def body(server: Server, store: str = store, uploads: Path = uploads) -> None:
+                if store == "memory":
+                    if self.wants("nosession"):
+                        self.nosession(server, "node")
+                    if self.wants("upload-big"):
+                        self.upload_big(server, "node", uploads)
+                    if self.wants("upload-many"):
+                        self.upload_many(server, "node", uploads)
+                    if self.wants("upload-small"):
+                        self.upload_small(server, "node", uploads)
+                if self.wants("session"):
+                    self.session_gets(server, "node", store)
+                if self.wants("increments"):
+                    self.increments(server, "node", store, lock=False)
+
+            self.guarded_server(lambda: node_server(store, uploads, self.logdir), body, f"node {store}")
+
+    def guarded_server(self, start: Callable[[], contextlib.AbstractContextManager[Server]],
+                       body: Callable[[Server], None], name: str = "") -> None:
+        try:
+            with start() as server:
+                self.log(f"started {server.name} pid {server.pid} on 127.0.0.1:{server.port}")
+                body(server)
+        except Exception as exc:  # noqa: BLE001 - a server that cannot start is a row of n/a, not a crash
+            self.log(f"{name or 'server'} failed: {type(exc).__name__}: {str(exc)[:400]}")
+            self.report.rows.setdefault(f"error-{name}", Row(f"error-{name}", f"({name}: did not run)",
+                                                              sessup=Cell(note=f"{str(exc)[:200]}")))
+
+
+def socket_ceiling(total: int, sink: Path | None) -> Cell:
+    """MiB/s through a loopback TCP connection, optionally written to a file by the receiver."""
+    chunk = 1 * MiB
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    received = [0]
+
+    def receive() -> None:
+        conn, _ = listener.accept()
+        buf = bytearray(chunk)
+        view = memoryview(buf)
+        out = open(sink, "wb") if sink else None
+        try:
+            while received[0] < total:
+                n = conn.recv_into(buf)
+                if not n:
+                    break
+                if out:
+                    out.write(view[:n])
+                received[0] += n
+        finally:
+            conn.close()
+            if out:
+                out.close()
+
+    thread = threading.Thread(target=receive)
+    thread.start()
+    data = memoryview(os.urandom(chunk))
+    written0 = write_bytes(os.getpid())
+    t0 = time.monotonic()
+    with socket.create_connection(listener.getsockname()) as sock:
+        for _ in range(total // chunk):
+            sock.sendall(data)
+    thread.join(120)
+    seconds = time.monotonic() - t0
+    listener.close()
+    cell = Cell(value=received[0] / MiB / seconds, unit="MiB/s", p50=seconds, p99=seconds)
+    cell.note = f"{received[0] // MiB} MiB in 1 MiB chunks, one Python thread each side"
+    if sink:
+        cell.written = write_bytes(os.getpid()) - written0
+    return cell
+
+
+# --------------------------------------------------------------------------- services
+
+def clean_services() -> None:
+    """Remove what earlier runs left in Redis db 14 and the bench's PostgreSQL table."""
+    with contextlib.suppress(Exception):
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
+        for prefix in REDIS_PREFIXES:
+            keys = list(client.scan_iter(match=prefix + "*", count=1000))
+            for i in range(0, len(keys), 1000):
+                client.delete(*keys[i:i + 1000])
+        client.close()
+    with contextlib.suppress(Exception):
+        import psycopg
+
+        with psycopg.connect(POSTGRES_URL, connect_timeout=2, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {POSTGRES_TABLE}")
+
+
+# --------------------------------------------------------------------------- output
+
+def fmt_num(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def fmt_value(cell: Cell | None) -> str:
+    if cell is None:
+        return "—"
+    if cell.value is None:
+        return "n/a"
+    return f"{fmt_num(cell.value)} {cell.unit}"
+
+
+def fmt_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds * 1e6:.0f} µs"
+
+
+def fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "—"
+    if n >= GiB:
+        return f"{n / GiB:.2f} GiB"
+    if n >= MiB:
+        return f"{n / MiB:.0f} MiB"
+    if n >= KiB:
+        return f"{n / KiB:.0f} KiB"
+    return f"{n} B"
+
+
+def cell_columns(cell: Cell | None) -> list[str]:
+    if cell is None:
+        return ["—"] * 5
+    latency = "—" if cell.p50 is None else f"{fmt_time(cell.p50)} / {fmt_time(cell.p99)}"
+    cpu = "—" if cell.cpu is None else f"{cell.cpu:.2f}"
+    return [fmt_value(cell), latency, fmt_bytes(cell.rss), fmt_bytes(cell.written), cpu]
+
+
+def judge(report: Report, big_size: int) -> None:
+    """Fill each row's verdict against the issue's targets."""
+    rows = report.rows
+
+    def val(key: str, side: str) -> float | None:
+        row = rows.get(key)
+        cell = getattr(row, side) if row else None
+        return cell.value if cell else None
+
+    for row in rows.values():
+        s = row.sessup
+        if s is None or s.value is None:
+            continue
+        n = row.node.value if row.node and row.node.value is not None else None
+        if row.key.startswith("session-redis") and n:
+            row.verdict = f"{s.value / n:.2f}x node: " + ("met" if s.value >= n else "NOT met")
+        elif row.key.startswith("session-file"):
+            row.verdict = "met" if s.value >= 2000 else "NOT met"
+        elif row.key == "nosession":
+            bare = val("bare-pyramid", "sessup")
+            if bare:
+                row.verdict = f"{s.value / bare:.2f}x bare: " + ("met" if s.value >= 0.9 * bare else "NOT met")
+        elif row.key == "upload-big":
+            parts = []
+            if n:
+                parts.append(f"{s.value / n:.2f}x node " + ("met" if s.value >= 1.25 * n else "NOT met"))
+            if s.rss is not None:
+                parts.append("RSS " + ("met" if s.rss < 64 * MiB else "NOT met"))
+            if s.written is not None:
+                parts.append(f"written {s.written / big_size:.2f}x " + ("met" if s.written <= 2.05 * big_size else "NOT met"))
+            row.verdict = "; ".join(parts)
+        elif row.key == "upload-many" and row.node and row.node.p50 and s.p50:
+            row.verdict = f"{row.node.p50 / s.p50:.2f}x node speed: " + ("met" if s.p50 <= row.node.p50 else "NOT met")
+        elif row.key == "upload-small" and n:
+            row.verdict = f"{s.value / n:.2f}x node: " + ("met" if s.value >= n else "NOT met")
+        elif row.key.startswith("increments") and row.key.endswith("-lock"):
+            row.verdict = "met" if s.value >= 100 else "NOT met"
+
+
+ORDER = (["ceil-tcp", "ceil-file", "ceil-wsgi", "bare-pyramid", "nosession"]
+         + [f"session-{s}-{c}" for s in STORES for c in (16, 64)]
+         + ["upload-big", "upload-many", "upload-small"]
+         + [f"increments-{s}-{m}" for s in STORES for m in ("nolock", "lock")])
+
+
+def render(report: Report, machine: dict[str, str], profile_name: str) -> str:
+    head = ["workload", "sessup", "p50 / p99", "peak RSS", "written", "CPU",
+            "node", "p50 / p99", "peak RSS", "written", "CPU", "target", "notes"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    keys = [k for k in ORDER if k in report.rows] + [k for k in report.rows if k not in ORDER]
+    for key in keys:
+        row = report.rows[key]
+        notes = "; ".join(f"{side}: {c.note}" for side, c in (("sessup", row.sessup), ("node", row.node))
+                          if c is not None and c.note)
+        target = row.target + (f" → **{row.verdict}**" if row.verdict else "")
+        notes = " ".join(notes.replace("|", "/").split())
+        cols = [row.label] + cell_columns(row.sessup) + cell_columns(row.node) + [target, notes]
+        lines.append("| " + " | ".join(cols) + " |")
+    info = ", ".join(f"{k}: {v}" for k, v in machine.items())
+    return f"Run ({profile_name}) {info}\n\n" + "\n".join(lines) + "\n"
+
+
+def machine_info() -> dict[str, str]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        match = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        cpu = match.group(1).strip() if match else cpu
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip() if shutil.which("node") else "absent"
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("[")[0].strip()
+    from importlib.metadata import version
+
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "nproc": str(os.cpu_count()),
+        "CPU": cpu,
+        "kernel": platform.release(),
+        "Python": platform.python_version(),
+        "waitress": version("waitress"),
+        "Node": node,
+        "wrk": wrk_version,
+        "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="short runs (under a minute), 256 MiB big upload")
+    parser.add_argument("--only", default="", help="comma-separated workloads: " + ", ".join(WORKLOADS))
+    parser.add_argument("--stores", default=",".join(STORES), help="comma-separated sessup stores")
+    parser.add_argument("--no-node", action="store_true", help="skip the Node anchor")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, uploads)")
+    args = parser.parse_args(argv)
+
+    only = {w.strip() for w in args.only.split(",") if w.strip()}
+    unknown = only - set(WORKLOADS)
+    stores = [s.strip() for s in args.stores.split(",") if s.strip()]
+    if unknown or set(stores) - set(STORES):
+        parser.error(f"unknown workload or store: {sorted(unknown | (set(stores) - set(STORES)))}")
+    if not shutil.which("wrk"):
+        parser.error("wrk is not installed (Debian: apt-get install wrk)")
+    profile = QUICK if args.quick else FULL
+    machine = machine_info()
+    tmp = Path(tempfile.mkdtemp(prefix="sessup-bench-"))
+    clean_services()
+    bench = Bench(profile, only, stores, not args.no_node and shutil.which("node") is not None, tmp)
+    started = time.monotonic()
+    try:
+        bench.run()
+    finally:
+        clean_services()
+        if args.keep:
+            print(f"kept {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    judge(bench.report, profile.big_size)
+    machine["run time"] = f"{time.monotonic() - started:.0f} s"
+    table = render(bench.report, machine, "quick" if args.quick else "full")
+    print(table)
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    (RESULTS / f"{stamp}.md").write_text(table)
+    (RESULTS / f"{stamp}.json").write_text(json.dumps(
+        {"machine": machine, "profile": asdict(profile), "rows": [asdict(r) for r in bench.report.rows.values()]},
+        indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
