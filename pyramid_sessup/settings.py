@@ -334,5 +334,27 @@ def reference_markdown() -> str:
             default = "(empty)"
         elif isinstance(default, bool):
             default = str(default).lower()
-        lines.append(f"| `{PREFIX}{p.key}` | {p.type} | `{default}` | {p.doc} |")
+        cells = [f"`{PREFIX}{p.key}`", p.type, f"`{default}`", p.doc]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+_BEGIN = "<!-- BEGIN generated reference: python -m pyramid_sessup.settings docs/configuration.md -->"
+_END = "<!-- END generated reference -->"
+
+
+def render_reference_into(text: str) -> str:
+    """``text`` with the part between the reference markers replaced by :func:`reference_markdown`."""
+    head, _, rest = text.partition(_BEGIN)
+    _, _, tail = rest.partition(_END)
+    return f"{head}{_BEGIN}\n{reference_markdown()}{_END}{tail}"
+
+
+if __name__ == "__main__":  # pragma: no cover - a maintenance command
+    import sys
+
+    target = sys.argv[1]
+    with open(target, encoding="utf-8") as f:
+        current = f.read()
+    with open(target, "w", encoding="utf-8") as f:
+        f.write(render_reference_into(current))

@@ -130,3 +130,14 @@ def test_include_in_a_host_app() -> None:
     assert app.get("/csrf").json["csrf_token"]
     # Host apps get the session layer and CSRF, not the demo pages.
     app.get("/", status=404)
+
+
+def test_configuration_reference_is_current() -> None:
+    from pyramid_sessup.settings import render_reference_into
+
+    from ..support import ROOT
+
+    text = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert render_reference_into(text) == text, (
+        "docs/configuration.md is out of date: run python -m pyramid_sessup.settings docs/configuration.md"
+    )
