@@ -1,0 +1,127 @@
+"""Store fixtures: every store kind on a private namespace of the real servers.
+
+Redis tests use database 15 and a random key prefix per test, and delete only
+their own keys; PostgreSQL tests use a random table per test and drop it.
+"""
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit
+
+import pytest
+
+from pyramid_sessup.stores.base import SessionStore
+
+from ..support import POSTGRES_URL, REDIS_URL, require_service
+
+KINDS = [
+    pytest.param("memory", id="memory"),
+    pytest.param("file", id="file"),
+    pytest.param("redis", id="redis", marks=pytest.mark.redis),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+]
+
+
+def require_redis() -> None:
+    url = urlsplit(REDIS_URL)
+    require_service("Redis", url.hostname or "127.0.0.1", url.port or 6379)
+
+
+def require_postgres() -> None:
+    url = urlsplit(POSTGRES_URL)
+    require_service("PostgreSQL", url.hostname or "127.0.0.1", url.port or 5432)
+
+
+def random_prefix() -> str:
+    return f"sessup-test-{secrets.token_hex(6)}:"
+
+
+def random_table() -> str:
+    return f"sessup_test_{secrets.token_hex(6)}"
+
+
+def delete_redis_prefix(prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        escaped = "".join("\\" + c if c in "*?[]\\^" else c for c in prefix)
+        keys = list(client.scan_iter(match=escaped + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+def drop_postgres_table(table: str) -> None:
+    import psycopg
+
+    with psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {table}, {table}_locks")
+
+
+@pytest.fixture
+def redis_namespace() -> Iterator[str]:
+    """A fresh key prefix in the test Redis database; its keys are deleted afterwards."""
+    require_redis()
+    prefix = random_prefix()
+    yield prefix
+    delete_redis_prefix(prefix)
+
+
+@pytest.fixture
+def postgres_table() -> Iterator[str]:
+    """A fresh table name in the test database; dropped afterwards."""
+    require_postgres()
+    table = random_table()
+    yield table
+    drop_postgres_table(table)
+
+
+@pytest.fixture(params=KINDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def store_factory(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., SessionStore]]:
+    """``store_factory(timeout=60, **kw)``: a store of ``kind``; every store made by
+    one test shares one backend namespace (like two app processes would)."""
+    made: list[SessionStore] = []
+    namespace: dict[str, Any] = {}
+    if kind == "redis":
+        namespace["key_prefix"] = request.getfixturevalue("redis_namespace")
+    elif kind == "postgresql":
+        namespace["table"] = request.getfixturevalue("postgres_table")
+
+    def make(timeout: int = 60, **kw: Any) -> SessionStore:
+        store: SessionStore
+        if kind == "memory":
+            from pyramid_sessup.stores.memory import MemoryStore
+
+            store = MemoryStore(timeout=timeout)
+        elif kind == "file":
+            from pyramid_sessup.stores.file import FileStore
+
+            store = FileStore(str(tmp_path / "sessions"), timeout=timeout)
+        elif kind == "redis":
+            from pyramid_sessup.stores.redis import RedisStore
+
+            store = RedisStore(REDIS_URL, timeout=timeout, **{**namespace, **kw})
+        else:
+            from pyramid_sessup.stores.postgresql import PostgresStore
+
+            store = PostgresStore(POSTGRES_URL, timeout=timeout, **{**namespace, **kw})
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        store.close()
+
+
+@pytest.fixture
+def store(store_factory: Callable[..., SessionStore]) -> SessionStore:
+    return store_factory()

@@ -1,0 +1,310 @@
+"""The SessionStore contract, run against every store: memory, file, the real
+Redis and the real PostgreSQL."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from pyramid_sessup.exceptions import SessionLockTimeout
+from pyramid_sessup.stores.base import SessionStore
+
+from .backends import expire_now, expired_left, plant, raw_record
+
+MakeStore = Callable[..., SessionStore]
+
+
+def new_sid() -> str:
+    return secrets.token_urlsafe(32)
+
+
+#: Values that must come back exactly: JSON's corner cases.
+RECORD = {
+    "int": 7,
+    "big": 2**62 + 1,
+    "float": 1764100000.123456,
+    "neg": -0.5,
+    "text": "héllo \u2603 \"quoted\" \\ back",
+    "none": None,
+    "bools": [True, False],
+    "empty_list": [],
+    "empty_dict": {},
+    "nested": {"a": [1, {"b": "c"}]},
+}
+
+
+def store_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "pyramid_sessup.stores" and r.levelno >= logging.WARNING]
+
+
+def test_absent_and_malformed_ids(store: SessionStore) -> None:
+    assert store.load(new_sid()) is None
+    assert store.update(new_sid(), {"a": 1}, []) is None
+    store.touch(new_sid())
+    store.delete(new_sid())
+    # The layer never passes a malformed ID on; a store still answers "absent".
+    for bad in ("", "short", "x" * 44, "../" + "a" * 40, "a" * 42 + "*", "a" * 42 + ":"):
+        assert store.load(bad) is None
+    assert list(store.ids()) == []
+
+
+def test_create_load_roundtrip(store: SessionStore) -> None:
+    sid = new_sid()
+    assert store.create(sid, RECORD) is True
+    assert store.load(sid) == RECORD
+    assert store.load(sid, touch=False) == RECORD
+    assert store.create(sid, {"other": 1}) is False  # the ID is taken
+    assert store.load(sid) == RECORD
+
+
+def test_records_are_json(store: SessionStore) -> None:
+    sid = new_sid()
+    store.create(sid, {"a": 1})
+    store.update(sid, {"b": [2]}, [])
+    raw = raw_record(store, sid)
+    assert raw is not None and not raw.startswith(b"\x80")  # no pickle protocol header
+    assert json.loads(raw) == {"a": 1, "b": [2]}
+
+
+def test_update_merges_and_removes(store: SessionStore) -> None:
+    sid = new_sid()
+    store.create(sid, {"keep": 1, "change": 1, "drop": 1})
+    merged = store.update(sid, {"change": 2, "new": [1]}, ["drop", "never-there"])
+    expected = {"keep": 1, "change": 2, "new": [1]}
+    assert merged == expected
+    assert store.load(sid) == expected
+
+
+def test_replace_overwrites_and_creates(store: SessionStore) -> None:
+    sid = new_sid()
+    store.replace(sid, {"a": 1, "b": 2})
+    assert store.load(sid) == {"a": 1, "b": 2}
+    store.replace(sid, {"c": 3})
+    assert store.load(sid) == {"c": 3}
+
+
+def test_delete(store: SessionStore) -> None:
+    sid = new_sid()
+    store.create(sid, {"a": 1})
+    store.delete(sid)
+    assert store.load(sid) is None
+    store.delete(sid)  # absent: not an error
+    assert store.create(sid, {"b": 2}) is True
+
+
+@pytest.mark.slow
+def test_expiry_slides_on_touch_and_load(store_factory: MakeStore) -> None:
+    """Real time: timeout 3 s; records used at 2 s outlive 4 s, an unused one does not."""
+    store = store_factory(timeout=3)
+    touched, loaded, peeked, idle = (new_sid() for _ in range(4))
+    for sid in (touched, loaded, peeked, idle):
+        store.create(sid, {"sid": sid[:4]})
+    time.sleep(2)
+    store.touch(touched)
+    assert store.load(loaded) is not None
+    assert store.load(peeked, touch=False) is not None  # a peek does not slide
+    time.sleep(2)
+    assert store.load(touched, touch=False) == {"sid": touched[:4]}
+    assert store.load(loaded, touch=False) is not None
+    assert store.load(peeked) is None
+    assert store.load(idle) is None
+    assert sorted(store.ids()) == sorted([touched, loaded])
+    store.purge_expired()
+    assert expired_left(store) == 0
+
+
+def test_expired_records_are_invisible_and_purged(store: SessionStore) -> None:
+    live = [new_sid() for _ in range(3)]
+    dead = [new_sid() for _ in range(2)]
+    for sid in live + dead:
+        store.create(sid, {"x": 1})
+    for sid in dead:
+        expire_now(store, sid)
+    assert store.load(dead[0]) is None
+    assert store.update(dead[1], {"y": 2}, []) is None
+    assert sorted(store.ids()) == sorted(live)
+    assert store.count() == 3
+    # Some stores drop an expired record as soon as they meet it, so purge finds 0 to 2.
+    assert 0 <= store.purge_expired() <= 2
+    assert expired_left(store) == 0
+    assert store.purge_expired() == 0
+    assert sorted(store.ids()) == sorted(live)
+    # An expired record's ID can be created afresh.
+    assert store.create(dead[1], {"fresh": True}) is True
+    assert store.load(dead[1]) == {"fresh": True}
+
+
+def test_purge_counts_every_expired_record(store: SessionStore) -> None:
+    dead = [new_sid() for _ in range(4)]
+    for sid in dead:
+        store.create(sid, {"x": 1})
+        expire_now(store, sid)
+    keep = new_sid()
+    store.create(keep, {"x": 1})
+    assert store.purge_expired() == (0 if store.name == "redis" else 4)
+    assert expired_left(store) == 0
+    assert list(store.ids()) == [keep]
+
+
+class _Payload:
+    """Unpickling this would create a directory: proof of code execution."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> Any:
+        return (os.mkdir, (str(self.marker),))
+
+
+@pytest.mark.parametrize("what", ["pickle", "garbage", "json-array", "json-string", "truncated-json"])
+def test_corrupt_record_is_absent_and_never_unpickled(
+    store: SessionStore, what: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    marker = tmp_path / "unpickled"
+    raw = {
+        "pickle": pickle.dumps(_Payload(marker), protocol=4),
+        "garbage": b"\xff\xfe\x00binary",
+        "json-array": b"[1, 2]",
+        "json-string": b'"text"',
+        "truncated-json": b'{"a": 1',
+    }[what]
+    sid = new_sid()
+    plant(store, sid, raw)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pyramid_sessup.stores"):
+        assert store.load(sid) is None
+    assert len(store_warnings(caplog)) == 1
+    assert sid[:8] in store_warnings(caplog)[0].getMessage()
+    assert not marker.exists()
+    assert store.update(sid, {"a": 1}, []) is None
+    assert not marker.exists()
+    # The layer's way out: a full write over the corrupt record.
+    store.replace(sid, {"ok": True})
+    assert store.load(sid) == {"ok": True}
+
+
+def test_ids_and_count(store: SessionStore) -> None:
+    sids = {new_sid() for _ in range(25)}
+    for sid in sids:
+        store.create(sid, {"n": 1})
+    lock = store.acquire_lock(next(iter(sids)), 1)  # a held lock is not a session
+    try:
+        assert set(store.ids()) == sids
+        assert store.count() == 25
+    finally:
+        store.release_lock(next(iter(sids)), lock)
+    for sid in list(sids)[:5]:
+        store.delete(sid)
+    assert store.count() == 20
+
+
+def test_lock_excludes_and_times_out(store: SessionStore) -> None:
+    sid = new_sid()
+    token = store.acquire_lock(sid, 1)
+    with pytest.raises(SessionLockTimeout):
+        store.acquire_lock(sid, 0.2)
+    other = store.acquire_lock(new_sid(), 0.2)  # other sessions are not blocked
+    store.release_lock(sid, token)
+    again = store.acquire_lock(sid, 1)
+    store.release_lock(sid, again)
+
+
+def test_lock_waiter_gets_the_lock_when_released(store: SessionStore) -> None:
+    sid = new_sid()
+    token = store.acquire_lock(sid, 1)
+    got: list[Any] = []
+    waiter = threading.Thread(target=lambda: got.append(store.acquire_lock(sid, 20)))
+    waiter.start()
+    time.sleep(0.2)
+    assert got == []  # still waiting
+    store.release_lock(sid, token)
+    waiter.join(30)
+    assert len(got) == 1
+    store.release_lock(sid, got[0])
+
+
+def test_lock_serializes_read_modify_write(store: SessionStore) -> None:
+    """PHP-style: 12 threads increment one counter under the session lock; none is lost."""
+    sid = new_sid()
+    store.create(sid, {"n": 0})
+    errors: list[BaseException] = []
+
+    def increment() -> None:
+        try:
+            with store.locked(sid, 30):
+                data = store.load(sid)
+                assert data is not None
+                time.sleep(0.001)  # widen the race window
+                store.update(sid, {"n": data["n"] + 1}, [])
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=increment) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert store.load(sid) == {"n": 12}
+
+
+def test_stale_release_keeps_the_new_holder(store: SessionStore, kind: str) -> None:
+    if kind == "file":
+        pytest.skip("the file store's token is a file descriptor, released exactly once by its holder")
+    sid = new_sid()
+    first = store.acquire_lock(sid, 1)
+    store.release_lock(sid, first)
+    second = store.acquire_lock(sid, 1)
+    store.release_lock(sid, first)  # late, stale release: must not free the new holder
+    with pytest.raises(SessionLockTimeout):
+        store.acquire_lock(sid, 0.2)
+    store.release_lock(sid, second)
+
+
+def test_concurrent_writers_of_different_keys_all_persist(store: SessionStore) -> None:
+    """16 threads, each merging its own key into one session 5 times: nothing lost."""
+    sid = new_sid()
+    store.create(sid, {"base": True})
+    barrier = threading.Barrier(16)
+    errors: list[BaseException] = []
+
+    def writer(i: int) -> None:
+        try:
+            barrier.wait(30)
+            for round_ in range(5):
+                assert store.update(sid, {f"k{i}": round_}, []) is not None
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert store.load(sid) == {"base": True, **{f"k{i}": 4 for i in range(16)}}
+
+
+def test_two_store_instances_share_the_records(store_factory: MakeStore, kind: str) -> None:
+    if kind == "memory":
+        pytest.skip("the memory store lives in one process")
+    first, second = store_factory(), store_factory()
+    sid = new_sid()
+    first.create(sid, {"a": 1})
+    assert second.update(sid, {"b": 2}, []) == {"a": 1, "b": 2}
+    assert first.load(sid) == {"a": 1, "b": 2}
+    token = first.acquire_lock(sid, 1)
+    with pytest.raises(SessionLockTimeout):
+        second.acquire_lock(sid, 0.2)
+    first.release_lock(sid, token)
+    second.release_lock(sid, second.acquire_lock(sid, 1))
+    second.delete(sid)
+    assert first.load(sid) is None
