@@ -1,0 +1,96 @@
+"""Helpers of the upload tests: hand-built multipart bodies, raw WSGI calls,
+and a check that an upload directory holds nothing new."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import pytest
+import webtest
+from pyramid.config import Configurator
+from webob import Request
+
+BOUNDARY = "----sessupBoundary7MA4YWxkTrZu0gW"
+MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
+
+
+def part(name: str, data: bytes, filename: str | None = None, content_type: str | None = None,
+         disposition: str | None = None, extra: Iterable[str] = ()) -> bytes:
+    """One part: headers, blank line, data (no delimiters)."""
+    if disposition is None:
+        disposition = f'form-data; name="{name}"'
+        if filename is not None:
+            disposition += f'; filename="{filename}"'
+    lines = [f"Content-Disposition: {disposition}"]
+    if content_type:
+        lines.append(f"Content-Type: {content_type}")
+    lines.extend(extra)
+    return "\r\n".join(lines).encode("utf-8") + b"\r\n\r\n" + data
+
+
+def body(*parts: bytes, boundary: str = BOUNDARY, close: bool = True) -> bytes:
+    """A multipart body of ``parts``; ``close=False`` omits the final boundary."""
+    out = b"".join(b"--" + boundary.encode() + b"\r\n" + p + b"\r\n" for p in parts)
+    if close:
+        out += b"--" + boundary.encode() + b"--\r\n"
+    return out
+
+
+def leftovers(upload_dir: Path) -> list[str]:
+    """Every file under the upload directory (stored, temporary or metadata)."""
+    return sorted(str(p.relative_to(upload_dir)) for p in upload_dir.rglob("*") if not p.is_dir())
+
+
+class RaisingInput(io.RawIOBase):
+    """A wsgi.input that yields ``data`` and then fails like a dropped connection."""
+
+    def __init__(self, data: bytes, error: Exception | None = None) -> None:
+        self.data = io.BytesIO(data)
+        self.error = error
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+        chunk = self.data.read(size)
+        if not chunk and self.error is not None:
+            raise self.error
+        return chunk
+
+
+def raw_call(app: Any, stream: Any, content_length: int | None, content_type: str = MULTIPART,
+             headers: dict[str, str] | None = None) -> Any:
+    """Call the WSGI app with an arbitrary wsgi.input and CONTENT_LENGTH."""
+    req = Request.blank("/upFile", method="POST", headers=headers or {})
+    req.environ["wsgi.input"] = stream
+    req.environ["CONTENT_TYPE"] = content_type
+    if content_length is None:
+        req.environ.pop("CONTENT_LENGTH", None)
+    else:
+        req.environ["CONTENT_LENGTH"] = str(content_length)
+    return req.get_response(app)
+
+
+def addon_app(settings: dict[str, Any]) -> Any:
+    """A host application that only does ``config.include('pyramid_sessup')``:
+    sessions, CSRF and the upload routes, as an add-on."""
+    with Configurator(settings=settings) as config:
+        config.include("pyramid_sessup")
+    return config.make_wsgi_app()
+
+
+@pytest.fixture
+def upapp(settings: dict[str, Any]) -> Callable[..., webtest.TestApp]:
+    """A WebTest client of the add-on; CSRF is off unless asked for."""
+
+    def make(**overrides: Any) -> webtest.TestApp:
+        app = addon_app({**settings, "sessup.upload.require_csrf": "false", **overrides})
+        return webtest.TestApp(app, extra_environ={"HTTP_HOST": "example.com"})
+
+    return make
+
+
+@pytest.fixture
+def client(upapp: Callable[..., webtest.TestApp]) -> webtest.TestApp:
+    return upapp()
