@@ -94,3 +94,12 @@ def upapp(settings: dict[str, Any]) -> Callable[..., webtest.TestApp]:
 @pytest.fixture
 def client(upapp: Callable[..., webtest.TestApp]) -> webtest.TestApp:
     return upapp()
+
+
+def post_body(client: webtest.TestApp, data: bytes, content_type: str = MULTIPART, status: Any = "*",
+              **headers: str) -> Any:
+    """POST raw bytes to /upFile (WebTest's ``post`` would re-encode them),
+    with the client's cookies."""
+    headers.setdefault("Host", "example.com")  # the cookie domain of the fixtures' client
+    return client.request("/upFile", method="POST", body=data, content_type=content_type, status=status,
+                          headers=headers)

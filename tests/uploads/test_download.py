@@ -1,0 +1,122 @@
+"""GET/HEAD /uploads/{name}: nothing served can act as a page of the site."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import webtest
+
+from .conftest import body, part
+
+
+def upload(client: webtest.TestApp, filename: str, data: bytes) -> str:
+    res = client.request("/upFile", method="POST", body=body(part("inputFile", data, filename=filename)),
+                         content_type="multipart/form-data; boundary=----sessupBoundary7MA4YWxkTrZu0gW")
+    assert res.status_int == 200, res.text
+    return res.text
+
+
+HTML = b"<!doctype html><script>alert(document.cookie)</script>"
+
+
+@pytest.mark.parametrize("filename", ["page.html", "page.htm", "img.svg", "x.xhtml", "x.xml", "x.js", "noext",
+                                      "x.php", "evil.png.html"])
+def test_active_content_is_an_attachment(client: webtest.TestApp, filename: str) -> None:
+    url = upload(client, filename, HTML)
+    res = client.get(url)
+    assert res.body == HTML
+    assert res.headers["Content-Type"] == "application/octet-stream"
+    assert res.headers["Content-Disposition"].startswith("attachment;")
+    assert res.headers["X-Content-Type-Options"] == "nosniff"
+    assert res.headers["Content-Security-Policy"] == "sandbox"
+    assert "html" not in res.headers["Content-Type"]
+
+
+@pytest.mark.parametrize("filename, media_type", [("a.png", "image/png"), ("a.jpg", "image/jpeg"),
+                                                  ("a.gif", "image/gif"), ("a.webp", "image/webp"),
+                                                  ("a.pdf", "application/pdf"), ("a.txt", "text/plain")])
+def test_inline_safe_types(client: webtest.TestApp, filename: str, media_type: str) -> None:
+    res = client.get(upload(client, filename, b"data"))
+    assert res.content_type == media_type
+    assert res.headers["Content-Disposition"] == f'inline; filename="{filename}"'
+    assert res.headers["X-Content-Type-Options"] == "nosniff"
+    assert res.headers["Content-Security-Policy"] == "sandbox"
+
+
+def test_original_name_in_filename_star(client: webtest.TestApp) -> None:
+    res = client.get(upload(client, "\u65e5\u672c %22q%22.zip", b"PK"))  # browsers send " as %22
+    assert res.headers["Content-Disposition"] == (
+        "attachment; filename=\"__ _q_.zip\"; filename*=UTF-8''%E6%97%A5%E6%9C%AC%20%22q%22.zip")
+
+
+def test_range_requests(client: webtest.TestApp) -> None:
+    data = bytes(range(256)) * 4096  # 1 MiB
+    url = upload(client, "r.bin", data)
+    res = client.get(url, headers={"Range": "bytes=1000-1999"}, status=206)
+    assert res.body == data[1000:2000]
+    assert res.headers["Content-Range"] == f"bytes 1000-1999/{len(data)}"
+    assert client.get(url, headers={"Range": "bytes=-10"}, status=206).body == data[-10:]
+    assert client.get(url, headers={"Range": "bytes=1048000-"}, status=206).body == data[1048000:]
+    res = client.get(url, headers={"Range": "bytes=5000000-"}, status=416)
+    assert client.get(url).headers["Accept-Ranges"] == "bytes"
+
+
+def test_conditional_get(client: webtest.TestApp) -> None:
+    url = upload(client, "c.txt", b"cached")
+    first = client.get(url)
+    etag, modified = first.headers["ETag"], first.headers["Last-Modified"]
+    assert client.get(url, headers={"If-None-Match": etag}, status=304).body == b""
+    assert client.get(url, headers={"If-Modified-Since": modified}, status=304).body == b""
+    assert client.get(url, headers={"If-None-Match": '"other"'}, status=200).body == b"cached"
+    assert client.get(url, headers={"If-Range": '"other"', "Range": "bytes=0-1"}, status=200).body == b"cached"
+    assert client.get(url, headers={"If-Range": etag, "Range": "bytes=0-1"}, status=206).body == b"ca"
+
+
+def test_head(client: webtest.TestApp) -> None:
+    url = upload(client, "h.txt", b"12345")
+    res = client.head(url)
+    assert res.body == b"" and res.headers["Content-Length"] == "5"
+
+
+@pytest.mark.parametrize("name", ["nope", "A" * 32, "A" * 32 + ".txt", "..%2F..%2Fetc%2Fpasswd", "%2e%2e",
+                                  ".tmp", ".meta", "A" * 40, "x%00.txt", "A" * 32 + ".TXT"])
+def test_unknown_or_malformed_names_are_404(client: webtest.TestApp, name: str) -> None:
+    res = client.get("/uploads/" + name, status=404)
+    assert "root:" not in res.text  # names with a (decoded) slash do not even reach the view
+
+
+def test_temp_and_meta_files_are_not_served(client: webtest.TestApp, upload_dir: Path) -> None:
+    url = upload(client, "m.txt", b"x")
+    name = url.rsplit("/", 1)[1]
+    client.get(f"/uploads/.meta/{name}.json", status=404)
+    client.get(f"/uploads/{name}.json", status=404)
+    (upload_dir / ".tmp" / ("B" * 32 + ".part")).write_bytes(b"partial")
+    client.get("/uploads/" + "B" * 32 + ".part", status=404)
+
+
+def test_symlink_in_upload_dir_is_not_followed(client: webtest.TestApp, upload_dir: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"top secret")
+    os.symlink(secret, upload_dir / ("S" * 32 + ".txt"))
+    client.get("/uploads/" + "S" * 32 + ".txt", status=404)
+
+
+def test_url_prefix_setting(upapp: Callable[..., webtest.TestApp]) -> None:
+    client = upapp(**{"sessup.upload.url_prefix": "/files/"})
+    url = upload(client, "p.txt", b"prefixed")
+    assert url.startswith("/files/")
+    assert client.get(url).body == b"prefixed"
+
+
+def test_download_does_not_leak_descriptors(client: webtest.TestApp) -> None:
+    url = upload(client, "fd.txt", b"x" * 1000)
+    etag = client.get(url).headers["ETag"]
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(50):
+        client.get(url)
+        client.head(url)
+        client.get(url, headers={"If-None-Match": etag}, status=304)
+        client.get(url, headers={"Range": "bytes=10-20"}, status=206)
+    assert len(os.listdir("/proc/self/fd")) == before
