@@ -14,3 +14,5 @@ def includeme(config: Configurator) -> None:
     values = config.registry.sessup_settings
     config.add_static_view("static", values["static.path"] or DEFAULT_STATIC, cache_max_age=3600)
     config.include(".views.home")
+    config.include(".views.pages")
+    config.include(".forms.views")

@@ -1,0 +1,1 @@
+"""deform upload forms: one multi-file input, session-backed kept uploads, i18n."""

@@ -1,0 +1,155 @@
+"""The HTML pages people use: the home page, ``/ajax`` and the session page.
+
+Every page shares ``templates/layout.pt``; :func:`page_values` gives it the
+language switch, the navigation, the CSRF token (also in a ``<meta>`` tag for
+scripts) and the flash messages.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from pyramid.config import Configurator
+from pyramid.httpexceptions import HTTPSeeOther
+from pyramid.interfaces import IRoutesMapper
+from pyramid.request import Request
+
+from ..forms.i18n import _, locale_switch
+from ..routes import DEFAULT_STATIC
+
+
+@dataclass
+class Page:
+    """What ``layout.pt`` needs."""
+
+    lang: str
+    csrf_token: str
+    static: Callable[[str], str]
+    nav: list[dict[str, Any]]
+    languages: list[dict[str, Any]]
+    flash: list[str] = field(default_factory=list)
+
+
+NAV = (
+    ("home", _("Home")),
+    ("sessup.upload_form", _("Upload form")),
+    ("sessup.ajax", _("Ajax upload")),
+    ("sessup.session_page", _("Session")),
+)
+
+
+def page_values(request: Request) -> Page:
+    """Values of the shared layout for this request."""
+    values = request.registry.sessup_settings
+    static_dir = values["static.path"] or DEFAULT_STATIC
+    current = request.matched_route.name if request.matched_route else None
+    translate = request.localizer.translate
+    return Page(
+        lang=request.locale_name.replace("_", "-"),
+        csrf_token=request.session.get_csrf_token(),
+        static=lambda name: request.static_path(os.path.join(static_dir, name)),
+        nav=[{"url": request.route_path(name), "title": translate(title), "current": name == current}
+             for name, title in NAV if _has_route(request, name)],
+        languages=locale_switch(request),
+        flash=[translate(m) if not isinstance(m, str) else m for m in request.session.pop_flash()],
+    )
+
+
+def _has_route(request: Request, name: str) -> bool:
+    mapper = request.registry.queryUtility(IRoutesMapper)
+    return mapper is not None and mapper.get_route(name) is not None
+
+
+def _no_store(request: Request) -> None:
+    # Pages carry a CSRF token and session data: keep them out of shared caches.
+    request.response.headers["Cache-Control"] = "no-store"
+    request.response.vary = ("Cookie", "Accept-Language")
+
+
+def home(request: Request) -> dict[str, Any]:
+    _no_store(request)
+    return {"page": page_values(request)}
+
+
+#: Strings the /ajax script shows, translated on the server.
+AJAX_MESSAGES = {
+    "uploading": _("Uploading ${name}…"),
+    "done": _("All files uploaded."),
+    "cancelled": _("Upload cancelled; nothing was kept."),
+    "failed": _("Upload of ${name} failed: ${error}"),
+    "nothing": _("Choose at least one file."),
+    "network": _("The connection failed."),
+    "bytes": _("bytes"),
+    "files": _("${count} files"),
+}
+
+
+def ajax(request: Request) -> dict[str, Any]:
+    _no_store(request)
+    translate = request.localizer.translate
+    values = request.registry.sessup_settings
+    messages = {key: translate(message) for key, message in AJAX_MESSAGES.items()}
+    return {
+        "page": page_values(request),
+        "upload_url": request.route_path("sessup.upload"),
+        "field": values["upload.field"],
+        # "</" cannot end the <script> block: JSON escapes it.
+        "messages_json": json.dumps(messages, ensure_ascii=False).replace("</", "<\\/"),
+    }
+
+
+def _when(timestamp: float, request: Request) -> tuple[str, str]:
+    moment = datetime.fromtimestamp(timestamp, tz=timezone.utc)
+    return moment.isoformat(timespec="seconds"), moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def session_page(request: Request) -> dict[str, Any]:
+    """Count a view and show the session: the HTML beside ``GET /session``."""
+    _no_store(request)
+    session = request.session
+    session["views"] = session.get("views", 0) + 1
+    timeout = request.registry.sessup_settings["session.timeout"]
+    created = getattr(session, "created", None) or time.time()
+    created_iso, created_text = _when(created, request)
+    expires_iso, expires_text = _when(time.time() + timeout, request)
+    return {
+        "page": page_values(request),
+        "views": session["views"],
+        "created_iso": created_iso,
+        "created_text": created_text,
+        "expires_iso": expires_iso,
+        "expires_text": expires_text,
+        "timeout_minutes": max(1, round(timeout / 60)),
+    }
+
+
+def session_page_regenerate(request: Request) -> HTTPSeeOther:
+    """New session ID, same data (CSRF-checked POST), then back to the page."""
+    request.session.regenerate()
+    request.session.flash(request.localizer.translate(_("The session has a new ID; its data was kept.")))
+    return HTTPSeeOther(location=request.route_path("sessup.session_page"))
+
+
+def session_page_destroy(request: Request) -> HTTPSeeOther:
+    """Destroy the session (CSRF-checked POST); the next page starts a new one."""
+    request.session.invalidate()
+    return HTTPSeeOther(location=request.route_path("sessup.session_page"))
+
+
+def includeme(config: Configurator) -> None:
+    config.include("..forms.i18n")
+    config.add_route("sessup.session_page", "/session/page")
+    config.add_route("sessup.session_page_regenerate", "/session/page/regenerate")
+    config.add_route("sessup.session_page_destroy", "/session/page/destroy")
+    if config.registry.sessup_settings["upload.path"]:
+        config.add_route("sessup.ajax", "/ajax")
+        config.add_view(ajax, route_name="sessup.ajax", request_method="GET",
+                        renderer="pyramid_sessup:templates/ajax.pt")
+    config.add_view(session_page, route_name="sessup.session_page", request_method="GET",
+                    renderer="pyramid_sessup:templates/session.pt")
+    config.add_view(session_page_regenerate, route_name="sessup.session_page_regenerate", request_method="POST")
+    config.add_view(session_page_destroy, route_name="sessup.session_page_destroy", request_method="POST")
