@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from pyramid_sessup.stores.base import SessionStore
 
@@ -93,3 +94,23 @@ def raw_record(store: SessionStore, sid: str) -> bytes | None:
         return store.client.get(store._key(sid))  # type: ignore[attr-defined]
     rows = _pg(store, "SELECT data::text FROM {t} WHERE id = %s", (sid,))
     return rows[0][0].encode() if rows else None
+
+
+def in_thread(fn: Callable[[], Any], limit: float = 60) -> Any:
+    """Run ``fn`` in a thread; a call still running after ``limit`` seconds is a hang."""
+    result: list[Any] = []
+    error: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(fn())
+        except BaseException as exc:
+            error.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(limit)
+    assert not thread.is_alive(), "the store hung instead of raising StoreUnavailable"
+    if error:
+        raise error[0]
+    return result[0]

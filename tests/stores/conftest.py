@@ -6,6 +6,8 @@ their own keys; PostgreSQL tests use a random table per test and drop it.
 from __future__ import annotations
 
 import secrets
+import socket
+import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
@@ -125,3 +127,30 @@ def store_factory(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> 
 @pytest.fixture
 def store(store_factory: Callable[..., SessionStore]) -> SessionStore:
     return store_factory()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP server that accepts connections and never answers (a hung Redis)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join(5)
+    for conn in accepted:
+        conn.close()
+    listener.close()
