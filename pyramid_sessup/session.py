@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+from email.utils import formatdate
 import threading
 import time
 from dataclasses import dataclass
@@ -144,10 +145,14 @@ class SessupSession(BeakerSession):
         self._lock_token: Any = None
         self._locked_sid = ""
         self._created = time.time()
+        self._cookie_value = ""  # the incoming cookie, reused while the ID stays the same
 
-        parsed = config.signer.unsign(request.cookies.get(config.name))
+        incoming = request.cookies.get(config.name)
+        parsed = config.signer.unsign(incoming)
         if parsed is not None:
             sid, current_secret = parsed
+            if current_secret:
+                self._cookie_value = incoming  # type: ignore[assignment]
             data = self._load_existing(sid)
             if data is not None:
                 self.id = sid
@@ -340,21 +345,46 @@ class SessupSession(BeakerSession):
     def apply_cookie(self, response: Response) -> None:
         config = self.config
         if self._send_cookie and not self.is_new:
-            response.set_cookie(
-                config.name,
-                config.signer.sign(self.id),
-                max_age=config.max_age,
-                path=config.path,
-                domain=config.domain,
-                secure=self.cookie_secure(),
-                httponly=config.httponly,
-                samesite=config.samesite.capitalize(),
-            )
+            value = self._cookie_value
+            if not value or not value.startswith(self.id + "."):
+                value = config.signer.sign(self.id)
+            header = _set_cookie_header(config, value, config.max_age, self.cookie_secure())
         elif self._clear_cookie:
-            response.set_cookie(
-                config.name, "", max_age=0, path=config.path, domain=config.domain,
-                secure=self.cookie_secure(), httponly=config.httponly, samesite=config.samesite.capitalize(),
-            )
+            header = _set_cookie_header(config, "", 0, self.cookie_secure())
+        else:
+            return
+        response.headerlist.append(("Set-Cookie", header))
+
+
+def _cookie_attributes(config: SessionConfig) -> str:
+    """The attributes that never change, rendered once per configuration."""
+    parts = [f"Path={config.path}"]
+    if config.domain:
+        parts.append(f"Domain={config.domain}")
+    if config.httponly:
+        parts.append("HttpOnly")
+    parts.append(f"SameSite={config.samesite.capitalize()}")
+    return "; ".join(parts)
+
+
+_ATTRIBUTES: dict[SessionConfig, str] = {}
+
+
+def _set_cookie_header(config: SessionConfig, value: str, max_age: int | None, secure: bool) -> str:
+    # Rendered by hand: WebOb's generic cookie serializer was a tenth of the
+    # request time on the session hot path. Values and attributes were all
+    # validated at start-up, so nothing here needs quoting.
+    attributes = _ATTRIBUTES.get(config)
+    if attributes is None:
+        attributes = _ATTRIBUTES[config] = _cookie_attributes(config)
+    header = f"{config.name}={value}"
+    if max_age is not None:
+        expires = formatdate(int(time.time()) + max_age, usegmt=True)
+        header += f"; Max-Age={max_age}; Expires={expires}"
+    header += "; " + attributes
+    if secure:
+        header += "; Secure"
+    return header
 
 
 def session_factory_from_values(values: Mapping[str, Any], store: SessionStore) -> Callable[[Request], Any]:
@@ -384,7 +414,11 @@ def session_factory_from_values(values: Mapping[str, Any], store: SessionStore) 
             sess = self.__dict__["_sess"]
             if sess is None:  # the request never touched the session: no work at all
                 return
-            response.vary = tuple(sorted(set(response.vary or ()) | {"Cookie"}))
+            vary = response.headers.get("Vary")
+            if not vary:
+                response.headers["Vary"] = "Cookie"
+            elif "cookie" not in vary.lower():
+                response.headers["Vary"] = vary + ", Cookie"
             if response.status_int >= 500:
                 return  # a failed request saves nothing
             try:
