@@ -45,6 +45,7 @@ def includeme(config: Configurator) -> None:
     config.include(".views.session")
     if values["upload.path"]:
         config.include(".uploads.views")
+        config.include(".tus.views")
 
 
 def main(global_config: dict[str, Any] | None, **settings: Any) -> Router:

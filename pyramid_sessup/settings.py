@@ -222,7 +222,8 @@ PARAMS: tuple[Param, ...] = (
     Param("upload.path", _path, None, "path",
           "Upload directory. Empty: the upload routes are not added (sessions only)."),
     Param("upload.url_prefix", _url_prefix, "/uploads", "URL path", "Where stored files are served."),
-    Param("upload.field", _text(optional=False), "inputFile", "field name", "Name of the file input."),
+    Param("upload.field", _text(optional=False), "inputFile", "field name",
+          "Name of the file input of POST /upFile; * accepts files in any field."),
     Param("upload.max_file_size", _int_converter(0), 100 * MiB, "bytes", "Largest file accepted."),
     Param("upload.max_total_size", _int_converter(0), 1024 * MiB, "bytes", "Largest sum of file sizes per request."),
     Param("upload.max_files", _int_converter(1), 100, "count", "Most files in one request."),
@@ -239,6 +240,11 @@ PARAMS: tuple[Param, ...] = (
           "Bytes read from the request body per step of the streaming parser."),
     Param("static.path", _path, None, "path",
           "Directory served at /static by the demo app; empty uses the project's static/ folder."),
+    Param("upload.tus_expiry", _int_converter(1), 86400, "seconds",
+          "An unfinished tus upload (/files/) not continued for this long expires: 410, then swept "
+          "(start-up and sweep function); finished uploads' records are dropped after it too."),
+    Param("upload.tus_max_chunk_size", _int_converter(1, optional=True), None, "bytes or empty",
+          "Largest body of one tus PATCH (or creation-with-upload POST); empty: only the file size limits."),
     Param("upload.temp_max_age", _int_converter(1), 3600, "seconds",
           "Temporary files older than this are swept (start-up, and the sweep command); kept "
           "form uploads expire after it too."),

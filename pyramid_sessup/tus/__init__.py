@@ -1,0 +1,8 @@
+"""Resumable uploads: a tus 1.0.0 server (https://tus.io/protocols/resumable-upload)
+beside ``/upFile``.
+
+:mod:`.protocol` parses and formats the headers, :mod:`.state` keeps each
+upload on disk (shared by every process of one upload directory) and
+:mod:`.views` answers ``/files/``.  Finished uploads land in the same upload
+directory, under the same generated names, as ``/upFile`` results.
+"""

@@ -1,0 +1,432 @@
+"""Resumable uploads on disk, shared by every process of one upload directory.
+
+Layout (beside :class:`~pyramid_sessup.uploads.storage.UploadStorage`'s own)::
+
+    <root>/.tus/<id>.json    the upload's state (owner, length, committed offset, expiry, result);
+                             replaced atomically (write a temporary file, then rename)
+    <root>/.tus/<id>.part    the bytes received so far
+    <root>/.tus/<id>.lock    flock()ed (non-blocking) by the one request changing the upload
+
+Why a directory of our own and not ``UploadStorage``'s ``.tmp``: that directory
+is swept after ``sessup.upload.temp_max_age`` of inactivity (crash leftovers),
+while a paused tus upload must live until ``sessup.upload.tus_expiry``.  On
+completion the data file is moved into a fresh ``.tmp`` name and committed with
+:meth:`UploadStorage.finalize`, so a finished upload is stored, named and
+described exactly like an ``/upFile`` result.
+
+The committed offset in the JSON file is the truth.  Bytes beyond it in the
+data file (a process killed mid-write) are cut off by the next request that
+takes the lock, so an upload is never seen half-written.
+
+sha256 of the finished file: hashlib objects cannot be persisted, so each
+process keeps a running hash per upload in memory (bounded) and uses it while
+the next chunk starts exactly where that hash stopped; committed bytes never
+change, so this is sound.  When another process took over, the sha256 is
+computed over the file at completion, in 1 MiB blocks.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Iterator
+
+from ..uploads.storage import UploadStorage
+from .protocol import CHECKSUM_ALGORITHMS, CHECKSUM_MISMATCH, TusError
+
+log = logging.getLogger(__name__)
+
+TUS_DIR = ".tus"
+#: Upload ids: ``secrets.token_urlsafe(24)``.
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{32}")
+BLOCK = 1024 * 1024
+#: Running hashes kept per process (uploads in progress here).
+HASH_CACHE_SIZE = 256
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def owner_digest(token: str) -> str:
+    """What the state file keeps of an owner token (never the token itself)."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class UploadInfo:
+    """The JSON state of one upload."""
+
+    id: str
+    owner: str
+    length: int
+    offset: int
+    created: float
+    expires: float
+    #: Sanitised display name (metadata only).
+    filename: str = ""
+    #: The type the client claimed (informational).
+    filetype: str = ""
+    #: ``Upload-Metadata`` as received, echoed by HEAD.
+    metadata: str = ""
+    #: Extension and media type the stored file gets (server-derived).
+    extension: str = ""
+    content_type: str = "application/octet-stream"
+    done: bool = False
+    #: Stored name and sha256 once finished.
+    name: str = ""
+    sha256: str = ""
+
+    def owned_by(self, token: str | None) -> bool:
+        return bool(token) and hmac.compare_digest(self.owner, owner_digest(token or ""))
+
+    def expired(self, now: float | None = None) -> bool:
+        return not self.done and self.expires < (time.time() if now is None else now)
+
+    @classmethod
+    def from_json(cls, data: Any) -> "UploadInfo | None":
+        if not isinstance(data, dict):
+            return None
+        kwargs = {}
+        for f in fields(cls):
+            if f.name not in data:
+                return None
+            kwargs[f.name] = data[f.name]
+        info = cls(**kwargs)
+        ints_ok = all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (info.length, info.offset))
+        if not ints_ok or info.offset > info.length or not isinstance(info.done, bool):
+            return None
+        return info
+
+
+class Busy(Exception):
+    """Another request holds the upload's lock."""
+
+
+class Gone(Exception):
+    """The upload disappeared (terminated, swept) while we waited."""
+
+
+@dataclass
+class AppendResult:
+    """What one PATCH body did."""
+
+    written: int
+    #: Client stopped sending before Content-Length (bytes kept unless checksummed).
+    truncated_body: bool = False
+
+
+class TusStore:
+    """The resumable uploads of one upload directory.
+
+    ``storage``
+        The upload directory finished files are committed to.
+
+    ``expiry``
+        Seconds an unfinished upload lives without a PATCH
+        (``sessup.upload.tus_expiry``); each PATCH extends it.
+    """
+
+    def __init__(self, storage: UploadStorage, expiry: int) -> None:
+        self.storage = storage
+        self.expiry = expiry
+        self.dir = os.path.join(storage.root, TUS_DIR)
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        self._hashes: OrderedDict[str, tuple[int, Any]] = OrderedDict()
+        self._hash_lock = threading.Lock()
+
+    # -- paths ---------------------------------------------------------------------------
+
+    def _path(self, upload_id: str, suffix: str) -> str:
+        if not ID_PATTERN.fullmatch(upload_id):
+            raise ValueError("not an upload id")
+        return os.path.join(self.dir, upload_id + suffix)
+
+    def data_path(self, upload_id: str) -> str:
+        return self._path(upload_id, ".part")
+
+    # -- state -----------------------------------------------------------------------------
+
+    def create(self, *, owner_token: str, length: int, **attrs: Any) -> UploadInfo:
+        """A new, empty upload owned by ``owner_token``."""
+        now = time.time()
+        while True:
+            upload_id = secrets.token_urlsafe(24)
+            try:
+                os.close(os.open(self._path(upload_id, ".lock"), os.O_CREAT | os.O_EXCL | os.O_WRONLY
+                                 | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+            except FileExistsError:  # pragma: no cover - 192 random bits
+                continue
+            break
+        try:
+            os.close(os.open(self.data_path(upload_id), os.O_CREAT | os.O_EXCL | os.O_WRONLY
+                             | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+            info = UploadInfo(id=upload_id, owner=owner_digest(owner_token), length=length, offset=0,
+                              created=now, expires=now + self.expiry, **attrs)
+            self.save(info)
+        except BaseException:
+            self._remove_files(upload_id)
+            raise
+        return info
+
+    def load(self, upload_id: str) -> UploadInfo | None:
+        """The state of an upload, or ``None`` (malformed id, unknown, unreadable)."""
+        if not isinstance(upload_id, str) or not ID_PATTERN.fullmatch(upload_id):
+            return None
+        try:
+            fd = os.open(self._path(upload_id, ".json"), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb") as f:
+                data = json.loads(f.read(64 * 1024))
+        except (OSError, ValueError):
+            return None
+        return UploadInfo.from_json(data)
+
+    def save(self, info: UploadInfo) -> None:
+        """Replace the state file atomically: readers see the old or the new state."""
+        data = json.dumps(asdict(info), ensure_ascii=False, sort_keys=True).encode("utf-8")
+        tmp = os.path.join(self.dir, f".{secrets.token_urlsafe(12)}.tmp")
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                if self.storage.fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
+            os.replace(tmp, self._path(info.id, ".json"))
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+
+    @contextmanager
+    def locked(self, upload_id: str) -> Iterator[UploadInfo]:
+        """Hold the upload's lock (never waiting) and yield its fresh state.
+
+        Raises :class:`Busy` when another request (any process) holds it and
+        :class:`Gone` when the upload no longer exists.
+        """
+        path = self._path(upload_id, ".lock")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise Gone() from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise Busy() from None
+            # The lock file may have been removed (termination, sweep) between
+            # our open and our flock: then we locked a dead inode.
+            try:
+                same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            info = self.load(upload_id) if same else None
+            if info is None:
+                raise Gone()
+            yield info
+        finally:
+            os.close(fd)  # releases the flock
+
+    # -- data --------------------------------------------------------------------------------
+
+    def append(self, info: UploadInfo, chunks: Iterator[bytes], *,
+               checksum: tuple[str, bytes] | None = None) -> AppendResult:
+        """Append a PATCH body at ``info.offset`` (the caller holds the lock
+        and has checked the offset); update ``info.offset`` on success.
+
+        ``chunks`` yields the body in blocks and raises :class:`TusError` (413)
+        itself when the body would pass ``info.length``; a short body ends
+        with :class:`ConnectionError`.  A checksum mismatch (460), a refused
+        body or a disk error truncate the file back: the chunk is not applied.
+        Without a checksum, the bytes of a body cut short are kept.
+        """
+        start = info.offset
+        verify = CHECKSUM_ALGORITHMS[checksum[0]]() if checksum else None
+        running = self._take_hash(info.id, start)
+        written = 0
+        truncated = False
+        fd = os.open(self.data_path(info.id), os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+            if size != start:
+                if size < start:
+                    # Bytes we committed are missing: nothing sane to continue from.
+                    raise TusError(410, "The upload's data is damaged; start a new upload")
+                os.ftruncate(fd, start)  # left by a process killed mid-write
+            os.lseek(fd, start, os.SEEK_SET)
+            try:
+                for block in chunks:
+                    view = memoryview(block)
+                    while view:
+                        n = os.write(fd, view)
+                        view = view[n:]
+                    written += len(block)
+                    if verify is not None:
+                        verify.update(block)
+                    if running is not None:
+                        running.update(block)
+            except ConnectionError:
+                truncated = True
+                if verify is not None:
+                    raise TusError(400, "The request body ended early; the chunk was discarded") from None
+            if verify is not None and not truncated and not hmac.compare_digest(verify.digest(), checksum[1]):
+                raise TusError(CHECKSUM_MISMATCH, f"{checksum[0]} checksum mismatch; the chunk was not applied")
+            if self.storage.fsync:
+                os.fsync(fd)
+        except BaseException as exc:
+            try:
+                os.ftruncate(fd, start)
+            except OSError:  # pragma: no cover - the next lock holder truncates
+                pass
+            if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+                raise TusError(507, "The upload directory is full") from exc
+            raise
+        finally:
+            os.close(fd)
+        info.offset = start + written
+        if running is not None:
+            self._put_hash(info.id, info.offset, running)
+        return AppendResult(written, truncated)
+
+    def touch(self, info: UploadInfo) -> None:
+        """Extend an unfinished upload's life by ``expiry`` from now."""
+        info.expires = time.time() + self.expiry
+
+    def complete(self, info: UploadInfo) -> None:
+        """Commit a fully received upload (lock held): sha256, final random
+        name, metadata beside it; ``info`` records the result."""
+        digest = self._take_hash(info.id, info.offset)
+        data_path = self.data_path(info.id)
+        if digest is None or info.offset == 0:
+            digest = hashlib.sha256()
+            with open(data_path, "rb", buffering=0) as f:
+                while block := f.read(BLOCK):
+                    digest.update(block)
+        sha256 = digest.hexdigest()
+        temp_file, temp_path = self.storage.open_temp()
+        temp_file.close()
+        os.replace(data_path, temp_path)
+        try:
+            name = self.storage.finalize(temp_path, info.extension, metadata={
+                "filename": info.filename, "content_type": info.content_type, "size": info.length,
+                "sha256": sha256, "field": "tus"})
+        except BaseException as exc:
+            os.replace(temp_path, data_path)  # keep the bytes: a retry can complete it
+            if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+                raise TusError(507, "The upload directory is full") from exc
+            raise
+        info.done, info.name, info.sha256 = True, name, sha256
+        info.expires = time.time() + self.expiry  # how long this record is kept
+        try:
+            self.save(info)
+        except BaseException:
+            self.storage.delete(name)
+            raise
+
+    # -- removal -----------------------------------------------------------------------------
+
+    def terminate(self, info: UploadInfo) -> None:
+        """Remove an upload (lock held): its state, its bytes, and a stored
+        result if it had finished."""
+        if info.done and info.name:
+            self.storage.delete(info.name)
+        self._remove_files(info.id)
+
+    def _remove_files(self, upload_id: str) -> None:
+        # State first: from then on every look-up answers 404.
+        for suffix in (".json", ".part", ".lock"):
+            try:
+                os.unlink(self._path(upload_id, suffix))
+            except FileNotFoundError:
+                pass
+        with self._hash_lock:
+            self._hashes.pop(upload_id, None)
+
+    def discard_if_expired(self, info: UploadInfo) -> bool:
+        """Remove an expired unfinished upload unless busy; True if removed."""
+        try:
+            with self.locked(info.id) as fresh:
+                if fresh.expired():
+                    self._remove_files(fresh.id)
+                    return True
+        except (Busy, Gone):
+            pass
+        return False
+
+    def sweep(self, now: float | None = None) -> int:
+        """Remove expired unfinished uploads, finished uploads' records older
+        than the expiry (their stored files stay), and stray files left by a
+        crash; return how many unfinished uploads were removed."""
+        now = time.time() if now is None else now
+        removed = 0
+        try:
+            entries = list(os.scandir(self.dir))
+        except FileNotFoundError:
+            return 0
+        ids = set()
+        for entry in entries:
+            stem, dot, suffix = entry.name.partition(".")
+            if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                _remove_if_older(entry.path, now - 60)  # a save() interrupted by a crash
+            elif ID_PATTERN.fullmatch(stem) and suffix in ("json", "part", "lock"):
+                ids.add(stem)
+        for upload_id in sorted(ids):
+            info = self.load(upload_id)
+            if info is None:
+                # No (valid) state: leftovers of a crash during create or removal.
+                if all(_older(self._path(upload_id, s), now - self.expiry) for s in (".json", ".part", ".lock")):
+                    self._remove_files(upload_id)
+                continue
+            if info.expires >= now:
+                continue
+            try:
+                with self.locked(upload_id) as fresh:
+                    if fresh.expires < now:
+                        self._remove_files(upload_id)
+                        removed += 0 if fresh.done else 1
+            except (Busy, Gone):
+                continue
+        return removed
+
+    # -- running hashes ------------------------------------------------------------------------
+
+    def _take_hash(self, upload_id: str, offset: int) -> Any:
+        with self._hash_lock:
+            entry = self._hashes.pop(upload_id, None)
+        if entry is not None and entry[0] == offset:
+            return entry[1]
+        return hashlib.sha256() if offset == 0 else None
+
+    def _put_hash(self, upload_id: str, offset: int, running: Any) -> None:
+        with self._hash_lock:
+            self._hashes[upload_id] = (offset, running)
+            while len(self._hashes) > HASH_CACHE_SIZE:
+                self._hashes.popitem(last=False)
+
+
+def _older(path: str, cutoff: float) -> bool:
+    try:
+        return os.lstat(path).st_mtime < cutoff
+    except FileNotFoundError:
+        return True
+
+
+def _remove_if_older(path: str, cutoff: float) -> None:
+    if _older(path, cutoff):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+

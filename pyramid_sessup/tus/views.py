@@ -1,0 +1,429 @@
+"""The tus 1.0.0 endpoint: ``/files/`` (creation) and ``/files/{id}``.
+
+``OPTIONS``
+    Discovery: ``Tus-Version``, ``Tus-Extension``, ``Tus-Max-Size``
+    (``sessup.upload.max_file_size``), ``Tus-Checksum-Algorithm``.
+``POST /files/``
+    creation (``Upload-Length`` required, ``Upload-Metadata`` with
+    ``filename``/``filetype``) and creation-with-upload.
+``HEAD /files/{id}``
+    ``Upload-Offset``, ``Upload-Length``, ``Upload-Expires``; once finished
+    also ``Sessup-File-Url``, ``Sessup-File-Path`` and ``Sessup-File-Sha256``.
+``PATCH /files/{id}``
+    Append at ``Upload-Offset`` (``application/offset+octet-stream``), with an
+    optional ``Upload-Checksum`` (sha1, sha256) for the chunk.
+``DELETE /files/{id}``
+    termination.
+``GET /files/{id}``
+    Not tus: the result as JSON, shaped like one file of ``/upFile``'s answer.
+
+**Ownership.**  Creating an upload stores a random owner token in the
+session (``session["tus_owner"]``); the upload records its hash.  Every other
+request must come with that session, otherwise the upload does not exist for
+it (404), whoever knows the URL.
+
+**CSRF.**  These views run with ``require_csrf=False`` and take no CSRF
+token: every request except ``OPTIONS`` must carry ``Tus-Resumable: 1.0.0``
+(412 otherwise), and PATCH bodies are ``application/offset+octet-stream``.
+Neither can be sent cross-site without a CORS preflight, which this endpoint
+never grants (``OPTIONS`` answers no ``Access-Control-Allow-*`` header), so a
+foreign page cannot make a visitor's browser create, append to or delete an
+upload.  That is why the maintained tus clients work unchanged.  Over HTTPS a
+foreign ``Origin`` is refused as well (Pyramid's origin check).
+
+**Expiry.**  An unfinished upload expires ``sessup.upload.tus_expiry``
+seconds after its creation or last PATCH (``Upload-Expires``): requests then
+get 410 and the upload is removed; :func:`sweep` (run at start-up) removes
+every expired one.  After removal it is simply unknown (404).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from html import escape
+from typing import Any, Callable, Iterator
+
+from pyramid.config import Configurator
+from pyramid.csrf import check_csrf_origin
+from pyramid.exceptions import BadCSRFToken
+from pyramid.request import Request
+from pyramid.response import Response
+
+from ..routes import DEFAULT_STATIC
+from ..uploads import names
+from ..uploads.storage import UploadStorage
+from .protocol import (
+    OFFSET_OCTET_STREAM,
+    TUS_VERSION,
+    TusError,
+    check_version,
+    discovery_headers,
+    http_date,
+    parse_checksum,
+    parse_length,
+    parse_metadata,
+)
+from .state import Busy, Gone, TusStore, UploadInfo
+
+log = logging.getLogger(__name__)
+
+#: Session key of the owner token.
+OWNER_KEY = "tus_owner"
+#: Bytes read from the request body per step.
+READ_BLOCK = 1024 * 1024
+
+ROUTE_COLLECTION = "sessup.tus"
+ROUTE_UPLOAD = "sessup.tus_upload"
+ROUTE_DEMO = "sessup.tus_demo"
+
+
+def get_tus_store(request: Request) -> TusStore:
+    """The :class:`TusStore` of the application."""
+    return request.registry.sessup_tus_store
+
+
+def sweep(root: str, expiry: int, *, now: float | None = None) -> int:
+    """Remove the expired tus uploads of the upload directory ``root`` (for
+    a cron job or a sweep command); return how many unfinished ones went."""
+    return TusStore(UploadStorage(root), expiry).sweep(now)
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _answer(status: int, headers: dict[str, str] | None = None, body: bytes = b"") -> Response:
+    response = Response(status=status, body=body)
+    response.headers["Tus-Resumable"] = TUS_VERSION
+    response.headers["Cache-Control"] = "no-store"
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    if not body:
+        response.content_type = None  # type: ignore[assignment]
+    return response
+
+
+def _error(request: Request, exc: TusError) -> Response:
+    body = b"" if request.method == "HEAD" else (exc.message + "\n").encode("utf-8")
+    response = _answer(exc.status, exc.headers, body)
+    if body:
+        response.content_type = "text/plain"
+        response.charset = "utf-8"
+    return response
+
+
+def _owner(request: Request) -> str | None:
+    token = request.session.get(OWNER_KEY)
+    return token if isinstance(token, str) and token else None
+
+
+def _find(request: Request, upload_id: str) -> UploadInfo:
+    """The caller's upload, or 404 (unknown, or someone else's) / 410 (expired)."""
+    store = get_tus_store(request)
+    info = store.load(upload_id)
+    if info is None or not info.owned_by(_owner(request)):
+        raise TusError(404, "No such upload")
+    if info.expired():
+        store.discard_if_expired(info)
+        raise TusError(410, "The upload expired")
+    return info
+
+
+def _state_headers(request: Request, info: UploadInfo) -> dict[str, str]:
+    headers = {"Upload-Offset": str(info.offset), "Upload-Length": str(info.length)}
+    if info.done:
+        headers["Sessup-File-Url"] = _file_url(request, info)
+        headers["Sessup-File-Path"] = info.name
+        headers["Sessup-File-Sha256"] = info.sha256
+    else:
+        headers["Upload-Expires"] = http_date(info.expires)
+    return headers
+
+
+def _file_url(request: Request, info: UploadInfo) -> str:
+    return request.route_path("sessup.upload_download", name=info.name)
+
+
+def _body_blocks(request: Request, room: int, max_chunk: int | None) -> Iterator[bytes]:
+    """The PATCH body in blocks, never more than ``room`` bytes (the rest of
+    ``Upload-Length``).  Raises 413 past it (before reading, when
+    ``Content-Length`` says so) and :class:`ConnectionError` on a short body."""
+    environ = request.environ
+    raw = (environ.get("CONTENT_LENGTH") or "").strip()
+    stream = environ.get("wsgi.input")
+    if raw:
+        if not raw.isdigit():
+            raise TusError(400, "Invalid Content-Length")
+        remaining = int(raw)
+        _check_room(remaining, room, max_chunk)
+    elif environ.get("wsgi.input_terminated"):
+        remaining = -1  # chunked: read to the end, counting
+    else:
+        remaining = 0
+    if stream is None:
+        remaining = 0
+
+    def blocks() -> Iterator[bytes]:
+        nonlocal remaining
+        seen = 0
+        while remaining:
+            size = READ_BLOCK if remaining < 0 else min(READ_BLOCK, remaining)
+            try:
+                block = stream.read(size)
+            except OSError as exc:
+                raise ConnectionError("client went away") from exc
+            if not block:
+                if remaining > 0:
+                    raise ConnectionError("body shorter than Content-Length")
+                return
+            seen += len(block)
+            if remaining < 0:
+                _check_room(seen, room, max_chunk)
+            else:
+                remaining -= len(block)
+            yield block
+
+    return blocks()
+
+
+def _check_room(size: int, room: int, max_chunk: int | None) -> None:
+    if max_chunk is not None and size > max_chunk:
+        raise TusError(413, f"A chunk may be at most sessup.upload.tus_max_chunk_size ({max_chunk} bytes)")
+    if size > room:
+        raise TusError(413, f"The body goes past Upload-Length ({room} bytes left)")
+
+
+def _has_body(request: Request) -> bool:
+    raw = (request.environ.get("CONTENT_LENGTH") or "").strip()
+    return (raw not in ("", "0")) or bool(request.environ.get("wsgi.input_terminated"))
+
+
+def _write(request: Request, store: TusStore, info: UploadInfo) -> None:
+    """Append the request body to ``info`` (lock held) and commit when complete."""
+    values = request.registry.sessup_settings
+    checksum = parse_checksum(request.headers.get("Upload-Checksum"))
+    blocks = _body_blocks(request, info.length - info.offset, values["upload.tus_max_chunk_size"])
+    result = store.append(info, blocks, checksum=checksum)
+    store.touch(info)
+    if info.offset == info.length:
+        store.complete(info)
+    else:
+        store.save(info)
+    if result.truncated_body:
+        raise TusError(400, f"The request body ended early; {result.written} bytes were kept",
+                       {"Upload-Offset": str(info.offset)})
+
+
+def _same_origin(request: Request) -> None:
+    try:
+        check_csrf_origin(request, raises=True, allow_no_origin=True)
+    except BadCSRFToken:
+        raise TusError(403, "Cross-origin request refused") from None
+
+
+# -- views ------------------------------------------------------------------------------------
+
+
+def options(request: Request) -> Response:
+    return _answer(204, discovery_headers(request.registry.sessup_settings["upload.max_file_size"]))
+
+
+def create(request: Request) -> Response:
+    """creation and creation-with-upload."""
+    values = request.registry.sessup_settings
+    if request.headers.get("Upload-Defer-Length") is not None:
+        raise TusError(400, "Upload-Defer-Length is not supported; send Upload-Length")
+    if request.headers.get("Upload-Concat") is not None:
+        raise TusError(400, "Upload-Concat (concatenation) is not supported")
+    length = parse_length(request.headers.get("Upload-Length"), "Upload-Length")
+    limit = values["upload.max_file_size"]
+    if length > limit:
+        raise TusError(413, f"Upload-Length is larger than sessup.upload.max_file_size ({limit} bytes)",
+                       {"Tus-Max-Size": str(limit)})
+    raw_meta = request.headers.get("Upload-Metadata") or ""
+    meta = parse_metadata(raw_meta)
+    filename = names.sanitize_filename(meta.get("filename") or meta.get("name") or "")
+    ext = names.extension_of(filename)
+    media_type = names.guess_type(ext)
+    shown = filename or "(unnamed)"
+    if not names.extension_allowed(ext, values["upload.allowed_extensions"]):
+        raise TusError(415, f"File {shown!r}: extension {ext or '(none)'!r} is not in "
+                       f"sessup.upload.allowed_extensions")
+    if not names.type_allowed(media_type, values["upload.allowed_types"]):
+        raise TusError(415, f"File {shown!r}: type {media_type} is not in sessup.upload.allowed_types")
+    with_body = _has_body(request)
+    if with_body and request.headers.get("Content-Type", "").split(";")[0].strip().lower() != OFFSET_OCTET_STREAM:
+        raise TusError(415, f"A creation request with a body needs Content-Type: {OFFSET_OCTET_STREAM}")
+    if with_body:
+        parse_checksum(request.headers.get("Upload-Checksum"))  # 400 before anything is created
+
+    token = _owner(request)
+    if token is None:
+        token = secrets.token_urlsafe(32)
+        request.session[OWNER_KEY] = token
+    store = get_tus_store(request)
+    client_type = meta.get("filetype") or meta.get("type") or ""
+    info = store.create(owner_token=token, length=length, filename=filename, filetype=client_type[:255],
+                        metadata=raw_meta.strip(), extension=names.stored_extension(ext, values["upload.allowed_extensions"]),
+                        content_type=media_type)
+    location = request.route_url(ROUTE_UPLOAD, id=info.id)
+    try:
+        with store.locked(info.id) as info:
+            if with_body:
+                _write(request, store, info)
+            elif info.length == 0:
+                store.complete(info)
+    except TusError as exc:
+        if exc.status == 400 and "Upload-Offset" in exc.headers:
+            raise  # body cut short: the upload exists with what arrived
+        with store.locked(info.id) as fresh:
+            store.terminate(fresh)
+        raise
+    except BaseException:
+        with store.locked(info.id) as fresh:
+            store.terminate(fresh)
+        raise
+    return _answer(201, {"Location": location, **_state_headers(request, info)})
+
+
+def head(request: Request) -> Response:
+    info = _find(request, request.matchdict["id"])
+    headers = _state_headers(request, info)
+    if info.metadata:
+        headers["Upload-Metadata"] = info.metadata
+    return _answer(200, headers)
+
+
+def patch(request: Request) -> Response:
+    content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if content_type != OFFSET_OCTET_STREAM:
+        raise TusError(415, f"PATCH needs Content-Type: {OFFSET_OCTET_STREAM}")
+    offset = parse_length(request.headers.get("Upload-Offset"), "Upload-Offset")
+    parse_checksum(request.headers.get("Upload-Checksum"))
+    info = _find(request, request.matchdict["id"])
+    store = get_tus_store(request)
+    try:
+        with store.locked(info.id) as info:
+            if info.expired():
+                raise TusError(410, "The upload expired")
+            if offset != info.offset:
+                raise TusError(409, f"Upload-Offset {offset} does not match the upload's offset {info.offset}",
+                               {"Upload-Offset": str(info.offset)})
+            if info.done:
+                if _has_body(request):
+                    raise TusError(413, "The upload is already complete")
+            else:
+                _write(request, store, info)
+    except Busy:
+        raise TusError(409, "Another request is writing to this upload") from None
+    except Gone:
+        raise TusError(404, "No such upload") from None
+    return _answer(204, _state_headers(request, info))
+
+
+def delete(request: Request) -> Response:
+    info = _find(request, request.matchdict["id"])
+    store = get_tus_store(request)
+    try:
+        with store.locked(info.id) as info:
+            store.terminate(info)
+    except Busy:
+        raise TusError(409, "Another request is writing to this upload") from None
+    except Gone:
+        raise TusError(404, "No such upload") from None
+    return _answer(204)
+
+
+def result(request: Request) -> Response:
+    """The upload as JSON: while unfinished its offset, then what ``/upFile``
+    answers for one file."""
+    info = _find(request, request.matchdict["id"])
+    if info.done:
+        body: dict[str, Any] = {"complete": True, "filename": info.filename, "path": info.name,
+                                "url": _file_url(request, info), "size": info.length, "sha256": info.sha256,
+                                "content_type": info.content_type}
+    else:
+        body = {"complete": False, "offset": info.offset, "length": info.length,
+                "expires": http_date(info.expires)}
+    response = Response(json_body=body)
+    response.headers["Tus-Resumable"] = TUS_VERSION
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+_COLLECTION: dict[str, Callable[[Request], Response]] = {"OPTIONS": options, "POST": create}
+_UPLOAD: dict[str, Callable[[Request], Response]] = {
+    "OPTIONS": options, "HEAD": head, "PATCH": patch, "DELETE": delete, "GET": result}
+
+
+def _dispatch(table: dict[str, Callable[[Request], Response]]) -> Callable[[Request], Response]:
+    allowed = ", ".join(table)
+
+    def view(request: Request) -> Response:
+        handler = table.get(request.method)
+        try:
+            if handler is None:
+                raise TusError(405, f"Method {request.method} is not allowed here", {"Allow": allowed})
+            if request.method != "OPTIONS":
+                if request.method != "GET":
+                    check_version(request.headers.get("Tus-Resumable"))
+                    _same_origin(request)
+            return handler(request)
+        except TusError as exc:
+            return _error(request, exc)
+
+    return view
+
+
+# -- demo page ----------------------------------------------------------------------------------
+
+_DEMO = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Resumable upload (tus)</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body>
+<h1>Resumable upload (tus)</h1>
+<form id="tus-form" data-sessup-tus data-endpoint="{endpoint}" data-chunk-size="{chunk}">
+  <p><input type="file" name="inputFile" id="tus-file"></p>
+  <p><progress id="tus-progress" data-tus-progress value="0" max="100"></progress>
+     <output id="tus-status" data-tus-status></output></p>
+  <p><a id="tus-result" data-tus-result hidden></a></p>
+</form>
+<script src="{script}"></script>
+</body></html>
+"""
+
+
+def demo(request: Request) -> Response:
+    """A minimal page driving ``static/sessup-tus.js`` (``?chunk=`` bytes per PATCH)."""
+    chunk = request.params.get("chunk", "")
+    chunk = chunk if chunk.isdigit() and 0 < int(chunk) <= 1 << 30 else str(5 * 1024 * 1024)
+    values = request.registry.sessup_settings
+    try:
+        script = request.static_path(os.path.join(values["static.path"] or DEFAULT_STATIC, "sessup-tus.js"))
+    except ValueError:  # no static view (an app that only includes the add-on)
+        script = "/static/sessup-tus.js"
+    body = _DEMO.format(endpoint=escape(request.route_path(ROUTE_COLLECTION, slash="/")), chunk=chunk,
+                        script=escape(script))
+    response = Response(body=body.encode("utf-8"), content_type="text/html", charset="utf-8")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def includeme(config: Configurator) -> None:
+    """Add the tus routes (under ``/files``) and sweep expired uploads."""
+    values = config.registry.sessup_settings
+    storage = getattr(config.registry, "sessup_upload_storage", None)
+    if storage is None:
+        storage = UploadStorage(values["upload.path"], fsync=values["upload.fsync"])
+    store = TusStore(storage, values["upload.tus_expiry"])
+    config.registry.sessup_tus_store = store
+    swept = store.sweep()
+    if swept:
+        log.info("removed %d expired tus upload(s)", swept)
+    config.add_route(ROUTE_COLLECTION, "/files{slash:/?}")
+    config.add_route(ROUTE_UPLOAD, "/files/{id}")
+    config.add_route(ROUTE_DEMO, "/tus-demo")
+    # require_csrf=False: see the module docstring (CSRF).
+    config.add_view(_dispatch(_COLLECTION), route_name=ROUTE_COLLECTION, require_csrf=False)
+    config.add_view(_dispatch(_UPLOAD), route_name=ROUTE_UPLOAD, require_csrf=False)
+    config.add_view(demo, route_name=ROUTE_DEMO, request_method="GET")
