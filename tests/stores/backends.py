@@ -54,7 +54,8 @@ def plant(store: SessionStore, sid: str, raw: bytes) -> None:
         except ValueError:
             value = raw.decode("latin-1").replace("\x00", "")  # jsonb text cannot hold NUL
         store.ping()  # type: ignore[attr-defined]  # creates the table
-        _pg(store, "INSERT INTO {t} (id, data, version, expires_at) VALUES (%s, %s::jsonb, 1, now() + interval '1 minute')",
+        _pg(store, "INSERT INTO {t} (id, data, version, expires_at) VALUES (%s, %s::jsonb, 1, now() + interval '1 minute')"
+            " ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data",
             (sid, json.dumps(value)))
 
 

@@ -1,0 +1,40 @@
+"""The demo application plus two GET endpoints that make request overlap
+deliberate (the lost-write tests), for ``use = call:tests.stores.app:main``."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pyramid.config import Configurator
+from pyramid.request import Request
+from pyramid.router import Router
+
+import pyramid_sessup
+
+
+def set_key(request: Request) -> dict[str, Any]:
+    """Write one key after an optional pause: two of these overlap on purpose."""
+    session = request.session
+    session.get("touch-the-session-first")
+    time.sleep(float(request.params.get("delay", "0")))
+    session[request.matchdict["key"]] = request.params.get("value", "1")
+    return dict(session.items())
+
+
+def increment(request: Request) -> dict[str, Any]:
+    """Read-modify-write of one counter, with a pause in the middle."""
+    session = request.session
+    count = session.get("count", 0)
+    time.sleep(float(request.params.get("delay", "0")))
+    session["count"] = count + 1
+    return {"count": session["count"]}
+
+
+def main(global_config: dict[str, Any] | None, **settings: Any) -> Router:
+    with Configurator(settings=settings) as config:
+        config.include(pyramid_sessup.includeme)
+        config.add_route("test.set", "/test/set/{key}")
+        config.add_route("test.incr", "/test/incr")
+        config.add_view(set_key, route_name="test.set", renderer="json")
+        config.add_view(increment, route_name="test.incr", renderer="json")
+    return config.make_wsgi_app()
