@@ -1,0 +1,187 @@
+"""Two real app processes (pserve + waitress, one INI, two ports) sharing
+Redis or PostgreSQL: one session across both, restarts lose nothing, and the
+lock and the per-key merge hold across processes."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from ..support import PSERVE, POSTGRES_URL, REDIS_URL, ROOT, Server, free_port, write_ini
+from .conftest import (delete_redis_prefix, drop_postgres_table, random_prefix, random_table, require_postgres,
+                       require_redis)
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
+
+def start(ini: Path, port: int, timeout: float = 30.0) -> Server:
+    """``pserve INI http_port=PORT``, as a user starts a second process from the same INI."""
+    log_path = Path(tempfile.mkstemp(prefix="pserve-", suffix=".log")[1])
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # for the test endpoints of tests/stores/app.py
+    proc = subprocess.Popen([PSERVE, str(ini), f"http_port={port}"], cwd=str(ini.parent), env=env,
+                            stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
+    server = Server(proc, port, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"pserve exited with {proc.returncode}:\n{server.log()}")
+        try:
+            urllib.request.urlopen(server.url + "/session/info", timeout=5).read()
+            return server
+        except urllib.error.HTTPError:
+            return server
+        except OSError:
+            time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"pserve did not answer on port {port}:\n{server.log()}")
+
+
+class Client:
+    """A browser's cookie handling, reduced to the session cookie."""
+
+    def __init__(self) -> None:
+        self.cookie = ""
+
+    def get(self, url: str) -> dict[str, Any]:
+        request = urllib.request.Request(url, headers={"Cookie": f"sessup={self.cookie}"} if self.cookie else {})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            for header in response.headers.get_all("Set-Cookie") or []:
+                name, _, rest = header.partition("=")
+                if name.strip() == "sessup":
+                    self.cookie = rest.split(";", 1)[0]
+            return json.loads(response.read())
+
+    def clone(self) -> "Client":
+        twin = Client()
+        twin.cookie = self.cookie
+        return twin
+
+
+BACKENDS = [
+    pytest.param("redis", marks=pytest.mark.redis, id="redis"),
+    pytest.param("postgresql", marks=pytest.mark.postgres, id="postgresql"),
+]
+
+
+@contextmanager
+def running_cluster(backend: str, lock: bool, directory: Path) -> Iterator[dict[str, Any]]:
+    """One INI, two processes on two ports, a private store namespace."""
+    if backend == "redis":
+        require_redis()
+        prefix = random_prefix()
+        store = {"sessup.session.store": "redis", "sessup.session.url": REDIS_URL,
+                 "sessup.session.key_prefix": prefix}
+    else:
+        require_postgres()
+        table = random_table()
+        store = {"sessup.session.store": "postgresql", "sessup.session.url": POSTGRES_URL,
+                 "sessup.session.table": table}
+    ini = write_ini(directory, {
+        "use": "call:tests.stores.app:main",
+        "sessup.session.lock": str(lock).lower(),
+        "sessup.session.lock_timeout": "30",
+        "sessup.upload.path": str(directory / "uploads"),
+        **store,
+    })
+    text = ini.read_text()
+    ini.write_text(text.replace("listen = 127.0.0.1:6544", "listen = 127.0.0.1:%(http_port)s"))
+    info: dict[str, Any] = {"ini": ini, "servers": [], "backend": backend}
+    try:
+        info["servers"] = [start(ini, free_port()), start(ini, free_port())]
+        yield info
+    finally:
+        for server in info["servers"]:
+            server.stop()
+        if backend == "redis":
+            delete_redis_prefix(prefix)
+        else:
+            drop_postgres_table(table)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The default: no session lock."""
+    with running_cluster(request.param, False, tmp_path_factory.mktemp("cluster")) as info:
+        yield info
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def locked_cluster(request: pytest.FixtureRequest,
+                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """sessup.session.lock = true."""
+    with running_cluster(request.param, True, tmp_path_factory.mktemp("locked")) as info:
+        yield info
+
+
+def test_alternating_between_processes_keeps_one_session(cluster: dict[str, Any]) -> None:
+    a, b = cluster["servers"]
+    client = Client()
+    views = [client.get(server.url + "/session")["views"] for server in (a, b, a, b)]
+    assert views == [1, 2, 3, 4]
+    assert a.pid != b.pid
+
+
+def test_restarting_a_process_loses_no_session(cluster: dict[str, Any]) -> None:
+    a, b = cluster["servers"]
+    client = Client()
+    assert client.get(a.url + "/session")["views"] == 1
+    assert client.get(b.url + "/session")["views"] == 2
+    a.stop()  # a graceful restart
+    a = cluster["servers"][0] = start(cluster["ini"], a.port)
+    assert client.get(a.url + "/session")["views"] == 3
+    b.kill9()  # a crash
+    b = cluster["servers"][1] = start(cluster["ini"], b.port)
+    assert client.get(b.url + "/session")["views"] == 4
+    assert client.get(a.url + "/session")["views"] == 5
+
+
+def _parallel(n: int, fn: Any) -> list[Any]:
+    results: list[Any] = [None] * n
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(n)
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait(30)
+            results[i] = fn(i)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    assert errors == []
+    return results
+
+
+def test_lock_keeps_all_16_concurrent_increments_across_processes(locked_cluster: dict[str, Any]) -> None:
+    """sessup.session.lock = true: 16 overlapping increments, split over both processes, all count."""
+    a, b = locked_cluster["servers"]
+    client = Client()
+    assert client.get(a.url + "/session")["views"] == 1
+    _parallel(16, lambda i: client.clone().get((a, b)[i % 2].url + "/test/incr?delay=0.01"))
+    assert client.get(b.url + "/test/incr")["count"] == 17
+    assert client.get(a.url + "/session")["views"] == 2
+
+
+def test_overlapping_writes_of_different_keys_both_persist(cluster: dict[str, Any]) -> None:
+    """Without the lock: two requests of one session, in two processes, overlapping
+    in time (each reads, waits 0.3 s, writes its own key), both persist."""
+    a, b = cluster["servers"]
+    client = Client()
+    client.get(a.url + "/test/set/start")
+    _parallel(2, lambda i: client.clone().get((a, b)[i].url + f"/test/set/k{i}?delay=0.3&value=v{i}"))
+    final = client.get(b.url + "/test/set/end")
+    assert final["k0"] == "v0" and final["k1"] == "v1"
