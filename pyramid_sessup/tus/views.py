@@ -46,7 +46,7 @@ from typing import Any, Callable, Iterator
 
 from pyramid.config import Configurator
 from pyramid.csrf import check_csrf_origin
-from pyramid.exceptions import BadCSRFToken
+from pyramid.exceptions import BadCSRFOrigin
 from pyramid.request import Request
 from pyramid.response import Response
 
@@ -217,7 +217,7 @@ def _write(request: Request, store: TusStore, info: UploadInfo) -> None:
 def _same_origin(request: Request) -> None:
     try:
         check_csrf_origin(request, raises=True, allow_no_origin=True)
-    except BadCSRFToken:
+    except BadCSRFOrigin:
         raise TusError(403, "Cross-origin request refused") from None
 
 
