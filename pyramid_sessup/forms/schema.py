@@ -25,7 +25,7 @@ def format_size(size: int) -> str:
         if value < 1024 or unit == "GiB":
             if unit == "bytes":
                 return f"{int(value)} bytes"
-            return f"{value:.1f}".rstrip("0").rstrip(".") + " " + unit
+            return f"{value:.2f}".rstrip("0").rstrip(".") + " " + unit
         value /= 1024
     raise AssertionError("unreachable")
 
