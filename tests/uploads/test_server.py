@@ -291,3 +291,26 @@ def test_sweep_command(tmp_path: Path) -> None:
     no_path = write_ini(tmp_path, {"sessup.upload.path": ""})
     bad = subprocess.run([sweep, str(no_path)], capture_output=True, text=True)
     assert bad.returncode == 2 and "sessup.upload.path" in bad.stderr
+
+
+def test_chunked_request_through_waitress(tmp_path: Path) -> None:
+    srv, upload_dir = serve(tmp_path, **{"sessup.upload.require_csrf": "false"})
+    try:
+        data = body(part("inputFile", bytes(range(256)) * 1000, filename="c.bin"))
+        sock = raw_socket(srv)
+        head = (f"POST /upFile HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {MULTIPART}\r\n"
+                f"Transfer-Encoding: chunked\r\nAccept: application/json\r\nConnection: close\r\n\r\n").encode()
+        sock.sendall(head)
+        for i in range(0, len(data), 10_000):
+            piece = data[i:i + 10_000]
+            sock.sendall(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+        sock.sendall(b"0\r\n\r\n")
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+        sock.close()
+        assert reply.startswith(b"HTTP/1.1 200"), reply[:300]
+        info = json.loads(reply.split(b"\r\n\r\n", 1)[1])["files"][0]
+        assert info["sha256"] == hashlib.sha256(bytes(range(256)) * 1000).hexdigest()
+    finally:
+        srv.stop()
