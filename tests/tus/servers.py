@@ -1,0 +1,63 @@
+"""A small HTTP client for real waitress servers: keeps the session cookie."""
+from __future__ import annotations
+
+import http.client
+import json
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..support import write_ini
+
+TUS = {"Tus-Resumable": "1.0.0"}
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Client:
+    """One browser-like client: its own cookie, any server."""
+
+    cookie: str = ""
+    timeout: float = 60.0
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def request(self, method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> Reply:
+        parts = urllib.parse.urlsplit(url)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=self.timeout)
+        try:
+            all_headers = {**self.extra, **(headers or {})}
+            if self.cookie:
+                all_headers["Cookie"] = self.cookie
+            conn.request(method, parts.path or "/", body=body, headers=all_headers)
+            res = conn.getresponse()
+            data = res.read()
+            headers_out = {k.lower(): v for k, v in res.getheaders()}
+            cookie = res.getheader("Set-Cookie")
+            if cookie:
+                self.cookie = cookie.split(";", 1)[0]
+            return Reply(res.status, headers_out, data)
+        finally:
+            conn.close()
+
+
+def tus_ini(directory: Path, upload_dir: Path, session_dir: Path, port: int, **overrides: str) -> Path:
+    """An INI for pserve: file sessions (shareable by processes), uploads in ``upload_dir``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return write_ini(directory, {
+        "sessup.upload.path": str(upload_dir),
+        "sessup.session.store": "file",
+        "sessup.session.file.path": str(session_dir),
+        "sessup.upload.max_file_size": str(200 * 1024 * 1024),
+        "sessup.upload.max_total_size": str(200 * 1024 * 1024),
+        **overrides,
+    }, port=port)
