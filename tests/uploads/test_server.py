@@ -314,3 +314,65 @@ def test_chunked_request_through_waitress(tmp_path: Path) -> None:
         assert info["sha256"] == hashlib.sha256(bytes(range(256)) * 1000).hexdigest()
     finally:
         srv.stop()
+
+
+def test_disk_full_through_waitress(tmp_path: Path) -> None:
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (test_disk_full.py injects ENOSPC instead)")
+    try:
+        srv, _ = serve(tmp_path, **{"sessup.upload.require_csrf": "false", "sessup.upload.path": str(small)})
+        try:
+            baseline = None
+            for _ in range(3):
+                data = body(part("inputFile", os.urandom(3 * MiB), filename="huge.bin"))
+                status, text = stream_post(srv, data, iter(()), b"", len(data), {})
+                assert status == 507 and b"full" in text
+                assert leftovers(small) == []
+                baseline = baseline or fd_count(srv.pid)
+            assert wait_for(lambda: server_settled(srv, baseline))
+            data = body(part("inputFile", b"fits", filename="ok.txt"))
+            status, text = stream_post(srv, data, iter(()), b"", len(data), {})
+            assert status == 200 and (small / text.decode().rsplit("/", 1)[1]).read_bytes() == b"fits"
+        finally:
+            srv.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def test_many_uploads_with_aborts_leave_no_leaks(tmp_path: Path) -> None:
+    """200 uploads, every tenth cut short or over a limit: afterwards only the
+    good files exist and the server holds no extra descriptors."""
+    srv, upload_dir = serve(tmp_path, **{"sessup.upload.require_csrf": "false",
+                                         "sessup.upload.max_file_size": "100000"})
+    try:
+        good = body(part("inputFile", b"g" * 5000, filename="g.bin"))
+        too_big = body(part("inputFile", b"b" * 100_001, filename="b.bin"))
+        truncated = good[:-20]
+        stream_post(srv, good, iter(()), b"", len(good), {})
+        baseline = fd_count(srv.pid)
+        expected_files = 1
+        for i in range(200):
+            if i % 20 == 5:
+                status, _ = stream_post(srv, too_big, iter(()), b"", len(too_big), {})
+                assert status == 413
+            elif i % 20 == 15:
+                status, _ = stream_post(srv, truncated, iter(()), b"", len(truncated), {})
+                assert status == 400
+            elif i % 20 == 10:
+                sock = raw_socket(srv)
+                sock.sendall(request_head(len(good)) + good[:1000])
+                sock.close()
+            else:
+                status, _ = stream_post(srv, good, iter(()), b"", len(good), {})
+                assert status == 200
+                expected_files += 1
+        assert wait_for(lambda: server_settled(srv, baseline)), (fd_count(srv.pid), baseline)
+        stored = [n for n in os.listdir(upload_dir) if not n.startswith(".")]
+        assert len(stored) == expected_files
+        assert os.listdir(upload_dir / ".tmp") == []
+        assert len(os.listdir(upload_dir / ".meta")) == expected_files
+    finally:
+        srv.stop()
