@@ -18,7 +18,7 @@ from typing import Iterator
 
 import pytest
 
-from ..support import ROOT, Server, free_port, start_server, write_ini
+from ..support import Server, free_port, start_server, write_ini
 from .conftest import BOUNDARY, MULTIPART, body, leftovers, part
 
 pytestmark = pytest.mark.server

@@ -1,0 +1,130 @@
+"""receive_upload / ParsedUpload as other views use them (forms, host apps)."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyramid.exceptions import BadCSRFToken
+from webob import Request
+
+from pyramid_sessup.exceptions import MalformedMultipart, UnsupportedMediaType, UploadTooLarge
+from pyramid_sessup.settings import parse_settings
+from pyramid_sessup.uploads.pipeline import (ANY_FIELD, ParsedUpload, UploadLimits, multipart_boundary,
+                                             receive_upload)
+from pyramid_sessup.uploads.storage import UploadStorage
+
+from .conftest import MULTIPART, body, leftovers, part
+
+
+class Registry:
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.sessup_settings = values
+
+    def queryUtility(self, iface: Any, default: Any = None) -> Any:  # no CSRF policy registered
+        return default
+
+
+def make_request(data: bytes, values: dict[str, Any], **headers: str) -> Any:
+    req = Request.blank("/form", method="POST", body=data, content_type=MULTIPART, headers=headers)
+    req.registry = Registry(values)
+    return req
+
+
+@pytest.fixture
+def values(settings: dict[str, Any]) -> dict[str, Any]:
+    return parse_settings({**settings, "sessup.upload.require_csrf": "false"})
+
+
+@pytest.fixture
+def store(upload_dir: Path) -> UploadStorage:
+    return UploadStorage(str(upload_dir))
+
+
+def test_parsed_upload_api(values: dict[str, Any], store: UploadStorage, upload_dir: Path) -> None:
+    data = body(part("title", b"T"), part("tag", b"a"), part("tag", b"b"),
+                part("photo", b"\x89PNG", filename="p.png"), part("doc", b"%PDF", filename="d.pdf"))
+    parsed = receive_upload(make_request(data, values), file_fields={"photo", "doc"}, storage=store)
+    assert isinstance(parsed, ParsedUpload)
+    assert parsed.get("title") == "T" and parsed.get("tag") == "b" and parsed.get("nope", "x") == "x"
+    assert parsed.getall("tag") == ["a", "b"]
+    assert parsed.fields == [("title", "T"), ("tag", "a"), ("tag", "b")]
+    photo, = parsed.files_of("photo")
+    assert photo.name == "" and Path(photo.temp_path).parent == upload_dir / ".tmp"
+    assert photo.sha256 == hashlib.sha256(b"\x89PNG").hexdigest() and photo.size == 4
+    assert photo.content_type == "image/png" and photo.filename == "p.png"
+    committed = parsed.commit()
+    assert committed is parsed.files and parsed.commit() is parsed.files  # idempotent
+    assert photo.temp_path == "" and (upload_dir / photo.name).read_bytes() == b"\x89PNG"
+    assert store.metadata(photo.name)["filename"] == "p.png"
+
+
+def test_discard_removes_every_temp(values: dict[str, Any], store: UploadStorage, upload_dir: Path) -> None:
+    data = body(part("inputFile", b"1", filename="a.txt"), part("inputFile", b"2", filename="b.txt"))
+    parsed = receive_upload(make_request(data, values), storage=store)
+    assert len(store.temp_files()) == 2
+    parsed.discard()
+    assert leftovers(upload_dir) == []
+
+
+def test_limits_from_mapping_and_overrides(values: dict[str, Any], store: UploadStorage, upload_dir: Path) -> None:
+    data = body(part("f", b"x" * 11, filename="a.txt"))
+    with pytest.raises(UploadTooLarge, match="max_file_size"):
+        receive_upload(make_request(data, values), limits=UploadLimits.from_values(values, max_file_size=10),
+                       file_fields={ANY_FIELD}, storage=store)
+    with pytest.raises(UnsupportedMediaType):
+        receive_upload(make_request(data, values), limits={**values, "upload.allowed_extensions": ("png",)},
+                       file_fields={ANY_FIELD}, storage=store)
+    with pytest.raises(MalformedMultipart, match="Unexpected file field"):
+        receive_upload(make_request(data, values), storage=store)
+    assert leftovers(upload_dir) == []
+
+
+def test_csrf_without_a_policy_uses_the_session(values: dict[str, Any], store: UploadStorage,
+                                                upload_dir: Path) -> None:
+    class Session(dict):
+        def get_csrf_token(self) -> str:
+            return "tok"
+
+    data = body(part("csrf_token", b"tok"), part("inputFile", b"x", filename="a.txt"))
+    req = make_request(data, values)
+    req.session = Session()
+    assert len(receive_upload(req, csrf=True, storage=store).files) == 1
+    req = make_request(data, values, **{"X-CSRF-Token": "bad"})
+    req.session = Session()
+    with pytest.raises(BadCSRFToken):
+        receive_upload(req, csrf=True, storage=store)
+    req = make_request(body(part("csrf_token", "t\u00f6k".encode()), part("inputFile", b"x", filename="a.txt")),
+                       values)
+    req.session = Session()
+    with pytest.raises(BadCSRFToken):
+        receive_upload(req, csrf=True, storage=store)
+    assert len(store.temp_files()) == 1  # only the accepted, uncommitted upload
+
+
+@pytest.mark.parametrize("content_type, error", [
+    ("multipart/form-data; boundary=abc", None),
+    ('multipart/form-data; boundary="a b:c"', None),
+    ("Multipart/Form-Data; charset=utf-8; boundary=x", None),
+    ("multipart/form-data", MalformedMultipart),
+    ("multipart/form-data; boundary=", MalformedMultipart),
+    ("multipart/form-data; boundary=" + "x" * 71, MalformedMultipart),
+    ('multipart/form-data; boundary="trailing "', MalformedMultipart),
+    ("multipart/form-data; boundary=a\u00e9", MalformedMultipart),
+    ("text/plain", UnsupportedMediaType),
+    ("", UnsupportedMediaType),
+    (None, UnsupportedMediaType),
+])
+def test_multipart_boundary(content_type: str | None, error: type | None) -> None:
+    if error is None:
+        assert multipart_boundary(content_type)
+    else:
+        with pytest.raises(error):
+            multipart_boundary(content_type)
+
+
+def test_fsync_setting(upapp: Any, upload_dir: Path) -> None:
+    client = upapp(**{"sessup.upload.fsync": "true"})
+    res = client.post("/upFile", upload_files=[("inputFile", "f.txt", b"durable")])
+    assert (upload_dir / res.text.rsplit("/", 1)[1]).read_bytes() == b"durable"
