@@ -195,7 +195,15 @@ def _check_room(size: int, room: int, max_chunk: int | None) -> None:
 
 def _has_body(request: Request) -> bool:
     raw = (request.environ.get("CONTENT_LENGTH") or "").strip()
-    return (raw not in ("", "0")) or bool(request.environ.get("wsgi.input_terminated"))
+    if raw:
+        return raw != "0"
+    # No Content-Length: a chunked body on a server that streams it (waitress
+    # sets wsgi.input_terminated on every request, but always with a length).
+    return bool(request.environ.get("wsgi.input_terminated")) and _content_type(request) == OFFSET_OCTET_STREAM
+
+
+def _content_type(request: Request) -> str:
+    return request.headers.get("Content-Type", "").split(";")[0].strip().lower()
 
 
 def _write(request: Request, store: TusStore, info: UploadInfo) -> None:
@@ -252,7 +260,7 @@ def create(request: Request) -> Response:
     if not names.type_allowed(media_type, values["upload.allowed_types"]):
         raise TusError(415, f"File {shown!r}: type {media_type} is not in sessup.upload.allowed_types")
     with_body = _has_body(request)
-    if with_body and request.headers.get("Content-Type", "").split(";")[0].strip().lower() != OFFSET_OCTET_STREAM:
+    if with_body and _content_type(request) != OFFSET_OCTET_STREAM:
         raise TusError(415, f"A creation request with a body needs Content-Type: {OFFSET_OCTET_STREAM}")
     if with_body:
         parse_checksum(request.headers.get("Upload-Checksum"))  # 400 before anything is created
@@ -275,7 +283,8 @@ def create(request: Request) -> Response:
                 store.complete(info)
     except TusError as exc:
         if exc.status == 400 and "Upload-Offset" in exc.headers:
-            raise  # body cut short: the upload exists with what arrived
+            exc.headers["Location"] = location  # body cut short: the upload keeps what arrived
+            raise
         with store.locked(info.id) as fresh:
             store.terminate(fresh)
         raise
@@ -295,8 +304,7 @@ def head(request: Request) -> Response:
 
 
 def patch(request: Request) -> Response:
-    content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-    if content_type != OFFSET_OCTET_STREAM:
+    if _content_type(request) != OFFSET_OCTET_STREAM:
         raise TusError(415, f"PATCH needs Content-Type: {OFFSET_OCTET_STREAM}")
     offset = parse_length(request.headers.get("Upload-Offset"), "Upload-Offset")
     parse_checksum(request.headers.get("Upload-Checksum"))

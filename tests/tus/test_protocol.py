@@ -527,3 +527,17 @@ def test_sweep_function(app: Any, create: Any, upload_dir: Path) -> None:
     assert sweep(str(upload_dir), 60, now=time.time() + 120) == 0  # expiry is recorded per upload
     assert sweep(str(upload_dir), 60, now=time.time() + 86400 + 120) == 1
     assert files_under(upload_dir, ".tus") == []
+
+
+def test_creation_with_upload_cut_short_keeps_the_upload(app: Any, testapp: webtest.TestApp) -> None:
+    testapp.get("/session")
+    cookie = "; ".join(f"{c.name}={c.value}" for c in testapp.cookiejar)
+    environ = {"REQUEST_METHOD": "POST", "HTTP_TUS_RESUMABLE": "1.0.0", "HTTP_UPLOAD_LENGTH": "10",
+               "CONTENT_TYPE": OCTETS, "CONTENT_LENGTH": "10", "HTTP_COOKIE": cookie, "HTTP_HOST": "example.com",
+               "wsgi.input": ShortInput(b"abcd", True)}
+    res = webtest.TestRequest.blank("/files/", environ).get_response(app)
+    assert res.status_int == 400 and res.headers["Upload-Offset"] == "4"
+    loc = res.headers["Location"]
+    assert testapp.head(loc, headers=TUS).headers["Upload-Offset"] == "4"
+    res = testapp.patch(loc, b"efghij", headers=patch_headers(4), status=204)
+    assert testapp.get(res.headers["Sessup-File-Url"]).body == b"abcdefghij"
