@@ -44,6 +44,7 @@ class MultiFileUploadWidget(Widget):
     template = "multi_file_upload"
     readonly_template = "multi_file_upload"
     accept: str | None = None
+    error_class = "is-invalid"
     #: Name of the checkbox that keeps a file from an earlier try (value: its uid).
     keep_suffix = ".keep"
 
