@@ -128,7 +128,8 @@
       success: function (data) {
         setProgress(overall, overallText, 1);
         picked.forEach(function (file) { setProgress(file.row.bar, file.row.text, 1); file.row.item.classList.add('done'); });
-        (data.files || []).forEach(addResult);
+        // Newest batch first, each batch in the order the files were sent.
+        (data.files || []).slice().reverse().forEach(addResult);
         statusBox.textContent = t('done');
       },
       error: function (xhr, status, message) {
