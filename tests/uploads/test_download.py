@@ -119,4 +119,5 @@ def test_download_does_not_leak_descriptors(client: webtest.TestApp) -> None:
         client.head(url)
         client.get(url, headers={"If-None-Match": etag}, status=304)
         client.get(url, headers={"Range": "bytes=10-20"}, status=206)
+        client.get(url, headers={"Range": "bytes=5000-"}, status=416)
     assert len(os.listdir("/proc/self/fd")) == before
