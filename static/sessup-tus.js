@@ -4,7 +4,8 @@
  *   var up = new SessupTus.Upload(file, {endpoint: '/files/', chunkSize: 5 * 1024 * 1024,
  *                                        onProgress: function (sent, total) {},
  *                                        onSuccess: function (result) {},   // GET /files/{id} JSON
- *                                        onError: function (err) {}});
+ *                                        onRetry: function (err, attempt) { form.setAttribute('data-tus-retries', String(attempt)); },
+        onError: function (err) {}});
  *   up.start();
  *
  * Create (POST), PATCH in chunks, HEAD to find the server's offset after an
@@ -123,6 +124,7 @@
       } catch (err) {
         if (err.status && err.status !== 409 && err.status !== 460 && err.status < 500) { throw err; }
         if (failures >= RETRY_DELAYS.length) { throw err; }
+        if (this.options.onRetry) { this.options.onRetry(err, failures + 1); }
         await sleep(RETRY_DELAYS[failures++]);
         var offset = await this._head(this.url);  // where the server really is
         if (offset === null) { throw err; }
@@ -205,6 +207,7 @@
           form.setAttribute('data-tus-done', JSON.stringify(result));
           if (link) { link.href = result.url; link.textContent = result.filename || result.path; link.hidden = false; }
         },
+        onRetry: function (err, attempt) { form.setAttribute('data-tus-retries', String(attempt)); },
         onError: function (err) { show('Failed: ' + err.message); form.setAttribute('data-tus-error', err.message); }
       }, overrides || {}));
       up.start().catch(function () { /* shown by onError */ });

@@ -391,7 +391,7 @@ _DEMO = """<!DOCTYPE html>
 <body>
 <h1>Resumable upload (tus)</h1>
 <form id="tus-form" data-sessup-tus data-endpoint="{endpoint}" data-chunk-size="{chunk}">
-  <p><input type="file" name="inputFile" id="tus-file"></p>
+  <p><label for="tus-file">File</label> <input type="file" name="inputFile" id="tus-file"></p>
   <p><progress id="tus-progress" data-tus-progress value="0" max="100"></progress>
      <output id="tus-status" data-tus-status></output></p>
   <p><a id="tus-result" data-tus-result hidden></a></p>

@@ -85,3 +85,34 @@ def test_resumable_upload_survives_a_reload(browser, tmp_path: Path) -> None:  #
         assert download.status == 200
         assert hashlib.sha256(download.body()).hexdigest() == digest.hexdigest()
         context.close()
+
+
+def test_resumable_upload_survives_a_dropped_connection(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    size = 20 * MiB
+    data = os.urandom(size)
+    source = tmp_path / "dropped.bin"
+    source.write_bytes(data)
+    port = free_port()
+    ini = tus_ini(tmp_path / "srv", tmp_path / "uploads", tmp_path / "sessions", port)
+    with running_server(ini, port) as server:
+        context = browser.new_context()
+        page = context.new_page()
+        cdp = context.new_cdp_session(page)
+        cdp.send("Network.enable")
+        slow = {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 10 * MiB}
+        cdp.send("Network.emulateNetworkConditions", slow)
+        page.goto(f"{server.url}/tus-demo?chunk={MiB}")
+        page.set_input_files("#tus-file", str(source))
+        page.wait_for_function(f"Number(document.getElementById('tus-form').dataset.tusSent || 0) >= {4 * MiB}",
+                               timeout=60_000)
+        cdp.send("Network.emulateNetworkConditions", {**slow, "offline": True})
+        page.wait_for_timeout(1500)  # the client retries (HEAD) while the network is down
+        cdp.send("Network.emulateNetworkConditions", slow)
+        page.wait_for_selector("#tus-form[data-tus-done]", timeout=120_000)
+        assert page.get_attribute("#tus-form", "data-tus-error") is None
+        assert int(page.get_attribute("#tus-form", "data-tus-retries") or 0) >= 1  # it did fail, and recovered
+        result = page.evaluate("JSON.parse(document.getElementById('tus-form').dataset.tusDone)")
+        assert result["sha256"] == hashlib.sha256(data).hexdigest()
+        download = context.request.get(server.url + result["url"])
+        assert download.body() == data
+        context.close()
