@@ -211,7 +211,9 @@ def test_lock_excludes_and_times_out(store: SessionStore) -> None:
     token = store.acquire_lock(sid, 1)
     with pytest.raises(SessionLockTimeout):
         store.acquire_lock(sid, 0.2)
-    other = store.acquire_lock(new_sid(), 0.2)  # other sessions are not blocked
+    other_sid = new_sid()
+    other = store.acquire_lock(other_sid, 0.2)  # other sessions are not blocked
+    store.release_lock(other_sid, other)
     store.release_lock(sid, token)
     again = store.acquire_lock(sid, 1)
     store.release_lock(sid, again)

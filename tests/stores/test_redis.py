@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-import time
 from typing import Any, Callable, Iterator
 
 import pytest

@@ -14,7 +14,7 @@ import webtest
 
 from pyramid_sessup.stores.base import SessionStore
 
-from ..support import POSTGRES_URL, REDIS_URL, free_port
+from ..support import POSTGRES_URL, REDIS_URL
 from . import app as app_module
 from .backends import expire_now, plant
 

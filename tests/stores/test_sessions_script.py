@@ -9,7 +9,6 @@ import secrets
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable
 
 import pytest
 
