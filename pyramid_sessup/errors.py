@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 
 from pyramid.config import Configurator
-from pyramid.exceptions import BadCSRFToken
+from pyramid.exceptions import BadCSRFOrigin, BadCSRFToken
 from pyramid.request import Request
 from pyramid.response import Response
 
@@ -41,11 +41,14 @@ def sessup_error_view(exc: SessupError, request: Request) -> Response:
     return response
 
 
-def csrf_error_view(exc: BadCSRFToken, request: Request) -> Response:
-    # Pyramid answers 400 here; a missing/wrong token is a refusal, so 403.
+def csrf_error_view(exc: BadCSRFToken | BadCSRFOrigin, request: Request) -> Response:
+    # Pyramid answers 400 here; a missing/wrong token or a foreign origin is a refusal, so 403.
+    if isinstance(exc, BadCSRFOrigin):
+        return error_response(request, 403, "Cross-origin request refused (Origin/Referer check)")
     return error_response(request, 403, "CSRF token missing or incorrect")
 
 
 def includeme(config: Configurator) -> None:
     config.add_exception_view(sessup_error_view, context=SessupError)
     config.add_exception_view(csrf_error_view, context=BadCSRFToken)
+    config.add_exception_view(csrf_error_view, context=BadCSRFOrigin)

@@ -8,6 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 log() { printf '== %s\n' "$*"; }
+# pip's machine-wide config may name local mirrors that are absent; drop that noise only.
+pip_quiet() { "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
 
 SUDO=""
 if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
@@ -23,6 +25,7 @@ need=()
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v pg_ctlcluster >/dev/null || need+=(postgresql)
+command -v npm >/dev/null || need+=(nodejs npm)
 if [ ${#need[@]} -gt 0 ]; then log "apt-get install ${need[*]}"; apt_install "${need[@]}"; fi
 
 # --- services --------------------------------------------------------------------------
@@ -50,8 +53,11 @@ fi
 # --- Python ----------------------------------------------------------------------------
 if [ ! -x .venv/bin/python ]; then log "creating .venv"; python3 -m venv .venv; fi
 log "installing pyramid_sessup[testing]"
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install -q -e '.[testing]'
+pip_quiet .venv/bin/python -m pip install -q -e '.[testing]'
+
+# --- JavaScript test clients (tus-js-client) -------------------------------------------
+log "npm ci in tests/tus/js"
+(cd tests/tus/js && npm ci --no-audit --no-fund --silent)
 
 # --- tests -----------------------------------------------------------------------------
 log "running the tests"
