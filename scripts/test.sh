@@ -26,7 +26,6 @@ need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v pg_ctlcluster >/dev/null || need+=(postgresql)
 command -v npm >/dev/null || need+=(nodejs npm)
-command -v npm >/dev/null || need+=(nodejs npm)
 if [ ${#need[@]} -gt 0 ]; then log "apt-get install ${need[*]}"; apt_install "${need[@]}"; fi
 
 # --- services --------------------------------------------------------------------------
@@ -55,10 +54,6 @@ fi
 if [ ! -x .venv/bin/python ]; then log "creating .venv"; python3 -m venv .venv; fi
 log "installing pyramid_sessup[testing]"
 pip_quiet .venv/bin/python -m pip install -q -e '.[testing]'
-
-# --- JavaScript test clients (tus-js-client) -------------------------------------------
-log "npm ci in tests/tus/js"
-(cd tests/tus/js && npm ci --no-audit --no-fund --silent)
 
 # --- JavaScript test clients (tus-js-client) -------------------------------------------
 log "npm ci in tests/tus/js"
