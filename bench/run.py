@@ -323,10 +323,22 @@ def multipart_framing(parts: list[Part], boundary: str, field_name: str = "input
     return heads, tail, length
 
 
+@dataclass
+class Posted:
+    status: int
+    body: bytes
+    seconds: float  # connect to complete answer
+    sent: float     # connect to the last byte handed to the kernel
+
+
 def post_multipart(port: int, parts: list[Part], headers: dict[str, str], path: str = "/upFile",
-                   timeout: float = 600) -> tuple[int, bytes, float]:
+                   timeout: float = 600) -> Posted:
     """POST a multipart body over a raw socket: framing from memory, files with sendfile (no copies
-    in the client, so the client is not what is measured).  Returns status, body and seconds."""
+    in the client, so the client is not what is measured).
+
+    ``sent`` shows where the time goes: a server that buffers the whole body
+    before the application runs (waitress) answers well after the last byte is
+    sent; a streaming one (Node) answers right after it."""
     boundary = "sessupbench" + secrets.token_hex(16)
     heads, tail, length = multipart_framing(parts, boundary)
     head = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", f"Content-Length: {length}",
@@ -348,10 +360,11 @@ def post_multipart(port: int, parts: list[Part], headers: dict[str, str], path: 
             sock.sendall(tail)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the server answered early (a limit); read what it said
+        sent = time.monotonic() - t0
         resp = http.client.HTTPResponse(sock)
         resp.begin()
         body = resp.read()
-        return resp.status, body, time.monotonic() - t0
+        return Posted(resp.status, body, time.monotonic() - t0, sent)
     finally:
         sock.close()
 
@@ -611,13 +624,15 @@ class Bench:
             big = self.big_file
             headers = self.upload_headers(side, server)
             with Meter(server.pid) as meter:
-                status, body, seconds = post_multipart(server.port, [("big.bin", big)], headers)
-            if status != 200:
-                raise RuntimeError(f"answer {status} {body[:120]!r}")
+                posted = post_multipart(server.port, [("big.bin", big)], headers)
+            if posted.status != 200:
+                raise RuntimeError(f"answer {posted.status} {posted.body[:120]!r}")
             stored = [p.stat().st_size for p in dir_files(upload_dir)]
             empty_dir(upload_dir)
+            seconds = posted.seconds
             cell = meter.fill(Cell(value=size / MiB / seconds, unit="MiB/s", p50=seconds, p99=seconds))
-            cell.note = f"written {cell.written / size:.2f}x the file"
+            cell.note = (f"written {cell.written / size:.2f}x the file; last byte sent at {posted.sent:.2f} s, "
+                         f"answer {seconds - posted.sent:.2f} s later")
             if stored != [size]:
                 cell.note += f"; upload dir held {len(stored)} files, {sum(stored)} bytes (expected one of {size})"
             return cell
@@ -632,14 +647,17 @@ class Bench:
         def run(side: str, server: Server, upload_dir: Path) -> Cell:
             headers = self.upload_headers(side, server)
             with Meter(server.pid) as meter:
-                status, body, seconds = post_multipart(server.port, parts, headers)
-            if status != 200:
-                raise RuntimeError(f"answer {status} {body[:120]!r}")
+                posted = post_multipart(server.port, parts, headers)
+            if posted.status != 200:
+                raise RuntimeError(f"answer {posted.status} {posted.body[:120]!r}")
             stored = len(dir_files(upload_dir))
             empty_dir(upload_dir)
             if stored != 200:
                 raise RuntimeError(f"upload dir held {stored} files, not 200")
-            return meter.fill(Cell(value=50 / seconds, unit="MiB/s", p50=seconds, p99=seconds))
+            seconds = posted.seconds
+            cell = meter.fill(Cell(value=50 / seconds, unit="MiB/s", p50=seconds, p99=seconds))
+            cell.note = f"last byte sent at {posted.sent:.2f} s"
+            return cell
 
         self.compare("upload-many", "200 files x 256 KiB in one request", "sessup time <= node time",
                      self.upload_runs(run), self.profile.many_repeats)
@@ -854,6 +872,9 @@ def cell_columns(cell: Cell | None) -> list[str]:
         return ["—"] * 5
     latency = "—" if cell.p50 is None else f"{fmt_time(cell.p50)} / {fmt_time(cell.p99)}"
     cpu = "—" if cell.cpu is None else f"{cell.cpu:.2f}"
+    if cell.cpu is not None and cell.unit == "req/s" and cell.value:
+        # CPU per request: steadier than req/s when other processes share the machine.
+        cpu += f" ({cell.cpu / cell.value * 1e6:,.0f} µs/req)"
     return [fmt_value(cell), latency, fmt_bytes(cell.rss), fmt_bytes(cell.written), cpu]
 
 
