@@ -134,7 +134,8 @@ def upload_submit(request: Request) -> Response:
         # form again with the reason, status as /upFile would answer.
         tmpstore = _tmpstore(request, storage)
         form = make_form(request, tmpstore)
-        request.session.flash(str(exc))
+        request.session.flash(request.localizer.translate(
+            _("The upload was refused: ${reason}", mapping={"reason": str(exc)})))
         return _render(request, form.render(), status=exc.status_code)
 
     tmpstore = _tmpstore(request, storage)

@@ -161,3 +161,51 @@ def test_chinese_locale_text_and_validation_messages(zh_app: App, tmp_path: Path
     assert page.inner_text("h1") == "Upload form"
     page.goto("/session/page")
     assert page.inner_text("h1") == "Session"
+
+
+def test_sessup_upload_ports_an_ajax_file_upload_call(app: App, tmp_path: Path) -> None:
+    original = random_file(tmp_path, "seed.bin", 200_000)
+    page = app.new_page()
+    page.goto("/ajax")
+    page.set_input_files("#inputFile", str(original))
+    # The seed's $.ajaxFileUpload({url, fileElementId, dataType, success}) with the name changed.
+    text = page.evaluate("""() => new Promise((resolve, reject) => sessupUpload({
+        url: '/upFile', fileElementId: 'inputFile', dataType: 'string',
+        success: (data, status) => resolve([data, status]), error: (xhr, status, e) => reject(status + ' ' + e)}))""")
+    assert text[1] == "success" and text[0].startswith("/uploads/")
+    assert page.request.get(app.url + text[0]).body() == original.read_bytes()
+    # Without the <meta> token, the token comes from GET /csrf; JSON answers are parsed.
+    result = page.evaluate("""() => { document.querySelector('meta[name=csrf-token]').remove();
+        return new Promise((resolve, reject) => sessupUpload({
+            url: '/upFile', fileElementId: 'inputFile', dataType: 'json',
+            success: (data) => resolve(data), error: (xhr, status, e) => reject(status + ' ' + e)})); }""")
+    assert result["files"][0]["filename"] == "seed.bin"
+    assert result["files"][0]["sha256"] == sha256_of(original)
+    # A wrong token is refused, and the error callback gets the server's message.
+    error = page.evaluate("""() => new Promise((resolve) => sessupUpload({
+        url: '/upFile', fileElementId: 'inputFile', dataType: 'json', csrfToken: 'wrong',
+        success: () => resolve('unexpected success'), error: (xhr, status, message) => resolve([xhr.status, message])}))""")
+    assert error == [403, "CSRF token missing or incorrect"]
+    assert len(app.stored()) == 2
+
+
+def test_ajax_drag_and_drop(app: App) -> None:
+    page = app.new_page()
+    page.goto("/ajax")
+    page.evaluate("""() => {
+        const data = new DataTransfer();
+        data.items.add(new File([new Uint8Array([1, 2, 3])], 'dropped-1.bin'));
+        data.items.add(new File(['hello'], 'dropped-2.txt', {type: 'text/plain'}));
+        const zone = document.getElementById('dropzone');
+        zone.dispatchEvent(new DragEvent('dragover', {dataTransfer: data, bubbles: true, cancelable: true}));
+        zone.dispatchEvent(new DragEvent('drop', {dataTransfer: data, bubbles: true, cancelable: true}));
+    }""")
+    assert page.locator("#queue li .name").all_inner_texts() == ["dropped-1.bin", "dropped-2.txt"]
+    assert page.locator("#queue progress").count() == 2
+    page.click("#start")
+    page.wait_for_function("() => document.querySelectorAll('#results a.result-link').length === 2")
+    assert page.locator("#results a.result-link").all_inner_texts() == ["dropped-1.bin", "dropped-2.txt"]
+    hrefs = page.locator("#results a.result-link").evaluate_all("links => links.map(a => a.getAttribute('href'))")
+    assert page.request.get(app.url + hrefs[1]).body() == b"hello"
+    assert page.locator("#queue progress").evaluate_all("bars => bars.map(b => b.getAttribute('aria-valuenow'))") \
+        == ["100", "100"]
