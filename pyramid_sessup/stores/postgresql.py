@@ -9,7 +9,8 @@ Schema (created on first use, idempotently, by any number of processes)::
                                          expires_at timestamptz NOT NULL);
 
 Every per-request operation is one statement, so one round trip: ``load`` with
-touch is ``UPDATE … RETURNING data``; ``update`` merges in the database
+touch is ``UPDATE … RETURNING data`` (committed without waiting for the WAL
+flush: it only slides the expiry); ``update`` merges in the database
 (``data || changed - removed``), which is atomic under the row lock the UPDATE
 takes, so concurrent writers of different keys both persist without any
 client-side lock.  Times come from the database clock (``now()``), so app
@@ -140,7 +141,13 @@ class PostgresStore(SessionStore):
     def _queries(self) -> dict[str, sql.Composed]:
         t, locks = self._t, self._locks
         expiry = sql.SQL("now() + %(ttl)s * interval '1 second'")
-        fmt = {"t": t, "locks": locks, "expiry": expiry, "index": self._index}
+        # A read only slides the expiry: its commit need not wait for the WAL
+        # flush (synchronous_commit off for this one transaction).  A database
+        # crash in the next fraction of a second can undo the slide, never data;
+        # writes of session data stay fully durable.  This turns the commit of
+        # every read request from a disk flush (~3 ms) into ~0.2 ms.
+        no_wait = sql.SQL("set_config('synchronous_commit', 'off', true) IS NOT NULL")
+        fmt = {"t": t, "locks": locks, "expiry": expiry, "index": self._index, "no_wait": no_wait}
 
         def q(text: str) -> sql.Composed:
             return sql.SQL(text).format(**fmt)
@@ -155,7 +162,7 @@ class PostgresStore(SessionStore):
             ),
             "load_touch": q(
                 "UPDATE {t} SET expires_at = {expiry} WHERE id = %(id)s AND expires_at > now()"
-                " RETURNING data::text"
+                " AND {no_wait} RETURNING data::text"
             ),
             "load": q("SELECT data::text FROM {t} WHERE id = %(id)s AND expires_at > now()"),
             # An expired row that was not purged yet does not make the ID "taken".
@@ -176,7 +183,7 @@ class PostgresStore(SessionStore):
                 " ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, version = s.version + 1,"
                 " expires_at = EXCLUDED.expires_at"
             ),
-            "touch": q("UPDATE {t} SET expires_at = {expiry} WHERE id = %(id)s AND expires_at > now()"),
+            "touch": q("UPDATE {t} SET expires_at = {expiry} WHERE id = %(id)s AND expires_at > now() AND {no_wait}"),
             "delete": q("DELETE FROM {t} WHERE id = %(id)s"),
             "lock": q(
                 "INSERT INTO {locks} AS l (id, token, expires_at) VALUES (%(id)s, %(token)s, {expiry})"

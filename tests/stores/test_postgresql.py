@@ -186,6 +186,9 @@ def test_settings_reach_the_connection(postgres_table: str, db: psycopg.Connecti
         store.create(sid, {"a": 1})
         left = db.execute(f"SELECT expires_at - now() FROM {postgres_table}").fetchone()[0]
         assert 37 <= left.total_seconds() <= 42
+        # A read commits without waiting for the WAL flush, for its own transaction only.
+        assert store.load(sid) == {"a": 1}
+        assert store._run(lambda conn: conn.execute("SHOW synchronous_commit").fetchone()) == ("on",)
     finally:
         store.close()
 
