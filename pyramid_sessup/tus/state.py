@@ -257,7 +257,10 @@ class TusStore:
         running = self._take_hash(info.id, start)
         written = 0
         truncated = False
-        fd = os.open(self.data_path(info.id), os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            fd = os.open(self.data_path(info.id), os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise TusError(410, "The upload's data is gone; start a new upload") from None
         try:
             size = os.fstat(fd).st_size
             if size != start:
@@ -323,7 +326,10 @@ class TusStore:
                 "filename": info.filename, "content_type": info.content_type, "size": info.length,
                 "sha256": sha256, "field": "tus"})
         except BaseException as exc:
-            os.replace(temp_path, data_path)  # keep the bytes: a retry can complete it
+            try:
+                os.replace(temp_path, data_path)  # keep the bytes: a retry can complete it
+            except FileNotFoundError:  # pragma: no cover - finalize removed it: damaged (410 next time)
+                pass
             if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
                 raise TusError(507, "The upload directory is full") from exc
             raise

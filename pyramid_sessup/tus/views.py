@@ -272,8 +272,8 @@ def create(request: Request) -> Response:
     store = get_tus_store(request)
     client_type = meta.get("filetype") or meta.get("type") or ""
     info = store.create(owner_token=token, length=length, filename=filename, filetype=client_type[:255],
-                        metadata=raw_meta.strip(), extension=names.stored_extension(ext, values["upload.allowed_extensions"]),
-                        content_type=media_type)
+                        metadata=raw_meta.strip(), content_type=media_type,
+                        extension=names.stored_extension(ext, values["upload.allowed_extensions"]))
     location = request.route_url(ROUTE_UPLOAD, id=info.id)
     try:
         with store.locked(info.id) as info:

@@ -541,3 +541,60 @@ def test_creation_with_upload_cut_short_keeps_the_upload(app: Any, testapp: webt
     assert testapp.head(loc, headers=TUS).headers["Upload-Offset"] == "4"
     res = testapp.patch(loc, b"efghij", headers=patch_headers(4), status=204)
     assert testapp.get(res.headers["Sessup-File-Url"]).body == b"abcdefghij"
+
+
+def test_disk_full_is_507_and_nothing_applied(testapp: webtest.TestApp, create: Any, upload_dir: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from pyramid_sessup.tus import state
+
+    loc = create(8)
+    testapp.patch(loc, b"ab", headers=patch_headers(0), status=204)
+    real_write = os.write
+    calls = []
+
+    def full(fd: int, data: Any) -> int:  # the first block lands, then the disk is full
+        calls.append(len(data))
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, bytes(data[:2]))
+
+    monkeypatch.setattr(state.os, "write", full)
+    testapp.patch(loc, b"cdefgh", headers=patch_headers(2), status=507)
+    monkeypatch.undo()
+    assert testapp.head(loc, headers=TUS).headers["Upload-Offset"] == "2"
+    assert (upload_dir / ".tus" / (upload_id(loc) + ".part")).read_bytes() == b"ab"
+    res = testapp.patch(loc, b"cdefgh", headers=patch_headers(2), status=204)
+    assert testapp.get(res.headers["Sessup-File-Url"]).body == b"abcdefgh"
+
+
+def test_disk_full_while_committing_keeps_the_upload(testapp: webtest.TestApp, create: Any, upload_dir: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from pyramid_sessup.uploads.storage import UploadStorage
+
+    loc = create(4)
+
+    def full(self: Any, name: str, metadata: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(UploadStorage, "write_metadata", full)
+    testapp.patch(loc, b"abcd", headers=patch_headers(0), status=507)
+    monkeypatch.undo()
+    assert stored_files(upload_dir) == [] and files_under(upload_dir, ".tmp") == []
+    assert testapp.head(loc, headers=TUS).headers["Upload-Offset"] == "0"
+    res = testapp.patch(loc, b"abcd", headers=patch_headers(0), status=204)
+    assert testapp.get(res.headers["Sessup-File-Url"]).body == b"abcd"
+
+
+def test_upload_whose_data_vanished_is_410(testapp: webtest.TestApp, create: Any, upload_dir: Path) -> None:
+    loc = create(4)
+    testapp.patch(loc, b"ab", headers=patch_headers(0), status=204)
+    (upload_dir / ".tus" / (upload_id(loc) + ".part")).write_bytes(b"a")  # shorter than committed
+    testapp.patch(loc, b"cd", headers=patch_headers(2), status=410)
+    (upload_dir / ".tus" / (upload_id(loc) + ".part")).unlink()
+    testapp.patch(loc, b"cd", headers=patch_headers(2), status=410)
+    testapp.delete(loc, headers=TUS, status=204)
+    assert files_under(upload_dir) == []
