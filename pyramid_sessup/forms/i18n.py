@@ -2,7 +2,8 @@
 
 The locale of a request is, in order: an explicit ``?_LOCALE_=`` in the query
 string (which also sets the ``_LOCALE_`` cookie, so the visible language switch
-sticks), that cookie, the best ``Accept-Language`` match, then ``en``.
+sticks), that cookie, the best ``Accept-Language`` match, then
+``pyramid.default_locale_name`` (when supported), then ``en``.
 
 colander ships its Simplified Chinese catalog as ``zh_Hans`` while deform and
 this package use ``zh_CN``; :func:`localizer_for` merges both so colander's own
@@ -72,7 +73,8 @@ def _normalize(value: str | None) -> str | None:
 
 
 def negotiate_locale(request: Request) -> str:
-    """Pyramid locale negotiator: query, cookie, ``Accept-Language``, ``en``.
+    """Pyramid locale negotiator: query, cookie, ``Accept-Language``, then
+    ``pyramid.default_locale_name`` if supported, else ``en``.
 
     Only ``request.GET`` is read: touching ``request.params`` on an upload
     POST would make WebOb parse (and copy) the whole body.
@@ -86,7 +88,8 @@ def negotiate_locale(request: Request) -> str:
         request.add_response_callback(remember)
         locale = explicit
     else:
-        locale = _normalize(request.cookies.get(LOCALE_KEY)) or _from_accept_language(request) or DEFAULT
+        locale = (_normalize(request.cookies.get(LOCALE_KEY)) or _from_accept_language(request)
+                  or _normalize(request.registry.settings.get("pyramid.default_locale_name")) or DEFAULT)
     ensure_localizer(request.registry, locale)
     return locale
 

@@ -13,21 +13,9 @@ import deform
 
 from ..uploads import names
 from .i18n import _
-from .widget import FILE_KEYS, MultiFileUploadWidget
+from .widget import FILE_KEYS, MultiFileUploadWidget, format_size
 
 MAX_DESCRIPTION = 500
-
-
-def format_size(size: int) -> str:
-    """``20971520`` -> ``"20 MiB"``; exact bytes below 1 KiB."""
-    value = float(size)
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            if unit == "bytes":
-                return f"{int(value)} bytes"
-            return f"{value:.2f}".rstrip("0").rstrip(".") + " " + unit
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
@@ -49,6 +37,10 @@ class UploadLimits:
             allowed_extensions=tuple(values["upload.allowed_extensions"]),
             allowed_types=tuple(values["upload.allowed_types"]),
         )
+
+    def accept(self) -> str | None:
+        """The file input's ``accept`` attribute (a hint to the picker), or None."""
+        return ",".join([*("." + e for e in self.allowed_extensions), *self.allowed_types]) or None
 
     def allowed_text(self) -> str:
         return ", ".join([*("." + e for e in self.allowed_extensions), *self.allowed_types])
@@ -127,5 +119,5 @@ def upload_schema(tmpstore: Any, limits: UploadLimits, csrf_token: str, field: s
         validator=limits.check_all,
         missing=colander.required,
         missing_msg=_("no-files", default="Choose at least one file."),
-        widget=MultiFileUploadWidget(tmpstore, file_check=limits.check_file)))
+        widget=MultiFileUploadWidget(tmpstore, file_check=limits.check_file, accept=limits.accept())))
     return schema

@@ -24,6 +24,18 @@ FileCheck = Callable[[dict[str, Any]], Any]
 FILE_KEYS = ("uid", "filename", "mimetype", "size", "sha256")
 
 
+def format_size(size: int) -> str:
+    """``20971520`` -> ``"20 MiB"``; exact bytes below 1 KiB."""
+    value = float(size)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            if unit == "bytes":
+                return f"{int(value)} bytes"
+            return f"{value:.2f}".rstrip("0").rstrip(".") + " " + unit
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
 def public_filedict(entry: dict[str, Any]) -> dict[str, Any]:
     """The keys of a temp-store entry that the form (and its templates) see."""
     return {key: entry[key] for key in FILE_KEYS}
@@ -57,6 +69,7 @@ class MultiFileUploadWidget(Widget):
         files = [] if cstruct in (colander.null, None) else list(cstruct)
         values = self.get_template_values(field, files, kw)
         values["keep_name"] = field.name + self.keep_suffix
+        values["format_size"] = format_size
         return field.renderer(self.template, **values)
 
     def deserialize(self, field: Any, pstruct: Any) -> Any:

@@ -32,6 +32,8 @@ class Page:
     nav: list[dict[str, Any]]
     languages: list[dict[str, Any]]
     flash: list[str] = field(default_factory=list)
+    #: ``has_route(name)``: whether this application has the route (uploads are optional).
+    has_route: Callable[[str], bool] = lambda name: True
 
 
 NAV = (
@@ -56,6 +58,7 @@ def page_values(request: Request) -> Page:
              for name, title in NAV if _has_route(request, name)],
         languages=locale_switch(request),
         flash=[translate(m) if not isinstance(m, str) else m for m in request.session.pop_flash()],
+        has_route=lambda name: _has_route(request, name),
     )
 
 

@@ -99,3 +99,10 @@ def test_colander_messages_follow_zh_cn() -> None:
     from pyramid.i18n import TranslationString
     assert localizer.translate(TranslationString("There was a problem with your submission",
                                                  domain="deform")) == "提交的内容有误"
+
+
+def test_default_locale_setting_is_the_fallback(make_app) -> None:
+    client = webtest.TestApp(make_app(**{"pyramid.default_locale_name": "zh_CN"}),
+                             extra_environ={"HTTP_HOST": "example.com"})
+    assert h1(client.get("/")) == "会话与文件上传"
+    assert h1(client.get("/", headers={"Accept-Language": "en"})) == "Sessions and file uploads"

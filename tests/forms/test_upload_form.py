@@ -214,3 +214,44 @@ def test_chinese_limit_message_names_file_and_limit(make_form) -> None:
     form.open("/upload", headers={"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.5"})
     page = form.post([("大文件.bin", b"x" * 2048)], headers={"Accept-Language": "zh-CN"}, status=400)
     assert errors(page.text) == ["大文件.bin 的大小为 2 KiB；每个文件的上限是 1 KiB。"]
+
+
+def test_the_body_is_never_parsed_by_webob(make_app, upload_dir: Path) -> None:
+    app = make_app()
+    seen: list[dict] = []
+
+    def spy(environ: dict, start_response):  # records the environ the app saw
+        seen.append(environ)
+        return app(environ, start_response)
+
+    import webtest
+
+    client = FormClient(webtest.TestApp(spy, extra_environ={"HTTP_HOST": "example.com"}))
+    client.open()
+    client.post([("a.txt", b"a" * 100_000)], description="", status=400)
+    client.post([], keep=[], description="x", status=400)
+    posts = [e for e in seen if e["REQUEST_METHOD"] == "POST"]
+    assert len(posts) == 2
+    # WebOb caches a parsed request.POST in the environ; the pipeline never asks for it.
+    assert all("webob._parsed_post_vars" not in e for e in posts)
+
+
+def test_no_upload_directory_means_no_upload_pages(make_app) -> None:
+    import webtest
+
+    client = webtest.TestApp(make_app(**{"sessup.upload.path": ""}), extra_environ={"HTTP_HOST": "example.com"})
+    client.get("/upload", status=404)
+    client.get("/ajax", status=404)
+    home = client.get("/")
+    assert 'href="/upload"' not in home.text and 'href="/session/page"' in home.text
+
+
+def test_accept_attribute_follows_the_allow_lists(make_form) -> None:
+    form = make_form(**{"sessup.upload.allowed_extensions": "png pdf", "sessup.upload.allowed_types": "image/*"})
+    page = form.open()
+    assert 'accept=".png,.pdf,image/*"' in page.text
+
+
+def test_kept_files_show_their_size(form: FormClient) -> None:
+    page = form.post([("a.bin", b"a" * 3000)], description="", status=400)
+    assert re.search(r'title="3000">\(2.93 KiB\)', page.text)
