@@ -16,3 +16,4 @@ def includeme(config: Configurator) -> None:
     config.include(".views.home")
     config.include(".views.pages")
     config.include(".forms.views")
+    config.include(".tus.demo")

@@ -39,9 +39,7 @@ every expired one.  After removal it is simply unknown (404).
 from __future__ import annotations
 
 import logging
-import os
 import secrets
-from html import escape
 from typing import Any, Callable, Iterator
 
 from pyramid.config import Configurator
@@ -50,7 +48,6 @@ from pyramid.exceptions import BadCSRFOrigin
 from pyramid.request import Request
 from pyramid.response import Response
 
-from ..routes import DEFAULT_STATIC
 from ..uploads import names
 from ..uploads.storage import UploadStorage
 from .protocol import (
@@ -75,7 +72,6 @@ READ_BLOCK = 1024 * 1024
 
 ROUTE_COLLECTION = "sessup.tus"
 ROUTE_UPLOAD = "sessup.tus_upload"
-ROUTE_DEMO = "sessup.tus_demo"
 
 
 def get_tus_store(request: Request) -> TusStore:
@@ -383,40 +379,6 @@ def _dispatch(table: dict[str, Callable[[Request], Response]]) -> Callable[[Requ
     return view
 
 
-# -- demo page ----------------------------------------------------------------------------------
-
-_DEMO = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Resumable upload (tus)</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"></head>
-<body>
-<h1>Resumable upload (tus)</h1>
-<form id="tus-form" data-sessup-tus data-endpoint="{endpoint}" data-chunk-size="{chunk}">
-  <p><label for="tus-file">File</label> <input type="file" name="inputFile" id="tus-file"></p>
-  <p><progress id="tus-progress" data-tus-progress value="0" max="100"></progress>
-     <output id="tus-status" data-tus-status></output></p>
-  <p><a id="tus-result" data-tus-result hidden></a></p>
-</form>
-<script src="{script}"></script>
-</body></html>
-"""
-
-
-def demo(request: Request) -> Response:
-    """A minimal page driving ``static/sessup-tus.js`` (``?chunk=`` bytes per PATCH)."""
-    chunk = request.params.get("chunk", "")
-    chunk = chunk if chunk.isdigit() and 0 < int(chunk) <= 1 << 30 else str(5 * 1024 * 1024)
-    values = request.registry.sessup_settings
-    try:
-        script = request.static_path(os.path.join(values["static.path"] or DEFAULT_STATIC, "sessup-tus.js"))
-    except ValueError:  # no static view (an app that only includes the add-on)
-        script = "/static/sessup-tus.js"
-    body = _DEMO.format(endpoint=escape(request.route_path(ROUTE_COLLECTION, slash="/")), chunk=chunk,
-                        script=escape(script))
-    response = Response(body=body.encode("utf-8"), content_type="text/html", charset="utf-8")
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
 def includeme(config: Configurator) -> None:
     """Add the tus routes (under ``/files``) and sweep expired uploads."""
     values = config.registry.sessup_settings
@@ -430,8 +392,6 @@ def includeme(config: Configurator) -> None:
         log.info("removed %d expired tus upload(s)", swept)
     config.add_route(ROUTE_COLLECTION, "/files{slash:/?}")
     config.add_route(ROUTE_UPLOAD, "/files/{id}")
-    config.add_route(ROUTE_DEMO, "/tus-demo")
     # require_csrf=False: see the module docstring (CSRF).
     config.add_view(_dispatch(_COLLECTION), route_name=ROUTE_COLLECTION, require_csrf=False)
     config.add_view(_dispatch(_UPLOAD), route_name=ROUTE_UPLOAD, require_csrf=False)
-    config.add_view(demo, route_name=ROUTE_DEMO, request_method="GET")
