@@ -84,6 +84,7 @@ def _render(request: Request, form_html: str | None, stored: list[dict[str, Any]
     }, request=request)
     response.status_int = status
     response.headers["Cache-Control"] = "no-store"
+    response.vary = ("Cookie", "Accept-Language")
     return response
 
 

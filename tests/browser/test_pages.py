@@ -1,7 +1,6 @@
 """The pages in Chromium: the upload form, /ajax, the session page, Chinese."""
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from .conftest import MiB, App, random_file, sha256_of, throttle_upload
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 
 
+@pytest.mark.slow
 def test_form_three_files_download_byte_for_byte(app: App, tmp_path: Path) -> None:
     files = [random_file(tmp_path, "big.bin", 20 * MiB), random_file(tmp_path, "small.txt", 1234),
              random_file(tmp_path, "图像.png", 50_000)]
@@ -66,6 +66,7 @@ document.addEventListener('DOMContentLoaded', () => {
 """
 
 
+@pytest.mark.slow
 def test_ajax_upload_shows_progress_then_link(app: App, tmp_path: Path) -> None:
     original = random_file(tmp_path, "fifty.bin", 50 * MiB)
     page = app.new_page()
@@ -91,6 +92,7 @@ def test_ajax_upload_shows_progress_then_link(app: App, tmp_path: Path) -> None:
     assert page.locator("#status").inner_text() == "All files uploaded."
 
 
+@pytest.mark.slow
 def test_ajax_cancel_leaves_nothing_on_the_server(app: App, tmp_path: Path) -> None:
     original = random_file(tmp_path, "cancel.bin", 40 * MiB)
     page = app.new_page()

@@ -7,7 +7,7 @@ import re
 import time
 from pathlib import Path
 
-import pytest
+import webtest
 
 from .conftest import FormClient, errors, kept_uids, sha, stored_files, temp_files
 
@@ -75,10 +75,10 @@ def test_kept_and_new_files_together_and_untick_drops(form: FormClient, upload_d
     assert [name for _, name in stored_links(done.text)] == ["a.txt", "c.txt"]
 
 
-def test_uid_of_another_session_is_ignored(form: FormClient, make_form, app, upload_dir: Path) -> None:
+def test_uid_of_another_session_is_ignored(form: FormClient, app, upload_dir: Path) -> None:
     failed = form.post([("secret.txt", b"secret")], description="", status=400)
     [uid] = kept_uids(failed.text)
-    other = FormClient(__import__("webtest").TestApp(app, extra_environ={"HTTP_HOST": "example.com"}))
+    other = FormClient(webtest.TestApp(app, extra_environ={"HTTP_HOST": "example.com"}))
     other.open()
     page = other.post([], description="steal", keep=[uid], status=400)
     assert errors(page.text) == ["Choose at least one file."]
@@ -224,8 +224,6 @@ def test_the_body_is_never_parsed_by_webob(make_app, upload_dir: Path) -> None:
         seen.append(environ)
         return app(environ, start_response)
 
-    import webtest
-
     client = FormClient(webtest.TestApp(spy, extra_environ={"HTTP_HOST": "example.com"}))
     client.open()
     client.post([("a.txt", b"a" * 100_000)], description="", status=400)
@@ -237,8 +235,6 @@ def test_the_body_is_never_parsed_by_webob(make_app, upload_dir: Path) -> None:
 
 
 def test_no_upload_directory_means_no_upload_pages(make_app) -> None:
-    import webtest
-
     client = webtest.TestApp(make_app(**{"sessup.upload.path": ""}), extra_environ={"HTTP_HOST": "example.com"})
     client.get("/upload", status=404)
     client.get("/ajax", status=404)
