@@ -598,3 +598,32 @@ def test_upload_whose_data_vanished_is_410(testapp: webtest.TestApp, create: Any
     testapp.patch(loc, b"cd", headers=patch_headers(2), status=410)
     testapp.delete(loc, headers=TUS, status=204)
     assert files_under(upload_dir) == []
+
+
+def test_demo_page(testapp: webtest.TestApp) -> None:
+    page = testapp.get("/tus-demo?chunk=1048576")
+    assert 'data-endpoint="/files/"' in page.text and 'data-chunk-size="1048576"' in page.text
+    assert "sessup-tus.js" in page.text
+    assert 'data-chunk-size="5242880"' in testapp.get("/tus-demo?chunk=<x>").text
+    assert testapp.get("/static/sessup-tus.js").text.count("Tus-Resumable") >= 1
+
+
+def test_host_app_gets_the_endpoint_but_no_demo_page(settings: dict[str, Any]) -> None:
+    from pyramid.config import Configurator
+
+    with Configurator(settings=settings) as config:
+        config.include("pyramid_sessup")
+    host = webtest.TestApp(config.make_wsgi_app(), extra_environ={"HTTP_HOST": "example.com"})
+    host.options("/files/", status=204)
+    loc = host.post("/files/", headers={**TUS, "Upload-Length": "1"}, status=201).headers["Location"]
+    res = host.patch(loc, b"x", headers=patch_headers(0), status=204)
+    assert host.get(res.headers["Sessup-File-Url"]).body == b"x"
+    host.get("/tus-demo", status=404)
+
+
+def test_no_upload_path_no_endpoint(settings: dict[str, Any]) -> None:
+    from pyramid_sessup import main
+
+    app = webtest.TestApp(main({}, **{**settings, "sessup.upload.path": ""}))
+    app.options("/files/", status=404)
+    app.get("/tus-demo", status=404)
