@@ -83,6 +83,10 @@ def run(store: SessionStore, command: str, sid: str | None, out: TextIO, err: Te
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) == 3 and argv[1] in ("show", "delete") and argv[2] not in ("-h", "--help"):
+        # A session ID may start with "-": it is the ID, not an option.
+        argv.insert(2, "--")
     args = _parser().parse_args(argv)
     try:
         setup_logging(args.config_uri)

@@ -56,22 +56,28 @@ def new_sid() -> str:
     return secrets.token_urlsafe(32)
 
 
+def dash_sid() -> str:
+    return "-" + new_sid()[1:]
+
+
 def test_count_list_show_delete(setup: tuple[Path, SessionStore]) -> None:
     ini, store = setup
     assert run(ini, "count").stdout == "0\n"
-    sids = sorted(new_sid() for _ in range(3))
+    # An ID may start with "-": it is still an ID, not an option.
+    sids = [new_sid(), dash_sid(), new_sid()]
     for i, sid in enumerate(sids):
         store.create(sid, {"views": i, "name": "Zoë"})
     result = run(ini, "count")
     assert (result.returncode, result.stdout) == (0, "3\n")
-    assert sorted(run(ini, "list").stdout.split()) == sids
-    shown = run(ini, "show", sids[1])
-    assert shown.returncode == 0
-    assert json.loads(shown.stdout) == {"views": 1, "name": "Zoë"}
+    assert sorted(run(ini, "list").stdout.split()) == sorted(sids)
+    for sid, views in ((sids[0], 0), (sids[1], 1)):
+        shown = run(ini, "show", sid)
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout) == {"views": views, "name": "Zoë"}
     deleted = run(ini, "delete", sids[1])
     assert (deleted.returncode, deleted.stdout) == (0, f"deleted {sids[1]}\n")
     assert store.load(sids[1]) is None
-    assert sorted(run(ini, "list").stdout.split()) == [sids[0], sids[2]]
+    assert sorted(run(ini, "list").stdout.split()) == sorted([sids[0], sids[2]])
 
 
 def test_show_does_not_extend_a_session(setup: tuple[Path, SessionStore]) -> None:
@@ -121,6 +127,8 @@ def test_unknown_malformed_and_corrupt_ids(setup: tuple[Path, SessionStore]) -> 
             status, out, err = call(ini, command, bad)
             assert status == 2 and "not a session ID" in err
         assert call(ini, command)[0] == 2  # ID missing
+    status, _, err = call(ini, "show", dash_sid())
+    assert status == 1 and "no session" in err
     corrupt = new_sid()
     plant(store, corrupt, b"\x80\x04garbage")
     assert call(ini, "show", corrupt)[0] == 1
