@@ -237,15 +237,29 @@ class PostgresStore(SessionStore):
                 return
             try:
                 with self._pool.connection() as conn:
-                    with conn.transaction():
-                        # Serialize schema creation across processes: concurrent
-                        # CREATE ... IF NOT EXISTS can still collide in pg_type.
-                        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
-                                     ["pyramid_sessup schema " + self.table_name])
-                        conn.execute(self._q["schema"])
+                    if not self._tables_exist(conn):
+                        with conn.transaction():
+                            # Serialize schema creation across processes: concurrent
+                            # CREATE ... IF NOT EXISTS can still collide in pg_type.
+                            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                                         ["pyramid_sessup schema " + self.table_name])
+                            conn.execute(self._q["schema"])
             except _UNAVAILABLE as exc:
                 raise self._unavailable(exc) from exc
+            except psycopg.errors.InsufficientPrivilege as exc:
+                raise ConfigurationError(
+                    f"sessup.session.table: the tables {self.table_name} and {self.table_name}_locks do not "
+                    f"exist and this database user may not create them ({exc}); create them once as a "
+                    "privileged user (any store call does it), then grant SELECT, INSERT, UPDATE, DELETE"
+                ) from exc
             self._ready = True
+
+    def _tables_exist(self, conn: psycopg.Connection[Any]) -> bool:
+        # Checked first, so a least-privileged user (no CREATE on the schema)
+        # works with tables a DBA created.
+        names = [self._t.as_string(conn), self._locks.as_string(conn)]
+        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL", names).fetchone()
+        return bool(row and row[0])
 
     def _one(self, name: str, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
         return self._run(lambda conn: conn.execute(self._q[name], params).fetchone())

@@ -260,3 +260,35 @@ def test_a_statement_stuck_behind_a_lock_times_out(make: Callable[..., PostgresS
             in_thread(lambda: store.update(sid, {"b": 2}, []))
         other.rollback()
     assert store.update(sid, {"b": 2}, []) == {"a": 1, "b": 2}
+
+
+@pytest.fixture
+def restricted_role(db: psycopg.Connection[Any]) -> Iterator[str]:
+    """A login role without CREATE on any schema, as a least-privileged app user."""
+    role = "sessup_test_role_" + secrets.token_hex(4)
+    db.execute(f"CREATE ROLE {role} LOGIN")
+    db.execute(f"REVOKE CREATE ON SCHEMA public FROM {role}")
+    yield role
+    db.execute(f"DROP OWNED BY {role}")
+    db.execute(f"DROP ROLE {role}")
+
+
+def _role_url(role: str) -> str:
+    return POSTGRES_URL.replace("postgres@", f"{role}@", 1)
+
+
+def test_least_privileged_user_works_with_existing_tables(make: Callable[..., PostgresStore], restricted_role: str,
+                                                          db: psycopg.Connection[Any], postgres_table: str) -> None:
+    can_create = db.execute("SELECT has_schema_privilege(%s, 'public', 'CREATE')", [restricted_role]).fetchone()
+    if can_create == (True,):
+        pytest.skip("this server lets every role create in schema public")
+    app_store = make(url=_role_url(restricted_role))
+    with pytest.raises(ConfigurationError, match="may not create them"):
+        app_store.load(new_sid())
+    make().ping()  # a privileged user creates the tables once
+    db.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {postgres_table}, {postgres_table}_locks TO {restricted_role}")
+    sid = new_sid()
+    assert app_store.create(sid, {"a": 1}) is True
+    assert app_store.update(sid, {"b": 2}, []) == {"a": 1, "b": 2}
+    app_store.release_lock(sid, app_store.acquire_lock(sid, 1))
+    assert app_store.purge_expired() == 0
