@@ -1,5 +1,6 @@
-"""The demo application plus two GET endpoints that make request overlap
-deliberate (the lost-write tests), for ``use = call:tests.stores.app:main``."""
+"""The demo application (exactly :func:`pyramid_sessup.main`'s configuration)
+plus two GET endpoints that make request overlap deliberate (the lost-write
+tests); served by pserve with ``use = call:tests.stores.app:main``."""
 from __future__ import annotations
 
 import time
@@ -33,6 +34,7 @@ def increment(request: Request) -> dict[str, Any]:
 def main(global_config: dict[str, Any] | None, **settings: Any) -> Router:
     with Configurator(settings=settings) as config:
         config.include(pyramid_sessup.includeme)
+        config.include("pyramid_sessup.routes")
         config.add_route("test.set", "/test/set/{key}")
         config.add_route("test.incr", "/test/incr")
         config.add_view(set_key, route_name="test.set", renderer="json")
