@@ -1,11 +1,12 @@
 """Baselines for bench/run.py, served by waitress with the bench INIs' tuning.
 
-    .venv/bin/python bench/bare_app.py pyramid PORT   # a bare Pyramid view at GET /
+    .venv/bin/python bench/bare_app.py pyramid PORT   # a bare Pyramid app: GET / and /static/*
     .venv/bin/python bench/bare_app.py wsgi PORT      # a bare WSGI hello world (the ceiling)
 
-The Pyramid view answers a page the size of sessup's home page, so the
-"requests that never touch the session" comparison measures only what sessup
-adds (session factory, CSRF policy, exception views, routes), not body size.
+The bare Pyramid app serves the project's static/ folder the way
+pyramid_sessup's demo app does, so "requests that never touch the session"
+(a static file) measure only what sessup adds (session factory, CSRF policy,
+exception views, more routes), not a different body.
 """
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ def pyramid_app() -> Callable[..., Any]:
     with Configurator() as config:
         config.add_route("home", "/")
         config.add_view(home, route_name="home", request_method="GET")
+        # The project's static files, served as pyramid_sessup's demo app serves them.
+        config.add_static_view("static", str(HERE.parent / "static"), cache_max_age=3600)
     return config.make_wsgi_app()
 
 

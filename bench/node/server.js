@@ -6,6 +6,7 @@
 "use strict";
 
 const fs = require("fs");
+const path = require("path");
 const express = require("express");
 const session = require("express-session");
 const multiparty = require("multiparty");
@@ -29,6 +30,8 @@ async function makeStore() {
 async function main() {
   const app = express();
   app.disable("x-powered-by");
+  // The project's static files, before the session middleware (as usual).
+  app.use("/static", express.static(path.join(__dirname, "..", "..", "static"), { maxAge: 3600 * 1000 }));
   app.use(session({
     store: await makeStore(),
     secret: "bench-node-secret-0123456789abcdef",
