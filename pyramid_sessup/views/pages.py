@@ -44,15 +44,20 @@ NAV = (
 )
 
 
-def page_values(request: Request) -> Page:
-    """Values of the shared layout for this request."""
+def page_values(request: Request, csrf: bool = True) -> Page:
+    """Values of the shared layout for this request.
+
+    ``csrf``: put a CSRF token in the page.  A token lives in the session, so
+    pages without a form (the home page) pass False: an anonymous visit then
+    stores nothing and sets no cookie.
+    """
     values = request.registry.sessup_settings
     static_dir = values["static.path"] or DEFAULT_STATIC
     current = request.matched_route.name if request.matched_route else None
     translate = request.localizer.translate
     return Page(
         lang=request.locale_name.replace("_", "-"),
-        csrf_token=request.session.get_csrf_token(),
+        csrf_token=request.session.get_csrf_token() if csrf else "",
         static=lambda name: request.static_path(os.path.join(static_dir, name)),
         nav=[{"url": request.route_path(name), "title": translate(title), "current": name == current}
              for name, title in NAV if _has_route(request, name)],
@@ -75,7 +80,7 @@ def _no_store(request: Request) -> None:
 
 def home(request: Request) -> dict[str, Any]:
     _no_store(request)
-    return {"page": page_values(request)}
+    return {"page": page_values(request, csrf=False)}
 
 
 #: Strings the /ajax script shows, translated on the server.

@@ -68,3 +68,11 @@ def test_csrf_required_on_state_changing_requests(testapp: Any) -> None:
 def test_session_json_counts_views(testapp: Any) -> None:
     assert [testapp.get("/session").json["views"] for _ in range(3)] == [1, 2, 3]
     assert testapp.get("/session/info").json["views"] == 3
+
+
+def test_anonymous_home_page_visits_store_nothing(testapp: Any) -> None:
+    store = testapp.app.registry.sessup_store
+    for _ in range(20):
+        res = testapp.get("/", headers={"Cookie": ""})
+        assert res.headers.getall("Set-Cookie") == []
+    assert store.count() == 0
