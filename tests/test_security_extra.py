@@ -87,6 +87,31 @@ def test_stored_and_temporary_names_are_unpredictable(client: webtest.TestApp, u
     assert len(set(temps)) == 16 and all(TEMP_PATTERN.fullmatch(t) for t in temps)
 
 
+XSS_NAME = "<img src=x onerror=alert(1)>"
+
+
+def test_names_and_text_are_escaped_in_pages_and_never_served_as_html(make_app: Callable[..., Any]) -> None:
+    """Stored XSS through what users typed: file names and the description are
+    escaped on the form's result and error pages, and /upFile reflects a name
+    only in text/plain or JSON answers, never in HTML."""
+    app = webtest.TestApp(make_app(**{"sessup.upload.allowed_extensions": "txt"}))
+    token = app.get("/upload").forms["upload-form"]["csrf_token"].value
+    ok = app.post("/upload", [("csrf_token", token), ("description", "<script>alert(2)</script>")],
+                  upload_files=[("inputFile", XSS_NAME + ".txt", b"x")], status="*")
+    assert ok.status_int == 200
+    assert XSS_NAME not in ok.text and "<script>alert(2)" not in ok.text
+    assert "&lt;img src=x onerror=alert(1)&gt;.txt" in ok.text
+    refused = app.post("/upload", [("csrf_token", token), ("description", "d")],
+                       upload_files=[("inputFile", XSS_NAME + ".html", b"x")], status="*")
+    assert refused.status_int == 400
+    assert XSS_NAME not in refused.text and "&lt;img" in refused.text
+    for accept in ("text/html", "*/*", "application/json"):
+        res = app.post("/upFile", upload_files=[("inputFile", XSS_NAME + ".exe", b"x")],
+                       headers={"X-CSRF-Token": token, "Accept": accept}, status="*")
+        assert res.status_int == 415
+        assert res.content_type in ("text/plain", "application/json"), res.content_type
+
+
 # --------------------------------------------------------------------------- server paths
 
 def test_no_server_path_in_any_answer(make_app: Callable[..., Any], tmp_path: Path, upload_dir: Path) -> None:
