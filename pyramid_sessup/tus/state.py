@@ -22,7 +22,7 @@ sha256 of the finished file: hashlib objects cannot be persisted, so each
 process keeps a running hash per upload in memory (bounded) and uses it while
 the next chunk starts exactly where that hash stopped; committed bytes never
 change, so this is sound.  When another process took over, the sha256 is
-computed over the file at completion, in 1 MiB blocks.
+computed over the file at completion, in 256 KiB blocks.
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 TUS_DIR = ".tus"
 #: Upload ids: ``secrets.token_urlsafe(24)``.
 ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{32}")
-BLOCK = 1024 * 1024
+BLOCK = 256 * 1024
 #: Running hashes kept per process (uploads in progress here).
 HASH_CACHE_SIZE = 256
 

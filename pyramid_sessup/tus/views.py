@@ -67,8 +67,11 @@ log = logging.getLogger(__name__)
 
 #: Session key of the owner token.
 OWNER_KEY = "tus_owner"
-#: Bytes read from the request body per step.
-READ_BLOCK = 1024 * 1024
+#: Bytes read from the request body per step.  Measured with bench/tus_bench.py
+#: (1 GiB in 8 MiB PATCHes): 1 MiB blocks cost about 12 MiB of peak RSS over
+#: idle (each waitress thread's allocator keeps one), 256 KiB about 4 MiB, at
+#: the same throughput.
+READ_BLOCK = 256 * 1024
 
 ROUTE_COLLECTION = "sessup.tus"
 ROUTE_UPLOAD = "sessup.tus_upload"
