@@ -1,12 +1,16 @@
 """PostgreSQL session store: one row per session, expiry in an ``expires_at`` column.
 
-Schema (created on first use, idempotently, by any number of processes)::
+Schema: one table (created on first use, idempotently, by any number of
+processes; or beforehand by a DBA, for an app user with only
+SELECT/INSERT/UPDATE/DELETE on it)::
 
     CREATE TABLE <table> (id text PRIMARY KEY, data jsonb NOT NULL,
-                          version bigint NOT NULL, expires_at timestamptz NOT NULL);
+                          version bigint NOT NULL DEFAULT 1, expires_at timestamptz NOT NULL);
     CREATE INDEX <table>_expires_at ON <table> (expires_at);
-    CREATE UNLOGGED TABLE <table>_locks (id text PRIMARY KEY, token text NOT NULL,
-                                         expires_at timestamptz NOT NULL);
+
+Session locks (``sessup.session.lock``) are rows of the same table with the ID
+``lock:<session id>`` (never a valid session ID) and their own expiry, so one
+table is all there is to create, grant, back up or drop.
 
 Every per-request operation is one statement, so one round trip: ``load`` with
 touch is ``UPDATE … RETURNING data`` (committed without waiting for the WAL
@@ -56,6 +60,10 @@ _TABLE_RE = re.compile(r"(?:([A-Za-z_][A-Za-z0-9_]{0,62})\.)?([A-Za-z_][A-Za-z0-
 #: connection that was closed under us.
 _UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError)
 
+#: Lock rows share the table; their IDs start with this (":" never occurs in a session ID).
+_LOCK_PREFIX = "lock:"
+_NOT_LOCK = f"left(id, {len(_LOCK_PREFIX)}) <> '{_LOCK_PREFIX}'"
+
 
 def parse_table_name(name: str) -> tuple[str, ...]:
     """``"sessions"`` or ``"schema.sessions"`` -> identifier parts; ConfigurationError otherwise."""
@@ -89,7 +97,6 @@ class PostgresStore(SessionStore):
         self.table_name = ".".join(parts)
         schema, base = parts[:-1], parts[-1]
         self._t = sql.Identifier(*parts)
-        self._locks = sql.Identifier(*schema, base + "_locks")
         self._index = sql.Identifier(base + "_expires_at")
         self.lock_ttl = lock_ttl
         self._conninfo = self._build_conninfo(url, connect_timeout, socket_timeout)
@@ -139,7 +146,7 @@ class PostgresStore(SessionStore):
         return make_conninfo(url, **extra)
 
     def _queries(self) -> dict[str, sql.Composed]:
-        t, locks = self._t, self._locks
+        t = self._t
         expiry = sql.SQL("now() + %(ttl)s * interval '1 second'")
         # A read only slides the expiry: its commit need not wait for the WAL
         # flush (synchronous_commit off for this one transaction).  A database
@@ -147,7 +154,7 @@ class PostgresStore(SessionStore):
         # writes of session data stay fully durable.  This turns the commit of
         # every read request from a disk flush (~3 ms) into ~0.2 ms.
         no_wait = sql.SQL("set_config('synchronous_commit', 'off', true) IS NOT NULL")
-        fmt = {"t": t, "locks": locks, "expiry": expiry, "index": self._index, "no_wait": no_wait}
+        fmt = {"t": t, "expiry": expiry, "index": self._index, "no_wait": no_wait}
 
         def q(text: str) -> sql.Composed:
             return sql.SQL(text).format(**fmt)
@@ -156,9 +163,7 @@ class PostgresStore(SessionStore):
             "schema": q(
                 "CREATE TABLE IF NOT EXISTS {t} (id text PRIMARY KEY, data jsonb NOT NULL,"
                 " version bigint NOT NULL DEFAULT 1, expires_at timestamptz NOT NULL);"
-                " CREATE INDEX IF NOT EXISTS {index} ON {t} (expires_at);"
-                " CREATE UNLOGGED TABLE IF NOT EXISTS {locks} (id text PRIMARY KEY,"
-                " token text NOT NULL, expires_at timestamptz NOT NULL)"
+                " CREATE INDEX IF NOT EXISTS {index} ON {t} (expires_at)"
             ),
             "load_touch": q(
                 "UPDATE {t} SET expires_at = {expiry} WHERE id = %(id)s AND expires_at > now()"
@@ -185,16 +190,22 @@ class PostgresStore(SessionStore):
             ),
             "touch": q("UPDATE {t} SET expires_at = {expiry} WHERE id = %(id)s AND expires_at > now() AND {no_wait}"),
             "delete": q("DELETE FROM {t} WHERE id = %(id)s"),
+            # A lock row is taken if absent or expired.  Lock rows live as long as one
+            # request: their commits need no WAL flush either (a database crash
+            # ends every request holding a lock anyway).
             "lock": q(
-                "INSERT INTO {locks} AS l (id, token, expires_at) VALUES (%(id)s, %(token)s, {expiry})"
-                " ON CONFLICT (id) DO UPDATE SET token = EXCLUDED.token, expires_at = EXCLUDED.expires_at"
-                " WHERE l.expires_at <= now() RETURNING 1"
+                "INSERT INTO {t} AS s (id, data, version, expires_at)"
+                " SELECT %(lock_id)s, to_jsonb(%(token)s::text), 1, {expiry} WHERE {no_wait}"
+                " ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, version = s.version + 1,"
+                " expires_at = EXCLUDED.expires_at WHERE s.expires_at <= now() RETURNING 1"
             ),
-            "unlock": q("DELETE FROM {locks} WHERE id = %(id)s AND token = %(token)s"),
-            "ids": q("SELECT id FROM {t} WHERE expires_at > now()"),
-            "count": q("SELECT count(*) FROM {t} WHERE expires_at > now()"),
-            "purge": q("DELETE FROM {t} WHERE expires_at <= now()"),
-            "purge_locks": q("DELETE FROM {locks} WHERE expires_at <= now()"),
+            "unlock": q(
+                "DELETE FROM {t} WHERE id = %(lock_id)s AND data = to_jsonb(%(token)s::text) AND {no_wait}"
+            ),
+            "ids": q(f"SELECT id FROM {{t}} WHERE expires_at > now() AND {_NOT_LOCK}"),
+            "count": q(f"SELECT count(*) FROM {{t}} WHERE expires_at > now() AND {_NOT_LOCK}"),
+            "purge": q(f"DELETE FROM {{t}} WHERE expires_at <= now() AND {_NOT_LOCK}"),
+            "purge_locks": q(f"DELETE FROM {{t}} WHERE expires_at <= now() AND NOT {_NOT_LOCK}"),
         }
 
     # -- connection handling --------------------------------------------------------------
@@ -237,7 +248,7 @@ class PostgresStore(SessionStore):
                 return
             try:
                 with self._pool.connection() as conn:
-                    if not self._tables_exist(conn):
+                    if not self._table_exists(conn):
                         with conn.transaction():
                             # Serialize schema creation across processes: concurrent
                             # CREATE ... IF NOT EXISTS can still collide in pg_type.
@@ -248,17 +259,16 @@ class PostgresStore(SessionStore):
                 raise self._unavailable(exc) from exc
             except psycopg.errors.InsufficientPrivilege as exc:
                 raise ConfigurationError(
-                    f"sessup.session.table: the tables {self.table_name} and {self.table_name}_locks do not "
-                    f"exist and this database user may not create them ({exc}); create them once as a "
-                    "privileged user (any store call does it), then grant SELECT, INSERT, UPDATE, DELETE"
+                    f"sessup.session.table: the table {self.table_name} does not exist and this database "
+                    f"user may not create it ({exc.diag.message_primary}); create it once as a privileged user (any store "
+                    "call does it), then grant SELECT, INSERT, UPDATE, DELETE on it"
                 ) from exc
             self._ready = True
 
-    def _tables_exist(self, conn: psycopg.Connection[Any]) -> bool:
+    def _table_exists(self, conn: psycopg.Connection[Any]) -> bool:
         # Checked first, so a least-privileged user (no CREATE on the schema)
-        # works with tables a DBA created.
-        names = [self._t.as_string(conn), self._locks.as_string(conn)]
-        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL", names).fetchone()
+        # works with a table a DBA created.
+        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", [self._t.as_string(conn)]).fetchone()
         return bool(row and row[0])
 
     def _one(self, name: str, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
@@ -301,11 +311,11 @@ class PostgresStore(SessionStore):
             return
         self._rowcount("delete", {"id": sid})
 
-    # -- locking: a row with a token and its own expiry (a crashed holder blocks
-    # others at most lock_ttl); waiting polls with short, growing pauses -------------------
+    # -- locking: a row "lock:<sid>" holding a token, with its own expiry (a crashed
+    # holder blocks others at most lock_ttl); waiting polls with short, growing pauses -----
     def acquire_lock(self, sid: str, timeout: float) -> str:
         token = secrets.token_hex(16)
-        params = {"id": sid, "token": token, "ttl": self.lock_ttl}
+        params = {"lock_id": _LOCK_PREFIX + sid, "token": token, "ttl": self.lock_ttl}
         deadline = time.monotonic() + timeout
         pause = 0.002
         while True:
@@ -318,7 +328,7 @@ class PostgresStore(SessionStore):
         raise SessionLockTimeout(f"session lock not acquired within {timeout:g}s")
 
     def release_lock(self, sid: str, token: Any) -> None:
-        self._rowcount("unlock", {"id": sid, "token": token})
+        self._rowcount("unlock", {"lock_id": _LOCK_PREFIX + sid, "token": token})
 
     # -- operations ------------------------------------------------------------------------
     def ids(self) -> Iterator[str]:

@@ -61,7 +61,7 @@ def drop_postgres_table(table: str) -> None:
     import psycopg
 
     with psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f"DROP TABLE IF EXISTS {table}, {table}_locks")
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 @pytest.fixture
