@@ -51,7 +51,7 @@ log = logging.getLogger("pyramid_sessup.stores.postgresql")
 T = TypeVar("T")
 
 #: One plain SQL identifier, optionally schema-qualified; short enough that the
-#: derived index and lock-table names stay within PostgreSQL's 63 bytes.
+#: derived index name stays within PostgreSQL's 63 bytes.
 _TABLE_RE = re.compile(r"(?:([A-Za-z_][A-Za-z0-9_]{0,62})\.)?([A-Za-z_][A-Za-z0-9_]{0,49})\Z")
 
 #: Errors meaning "the database is unreachable or did not answer in time":
@@ -95,7 +95,7 @@ class PostgresStore(SessionStore):
         super().__init__(timeout=timeout)
         parts = parse_table_name(table)
         self.table_name = ".".join(parts)
-        schema, base = parts[:-1], parts[-1]
+        base = parts[-1]
         self._t = sql.Identifier(*parts)
         self._index = sql.Identifier(base + "_expires_at")
         self.lock_ttl = lock_ttl
