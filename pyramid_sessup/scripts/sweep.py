@@ -9,6 +9,7 @@ Temporary files live in ``<sessup.upload.path>/.tmp``; a worker killed
 mid-upload (``kill -9``, OOM, power loss) leaves its partial file there.  The
 application sweeps them when it starts; run this from cron for long-running
 servers.  Files still being written are recent, so they are never removed.
+Unfinished resumable (tus) uploads past ``sessup.upload.tus_expiry`` go too.
 
 Exit status: 0 success, 2 usage or configuration error.
 """
@@ -46,8 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if max_age < 0:
         sys.stderr.write("sessup-sweep: --max-age must be at least 0\n")
         return 2
+    from ..tus.views import sweep as sweep_tus
+
     removed = UploadStorage(values["upload.path"]).sweep(max_age)
-    print(f"removed {removed} temporary file(s)")
+    expired = sweep_tus(values["upload.path"], values["upload.tus_expiry"])
+    print(f"removed {removed} temporary file(s) and {expired} expired resumable upload(s)")
     return 0
 
 

@@ -1,0 +1,38 @@
+"""``sessup-sweep INI`` also removes expired unfinished resumable uploads."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import webtest
+
+from pyramid_sessup import main
+from pyramid_sessup.tus.state import TusStore
+
+from ..support import write_ini
+from .conftest import TUS, patch_headers
+
+
+def test_sweep_command_removes_expired_tus_uploads(tmp_path: Path) -> None:
+    upload_dir = tmp_path / "uploads"
+    overrides = {"sessup.upload.path": str(upload_dir), "sessup.upload.tus_expiry": "60"}
+    ini = write_ini(tmp_path, overrides)
+    from pyramid.paster import get_appsettings
+
+    app = main({}, **get_appsettings(str(ini)))
+    client = webtest.TestApp(app, extra_environ={"HTTP_HOST": "example.com"})
+    expired = client.post("/files/", headers={**TUS, "Upload-Length": "5"}).headers["Location"]
+    alive = client.post("/files/", headers={**TUS, "Upload-Length": "5"}).headers["Location"]
+    client.patch(expired, b"ab", headers=patch_headers(0), status=204)
+    store: TusStore = app.registry.sessup_tus_store
+    info = store.load(expired.rstrip("/").rsplit("/", 1)[-1])
+    info.expires = time.time() - 1
+    store.save(info)
+
+    sweep = str(Path(sys.executable).with_name("sessup-sweep"))
+    out = subprocess.run([sweep, str(ini)], capture_output=True, text=True, check=True)
+    assert "1 expired resumable upload(s)" in out.stdout
+    client.head(expired, headers=TUS, status=404)
+    client.head(alive, headers=TUS, status=200)
