@@ -130,7 +130,10 @@ class PostgresStore(SessionStore):
 
     @staticmethod
     def _build_conninfo(url: str, connect_timeout: float, socket_timeout: float) -> str:
-        params = conninfo_to_dict(url)
+        try:
+            params = conninfo_to_dict(url)
+        except psycopg.ProgrammingError as exc:
+            raise ConfigurationError(f"sessup.session.url is not a valid PostgreSQL URL: {exc}") from None
         ms = max(1, int(socket_timeout * 1000))
         # libpq counts connect_timeout in whole seconds, at least 2.
         extra: dict[str, Any] = {

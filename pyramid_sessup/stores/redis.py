@@ -20,6 +20,7 @@ import time
 from typing import Any, Iterable, Iterator, Mapping
 
 import redis
+from pyramid.exceptions import ConfigurationError
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError, WatchError
@@ -77,14 +78,17 @@ class RedisStore(SessionStore):
         # One immediate retry on a connection error heals a pooled connection that
         # the server closed (restart, idle timeout); redis-py's default of ten
         # retries with back-off would turn "store down" into a multi-second hang.
-        self.pool = redis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=pool_size,
-            timeout=connect_timeout + socket_timeout,
-            socket_connect_timeout=connect_timeout,
-            socket_timeout=socket_timeout,
-            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-        )
+        try:
+            self.pool = redis.BlockingConnectionPool.from_url(
+                url,
+                max_connections=pool_size,
+                timeout=connect_timeout + socket_timeout,
+                socket_connect_timeout=connect_timeout,
+                socket_timeout=socket_timeout,
+                retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+            )
+        except ValueError as exc:
+            raise ConfigurationError(f"sessup.session.url is not a valid Redis URL: {exc}") from None
         self.client = redis.Redis(connection_pool=self.pool)
         self._release_script = self.client.register_script(_RELEASE_LOCK)
 

@@ -293,3 +293,9 @@ def test_least_privileged_user_works_with_existing_tables(make: Callable[..., Po
     assert app_store.update(sid, {"b": 2}, []) == {"a": 1, "b": 2}
     app_store.release_lock(sid, app_store.acquire_lock(sid, 1))
     assert app_store.purge_expired() == 0
+
+
+@pytest.mark.parametrize("url", ["postgresql://[broken", "postgresql://postgres@127.0.0.1/test?bogus=1"])
+def test_invalid_url_is_a_configuration_error(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="sessup.session.url"):
+        PostgresStore(url, timeout=10)

@@ -268,3 +268,10 @@ def test_update_retries_on_conflict(make: Callable[..., RedisStore], raw: redis.
     monkeypatch.setattr(redis_store, "loads", loads_then_interfere)
     assert store.update(sid, {"mine": 2}, []) == {"a": 1, "other": True, "mine": 2}
     assert store.load(sid) == {"a": 1, "other": True, "mine": 2}
+
+
+def test_invalid_url_is_a_configuration_error() -> None:
+    from pyramid.exceptions import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="sessup.session.url"):
+        RedisStore("redis://127.0.0.1:port/0", timeout=10)
