@@ -86,6 +86,7 @@ class Cell:
     p50: float | None = None      # seconds
     p99: float | None = None      # seconds
     rss: int | None = None        # bytes, peak during the workload
+    rss0: int | None = None       # bytes, resident when the workload started
     written: int | None = None    # bytes sent to storage by the server process
     cpu: float | None = None      # server CPU seconds / wall seconds
     note: str = ""
@@ -116,8 +117,8 @@ def _read_proc(pid: int, name: str) -> str:
         return f.read()
 
 
-def peak_rss(pid: int) -> int:
-    match = re.search(r"^VmHWM:\s+(\d+) kB", _read_proc(pid, "status"), re.M)
+def peak_rss(pid: int, field: str = "VmHWM") -> int:
+    match = re.search(rf"^{field}:\s+(\d+) kB", _read_proc(pid, "status"), re.M)
     return int(match.group(1)) * KiB if match else 0
 
 
@@ -150,6 +151,7 @@ class Meter:
 
     def __enter__(self) -> "Meter":
         self.reset = reset_peak_rss(self.pid)
+        self.rss0 = peak_rss(self.pid, "VmRSS")
         self.written0 = write_bytes(self.pid)
         self.cpu0 = cpu_seconds(self.pid)
         self.t0 = time.monotonic()
@@ -162,7 +164,7 @@ class Meter:
         self.cpu = (cpu_seconds(self.pid) - self.cpu0) / max(self.elapsed, 1e-9)
 
     def fill(self, cell: Cell) -> Cell:
-        cell.rss, cell.written, cell.cpu = self.rss, self.written, self.cpu
+        cell.rss, cell.rss0, cell.written, cell.cpu = self.rss, self.rss0, self.written, self.cpu
         if not self.reset:
             cell.note = (cell.note + "; " if cell.note else "") + "RSS peak is since start"
         return cell
@@ -889,7 +891,10 @@ def cell_columns(cell: Cell | None) -> list[str]:
     if cell.cpu is not None and cell.unit == "req/s" and cell.value:
         # CPU per request: steadier than req/s when other processes share the machine.
         cpu += f" ({cell.cpu / cell.value * 1e6:,.0f} µs/req)"
-    return [fmt_value(cell), latency, fmt_bytes(cell.rss), fmt_bytes(cell.written), cpu]
+    rss = fmt_bytes(cell.rss)
+    if cell.rss is not None and cell.rss0:
+        rss += f" (from {cell.rss0 // MiB})"  # what the workload added to the process's size
+    return [fmt_value(cell), latency, rss, fmt_bytes(cell.written), cpu]
 
 
 def judge(report: Report, big_size: int) -> None:
