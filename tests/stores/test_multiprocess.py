@@ -188,3 +188,30 @@ def test_overlapping_writes_of_different_keys_both_persist(cluster: dict[str, An
     _parallel(2, lambda i: client.clone().get((a, b)[i].url + f"/test/set/k{i}?delay=0.3&value=v{i}"))
     final = client.get(b.url + "/test/set/end")
     assert final["k0"] == "v0" and final["k1"] == "v1"
+
+
+@pytest.mark.parametrize("backend", [pytest.param("redis", marks=pytest.mark.redis),
+                                     pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize("policy", ["fail", "anonymous"])
+def test_process_starts_and_serves_while_the_store_is_down(backend: str, policy: str, tmp_path: Path) -> None:
+    """pserve starts with its store unreachable; requests get the policy's answer, not a hang."""
+    closed = free_port()
+    url = f"redis://127.0.0.1:{closed}/0" if backend == "redis" else f"postgresql://postgres@127.0.0.1:{closed}/test"
+    ini = write_ini(tmp_path, {"sessup.session.store": backend, "sessup.session.url": url,
+                               "sessup.session.on_store_error": policy,
+                               "sessup.session.connect_timeout": "0.3", "sessup.session.socket_timeout": "0.3",
+                               "sessup.upload.path": str(tmp_path / "uploads")})
+    ini.write_text(ini.read_text().replace("listen = 127.0.0.1:6544", "listen = 127.0.0.1:%(http_port)s"))
+    server = start(ini, free_port())
+    try:
+        if policy == "fail":
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(server.url + "/session", timeout=60)
+            assert err.value.code == 503 and err.value.headers["Retry-After"]
+        else:
+            with urllib.request.urlopen(server.url + "/session", timeout=60) as response:
+                assert json.loads(response.read()) == {"views": 1}
+                assert response.headers.get("Set-Cookie") is None
+    finally:
+        server.stop()
+    assert "session store unavailable" in server.log()
