@@ -2,6 +2,12 @@
  * The /ajax page: drag and drop or pick files, upload them in ONE request
  * (so cancelling leaves nothing on the server), a <progress> per file and one
  * overall, then the list of stored files with links.
+ *
+ * The "Resumable (tus)" switch sends each file in chunks through
+ * static/sessup-tus.js instead, one file after the other, with the same bars
+ * and results.  Such an upload survives a page reload (choose the same file
+ * again: it continues at the server's offset) and a lost connection (retried);
+ * cancelling aborts the chunk in flight and deletes the unfinished upload.
  */
 (function () {
   'use strict';
@@ -17,9 +23,12 @@
   var statusBox = document.getElementById('status');
   var errorBox = document.getElementById('error');
   var results = document.getElementById('results');
+  var modeSwitch = document.getElementById('resumable');
   var messages = JSON.parse(document.getElementById('sessup-messages').textContent || '{}');
   var picked = [];
   var current = null;
+  var probing = 0;  // generation of the offset look-ups of the picked files
+  var MODE_KEY = 'sessup-ajax-mode';
 
   function t(key, values) {
     var text = messages[key] || key;
@@ -39,6 +48,10 @@
   function showError(text) {
     errorBox.textContent = text;
     errorBox.hidden = !text;
+  }
+
+  function resumable() {
+    return !!(modeSwitch && modeSwitch.checked && window.SessupTus);
   }
 
   function render() {
@@ -77,16 +90,45 @@
     statusBox.textContent = '';
     setProgress(overall, overallText, 0);
     render();
+    if (resumable()) { probe(); }
+  }
+
+  // Resumable mode: show how far the server already has each picked file
+  // (an upload remembered from before a reload), so the bars start there.
+  function probe() {
+    var generation = ++probing;
+    var files = picked;
+    var sum = files.reduce(function (a, f) { return a + f.size; }, 0);
+    var known = 0;
+    files.forEach(function (file) {
+      window.SessupTus.offsetOf(file).then(function (offset) {
+        if (generation !== probing || current || !offset || !file.row) { return; }
+        setProgress(file.row.bar, file.row.text, offset / file.size);
+        file.row.item.classList.add('resumable');
+        known += offset;
+        if (sum) { setProgress(overall, overallText, known / sum); }
+      });
+    });
+  }
+
+  function switchMode() {
+    try { window.localStorage.setItem(MODE_KEY, modeSwitch.checked ? 'tus' : 'multipart'); } catch (e) { /* private mode */ }
+    if (current) { return; }
+    probing++;
+    setProgress(overall, overallText, 0);
+    render();
+    if (resumable()) { probe(); }
   }
 
   function busy(on) {
     startButton.disabled = on;
     cancelButton.disabled = !on;
     input.disabled = on;
+    if (modeSwitch) { modeSwitch.disabled = on; }
     form.setAttribute('aria-busy', on ? 'true' : 'false');
   }
 
-  function addResult(file) {
+  function addResult(file, before) {
     var item = document.createElement('li');
     var link = document.createElement('a');
     link.href = file.url;
@@ -97,12 +139,13 @@
     meta.textContent = ' ' + file.size + ' ' + t('bytes') + ' · sha256 ' + file.sha256;
     item.appendChild(link);
     item.appendChild(meta);
-    results.insertBefore(item, results.firstChild);
+    results.insertBefore(item, before === undefined ? results.firstChild : before);
   }
 
   function upload() {
     if (current) { return; }
     if (!picked.length) { showError(t('nothing')); return; }
+    if (resumable()) { uploadResumable(); return; }
     var sizes = picked.map(function (f) { return f.size; });
     var sum = sizes.reduce(function (a, b) { return a + b; }, 0);
     showError('');
@@ -151,6 +194,105 @@
     });
   }
 
+  function finishBatch() {
+    current = null;
+    busy(false);
+    picked = [];
+    input.value = '';
+  }
+
+  // One file after the other through tus; the same bars, results and cancel.
+  function uploadResumable() {
+    var files = picked.slice();
+    var sum = files.reduce(function (a, f) { return a + f.size; }, 0);
+    var endpoint = modeSwitch.getAttribute('data-tus-endpoint') || '/files/';
+    var chunkSize = parseInt(modeSwitch.getAttribute('data-chunk-size') || '', 10) || undefined;
+    var anchor = results.firstChild;  // this batch's results go above the older ones, in order
+    var finishedBytes = 0;
+    var index = 0;
+    var batch = {upload: null, cancelled: false};
+    probing++;
+    showError('');
+    busy(true);
+
+    function overallAt(sent) {
+      setProgress(overall, overallText, sum ? (finishedBytes + sent) / sum : index / files.length);
+    }
+
+    function failRest(from) {
+      files.slice(from).forEach(function (file) { file.row.item.classList.add('failed'); });
+    }
+
+    current = {
+      abort: function () {
+        if (batch.cancelled) { return; }
+        batch.cancelled = true;
+        cancelButton.disabled = true;
+        var stopping = batch.upload ? batch.upload.abort(true) : Promise.resolve();
+        stopping.then(function () {
+          failRest(index);
+          statusBox.textContent = t('cancelled_resumable');
+          finishBatch();
+        }, function (err) {
+          failRest(index);
+          statusBox.textContent = '';
+          showError(t('failed', {name: files[index] ? files[index].name : '', error: err.serverMessage || err.message}));
+          finishBatch();
+        });
+      }
+    };
+
+    function next() {
+      if (batch.cancelled) { return; }
+      if (index >= files.length) {
+        overallAt(0);
+        statusBox.textContent = t('done');
+        finishBatch();
+        return;
+      }
+      var file = files[index];
+      statusBox.textContent = t('uploading', {name: file.name});
+      var up = new window.SessupTus.Upload(file, {
+        endpoint: endpoint,
+        chunkSize: chunkSize,
+        onResume: function (offset, total) {
+          var percent = Math.round((total ? offset / total : 1) * 1000) / 10;
+          statusBox.textContent = t('resuming', {name: file.name, percent: percent + '%'});
+        },
+        onProgress: function (sent, total) {
+          setProgress(file.row.bar, file.row.text, total ? sent / total : 1);
+          overallAt(sent);
+        },
+        onRetry: function (err, attempt) {
+          form.setAttribute('data-tus-retries', String(attempt));
+          statusBox.textContent = t('retrying', {attempt: attempt});
+        }
+      });
+      batch.upload = up;
+      up.start().then(function (result) {
+        // Stored on the server even if Cancel came just too late: show it.
+        setProgress(file.row.bar, file.row.text, 1);
+        file.row.item.classList.add('done');
+        addResult(result, anchor);
+        finishedBytes += file.size;
+        index++;
+        next();
+      }, function (err) {
+        if (batch.cancelled) { return; }  // the abort handler reports
+        failRest(index);
+        statusBox.textContent = '';
+        showError(t('failed', {name: file.name, error: err.serverMessage || err.message || t('network')}) +
+                  (err.status ? '' : ' ' + t('resume_hint')));
+        finishBatch();
+      });
+    }
+    next();
+  }
+
+  if (modeSwitch) {
+    try { modeSwitch.checked = window.localStorage.getItem(MODE_KEY) === 'tus'; } catch (e) { /* private mode */ }
+    modeSwitch.addEventListener('change', switchMode);
+  }
   input.addEventListener('change', function () { pick(input.files); });
   form.addEventListener('submit', function (event) { event.preventDefault(); upload(); });
   cancelButton.addEventListener('click', function () { if (current) { current.abort(); } });

@@ -1,12 +1,17 @@
 /*
  * sessup-tus.js: a small tus 1.0.0 client for pyramid_sessup's /files/ endpoint.
  *
- *   var up = new SessupTus.Upload(file, {endpoint: '/files/', chunkSize: 5 * 1024 * 1024,
- *                                        onProgress: function (sent, total) {},
- *                                        onSuccess: function (result) {},   // GET /files/{id} JSON
- *                                        onRetry: function (err, attempt) { form.setAttribute('data-tus-retries', String(attempt)); },
-        onError: function (err) {}});
- *   up.start();
+ *   var up = new SessupTus.Upload(file, {
+ *     endpoint: '/files/', chunkSize: 5 * 1024 * 1024,
+ *     onProgress: function (sent, total) {},     // bytes: the server's offset plus the chunk in flight
+ *     onResume: function (offset, total) {},     // continuing an earlier upload at the server's offset
+ *     onRetry: function (err, attempt) {},       // a chunk failed; retrying after a HEAD
+ *     onSuccess: function (result) {},           // GET /files/{id} JSON (+ resumedAt)
+ *     onError: function (err) {}                 // gave up (not called after abort)
+ *   });
+ *   up.start();                // a Promise of the result
+ *   up.abort(true);            // stop the request in flight; true: also DELETE the upload (a Promise)
+ *   SessupTus.offsetOf(file)   // a Promise: the server's offset of a remembered upload, or null
  *
  * Create (POST), PATCH in chunks, HEAD to find the server's offset after an
  * error or a reload.  The upload URL is remembered in localStorage under the
@@ -52,8 +57,9 @@
     return global.btoa(bin);
   }
 
-  // One request; resolves with the XHR whatever the status, rejects on a network error.
-  function send(method, url, headers, body, onUploadProgress) {
+  // One request; resolves with the XHR whatever the status, rejects on a
+  // network error or an abort.  holder._xhr is the request in flight.
+  function send(method, url, headers, body, onUploadProgress, holder) {
     return new Promise(function (resolve, reject) {
       var xhr = new XMLHttpRequest();
       xhr.open(method, url, true);
@@ -62,18 +68,29 @@
       if (onUploadProgress && xhr.upload) {
         xhr.upload.onprogress = function (e) { onUploadProgress(e.loaded); };
       }
-      xhr.onload = function () { resolve(xhr); };
-      xhr.onerror = function () { reject(new Error('network error')); };
-      xhr.onabort = function () { reject(new Error('aborted')); };
+      function settle() { if (holder && holder._xhr === xhr) { holder._xhr = null; } }
+      xhr.onload = function () { settle(); resolve(xhr); };
+      xhr.onerror = function () { settle(); reject(new Error('network error')); };
+      xhr.onabort = function () { settle(); reject(aborted()); };
+      if (holder) { holder._xhr = xhr; }
       xhr.send(body === undefined ? null : body);
     });
   }
 
   function sleep(ms) { return new Promise(function (r) { setTimeout(r, ms); }); }
 
+  function aborted() {
+    var err = new Error('aborted');
+    err.name = 'AbortError';
+    return err;
+  }
+
   function failure(xhr, what) {
-    var err = new Error(what + ' failed: ' + xhr.status + ' ' + (xhr.responseText || '').trim());
+    var text = (xhr.responseText || '').trim();
+    try { text = JSON.parse(text).error || text; } catch (e) { /* plain text */ }
+    var err = new Error(what + ' failed: ' + xhr.status + (text ? ' ' + text : ''));
     err.status = xhr.status;
+    err.serverMessage = text;
     return err;
   }
 
@@ -86,52 +103,108 @@
     this.offset = 0;
     this.resumedAt = null;
     this.stopped = false;
+    this._xhr = null;
+    this._running = null;
+    this._wake = null;
   }
+
+  // A pause between retries that abort() cuts short.
+  Upload.prototype._sleep = function (ms) {
+    var self = this;
+    return new Promise(function (resolve) {
+      var timer = setTimeout(done, ms);
+      function done() { clearTimeout(timer); if (self._wake === done) { self._wake = null; } resolve(); }
+      self._wake = done;
+    });
+  };
 
   Upload.prototype.start = function () {
     var self = this, opts = this.options;
-    return this._run().then(function (result) {
+    this._running = this._run().then(function (result) {
       forget(self.file);
       if (opts.onSuccess) { opts.onSuccess(result); }
       return result;
     }, function (err) {
+      if (self.stopped) { throw aborted(); }
       if (opts.onError) { opts.onError(err); }
       throw err;
     });
+    return this._running;
   };
 
-  Upload.prototype.abort = function () { this.stopped = true; };
+  // Stop: abort the request in flight (a PATCH's bytes in transit are lost;
+  // the server keeps its committed offset).  abort(true) also terminates the
+  // upload (DELETE) once nothing is in flight any more, so nothing is left on
+  // the server, and forgets it here.  Resolves when that is done.
+  Upload.prototype.abort = function (terminate) {
+    var self = this;
+    this.stopped = true;
+    // A creation (POST) is left to finish: its answer names what to delete.
+    if (this._xhr && this._xhr._tusMethod !== 'POST') { this._xhr.abort(); }
+    if (this._wake) { this._wake(); }
+    var settled = this._running ? this._running.then(function () { return true; }, function () { return false; })
+                                : Promise.resolve(false);
+    return settled.then(function (finished) {
+      if (!terminate || finished) { return; }  // a finished upload stays: its result was delivered
+      forget(self.file);
+      if (self.url) { return self._terminate(self.url); }
+    });
+  };
+
+  // DELETE, retried while the server is still busy with a chunk that arrived
+  // whole before the abort (409) or the network hiccups; 404/410: already gone.
+  Upload.prototype._terminate = async function (url) {
+    var last = null;
+    for (var i = 0; i < 20; i++) {
+      try {
+        var res = await send('DELETE', url, {});
+        if (res.status === 204 || res.status === 404 || res.status === 410) { return; }
+        last = failure(res, 'DELETE');
+        if (res.status !== 409 && res.status < 500) { throw last; }
+      } catch (e) {
+        if (e.status && e.status !== 409 && e.status < 500) { throw e; }
+        last = e;
+      }
+      await sleep(250);
+    }
+    throw last;
+  };
 
   Upload.prototype._run = async function () {
     var stored = recall(this.file);
     if (stored) {
       var head = await this._head(stored);
-      if (head) {
+      if (head !== null) {
         this.url = stored;
         this.offset = head;
-        this.resumedAt = this.offset;
+        this.resumedAt = head;
+        if (this.options.onResume) { this.options.onResume(head, this.file.size); }
+        if (this.options.onProgress) { this.options.onProgress(head, this.file.size); }
       } else {
         forget(this.file);
       }
     }
+    if (this.stopped) { throw aborted(); }
     if (!this.url) { await this._create(); }
     var failures = 0;
     while (this.offset < this.file.size) {  // an empty file is complete once created
-      if (this.stopped) { throw new Error('aborted'); }
+      if (this.stopped) { throw aborted(); }
       try {
         await this._patch();
         failures = 0;
       } catch (err) {
+        if (this.stopped) { throw aborted(); }
         if (err.status && err.status !== 409 && err.status !== 460 && err.status < 500) { throw err; }
         if (failures >= RETRY_DELAYS.length) { throw err; }
         if (this.options.onRetry) { this.options.onRetry(err, failures + 1); }
-        await sleep(RETRY_DELAYS[failures++]);
+        await this._sleep(RETRY_DELAYS[failures++]);
+        if (this.stopped) { throw aborted(); }
         var offset = await this._head(this.url);  // where the server really is
         if (offset === null) { throw err; }
         this.offset = offset;
       }
     }
-    var res = await send('GET', this.url, {Accept: 'application/json'});
+    var res = await send('GET', this.url, {Accept: 'application/json'}, undefined, null, this);
     if (res.status !== 200) { throw failure(res, 'result'); }
     var result = JSON.parse(res.responseText);
     result.resumedAt = this.resumedAt;
@@ -141,12 +214,14 @@
   // The server's offset for url, or null if the upload is gone (404/410).
   Upload.prototype._head = async function (url) {
     for (var i = 0; i < RETRY_DELAYS.length; i++) {
+      if (this.stopped) { throw aborted(); }
       try {
-        var res = await send('HEAD', url, {});
+        var res = await send('HEAD', url, {}, undefined, null, this);
         if (res.status === 200) { return parseInt(res.getResponseHeader('Upload-Offset'), 10); }
         return null;
       } catch (e) {
-        await sleep(RETRY_DELAYS[i]);
+        if (this.stopped) { throw aborted(); }
+        await this._sleep(RETRY_DELAYS[i]);
       }
     }
     return null;
@@ -155,7 +230,10 @@
   Upload.prototype._create = async function () {
     var meta = 'filename ' + b64(this.file.name);
     if (this.file.type) { meta += ',filetype ' + b64(this.file.type); }
-    var res = await send('POST', this.endpoint, {'Upload-Length': String(this.file.size), 'Upload-Metadata': meta});
+    var request = send('POST', this.endpoint, {'Upload-Length': String(this.file.size), 'Upload-Metadata': meta},
+                       undefined, null, this);
+    if (this._xhr) { this._xhr._tusMethod = 'POST'; }
+    var res = await request;
     if (res.status !== 201) { throw failure(res, 'create'); }
     this.url = new URL(res.getResponseHeader('Location'), global.location.href).href;
     this.offset = 0;
@@ -170,14 +248,24 @@
       var digest = await global.crypto.subtle.digest('SHA-256', await chunk.arrayBuffer());
       headers['Upload-Checksum'] = 'sha256 ' + b64buf(digest);
     }
+    if (this.stopped) { throw aborted(); }
     var res = await send('PATCH', this.url, headers, chunk, function (loaded) {
-      if (self.options.onProgress) { self.options.onProgress(start + loaded, self.file.size); }
-    });
+      if (self.options.onProgress && !self.stopped) { self.options.onProgress(start + loaded, self.file.size); }
+    }, this);
     if (res.status !== 204) { throw failure(res, 'PATCH'); }
     this.offset = parseInt(res.getResponseHeader('Upload-Offset'), 10);
     if (this.options.onProgress) { this.options.onProgress(this.offset, this.file.size); }
     if (this.options.onChunk) { this.options.onChunk(this.offset, this.file.size); }
   };
+
+  // The server's offset of an upload remembered for this file (null: none, or gone).
+  function offsetOf(file) {
+    var url = recall(file);
+    if (!url) { return Promise.resolve(null); }
+    return send('HEAD', url, {}).then(function (res) {
+      return res.status === 200 ? parseInt(res.getResponseHeader('Upload-Offset'), 10) : null;
+    }, function () { return null; });
+  }
 
   // Wire a form: choosing a file starts (or resumes) its upload.
   function attach(form, overrides) {
@@ -214,7 +302,7 @@
     });
   }
 
-  global.SessupTus = {Upload: Upload, attach: attach, storageKey: storageKey, VERSION: VERSION};
+  global.SessupTus = {Upload: Upload, attach: attach, offsetOf: offsetOf, storageKey: storageKey, VERSION: VERSION};
 
   if (global.document) {
     var init = function () {

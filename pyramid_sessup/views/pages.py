@@ -93,7 +93,14 @@ AJAX_MESSAGES = {
     "network": _("The connection failed."),
     "bytes": _("bytes"),
     "files": _("${count} files"),
+    "resuming": _("Resuming ${name} at ${percent}…"),
+    "retrying": _("The connection failed; retrying (attempt ${attempt})…"),
+    "cancelled_resumable": _("Upload cancelled; the unfinished upload was removed from the server."),
+    "resume_hint": _("Choose the same file again to continue where it stopped."),
 }
+
+#: Bytes per PATCH of the /ajax page's resumable mode (at most sessup.upload.tus_max_chunk_size).
+TUS_CHUNK = 5 * 1024 * 1024
 
 
 def ajax(request: Request) -> dict[str, Any]:
@@ -101,10 +108,14 @@ def ajax(request: Request) -> dict[str, Any]:
     translate = request.localizer.translate
     values = request.registry.sessup_settings
     messages = {key: translate(message) for key, message in AJAX_MESSAGES.items()}
+    max_chunk = values["upload.tus_max_chunk_size"]
     return {
         "page": page_values(request),
         "upload_url": request.route_path("sessup.upload"),
         "field": values["upload.field"],
+        # The resumable mode (tus), when this application has the /files/ endpoint.
+        "tus_url": request.route_path("sessup.tus", slash="/") if _has_route(request, "sessup.tus") else "",
+        "tus_chunk": min(TUS_CHUNK, max_chunk) if max_chunk else TUS_CHUNK,
         # "</" cannot end the <script> block: JSON escapes it.
         "messages_json": json.dumps(messages, ensure_ascii=False).replace("</", "<\\/"),
     }
