@@ -844,7 +844,8 @@ def clean_services() -> None:
         import psycopg
 
         with psycopg.connect(POSTGRES_URL, connect_timeout=2, autocommit=True) as conn:
-            conn.execute(f"DROP TABLE IF EXISTS {POSTGRES_TABLE}")
+            # The store's table, and the lock table older versions of the store made beside it.
+            conn.execute(f"DROP TABLE IF EXISTS {POSTGRES_TABLE}, {POSTGRES_TABLE}_locks")
 
 
 # --------------------------------------------------------------------------- output
