@@ -277,3 +277,46 @@ def test_read_only_upload_directory_answers_a_clear_error(tmp_path: Path, layout
     message = json.loads(text)["error"] if accept == "application/json" else text
     assert "writ" in message.lower() or "read-only" in message.lower(), message
     assert str(tmp_path) not in text  # no server path in the answer
+
+
+@pytest.mark.slow
+@pytest.mark.server
+@pytest.mark.xfail(strict=True, reason=(
+    "product bug: the upload form and tus let EROFS from the upload storage escape as a 500 "
+    "(same cause as for /upFile); see SECURITY.md"))
+@pytest.mark.parametrize("endpoint", ["form", "tus-create", "tus-patch"])
+def test_read_only_upload_directory_form_and_tus_answer_clear_errors(tmp_path: Path, endpoint: str) -> None:
+    import base64
+
+    upload_dir = tmp_path / "uploads"
+    port = free_port()
+    with running_server(upload_ini(tmp_path, port), port):
+        client = Client(port)
+        tus = {"Tus-Resumable": "1.0.0", "X-CSRF-Token": client.token,
+               "Upload-Metadata": "filename " + base64.b64encode(b"a.txt").decode()}
+        status, headers, _ = client.request("POST", "/files/", headers={**tus, "Upload-Length": "5"})
+        assert status == 201
+        location = urllib_path(headers["location"])
+        before = tree(upload_dir)
+        with read_only(upload_dir):
+            if endpoint == "form":
+                boundary = "formboundary0123456789"
+                data = (f'--{boundary}\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n{client.token}\r\n'
+                        f'--{boundary}\r\nContent-Disposition: form-data; name="description"\r\n\r\nd\r\n'
+                        f'--{boundary}\r\nContent-Disposition: form-data; name="inputFile"; filename="a.txt"\r\n'
+                        f"Content-Type: text/plain\r\n\r\nx\r\n--{boundary}--\r\n").encode()
+                status, _, body = client.request("POST", "/upload", body=data, headers={
+                    "Content-Type": f"multipart/form-data; boundary={boundary}"})
+            elif endpoint == "tus-create":
+                status, _, body = client.request("POST", "/files/", headers={**tus, "Upload-Length": "5"})
+            else:
+                status, _, body = client.request("PATCH", location, body=b"hello", headers={
+                    **tus, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
+            assert tree(upload_dir) == before
+        assert status in (503, 507), (status, body[:300])
+
+
+def urllib_path(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).path
