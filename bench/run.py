@@ -565,10 +565,10 @@ class Bench:
                 for side, name in self.sides("sessup-file", "node-memory").items()}
         self.compare("nosession", f"GET {STATIC_FILE} (never touches the session), 16 conn",
                      "sessup within 10 % of the bare Pyramid app", runs, self.profile.repeats)
-        # The home page carries a CSRF token, so each cookie-less request creates a session.
+        # The demo home page (a Chameleon template) as a first-time visitor gets it.
         runs = {side: (lambda name=name: self.measured_wrk(self.server(name), "/", 16))
                 for side, name in self.sides("sessup-file", "node-memory").items()}
-        self.compare("home", "GET / without cookie (sessup: page with a CSRF token), file store, 16 conn", "",
+        self.compare("home", "GET / home page without cookie, file store, 16 conn", "",
                      runs, self.profile.repeats)
 
     def session_gets(self, store: str) -> None:
