@@ -960,6 +960,14 @@ def render(report: Report, machine: dict[str, str], profile_name: str) -> str:
     return f"Run ({profile_name}) {info}\n\n" + "\n".join(lines) + "\n"
 
 
+def update_readme(table: str, readme: Path = HERE / "README.md") -> None:
+    text = readme.read_text()
+    start, end = "<!-- latest-table -->\n", "<!-- /latest-table -->"
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    readme.write_text(head + start + table + end + tail)
+
+
 def machine_info() -> dict[str, str]:
     cpu = "unknown"
     with contextlib.suppress(OSError):
@@ -989,6 +997,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stores", default=",".join(STORES), help="comma-separated sessup stores")
     parser.add_argument("--no-node", action="store_true", help="skip the Node anchor")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, uploads)")
+    parser.add_argument("--update-readme", action="store_true",
+                        help="write the table into bench/README.md (between its latest-table markers)")
     args = parser.parse_args(argv)
 
     only = {w.strip() for w in args.only.split(",") if w.strip()}
@@ -1019,6 +1029,8 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     (RESULTS / f"{stamp}.md").write_text(table)
+    if args.update_readme:
+        update_readme(table)
     (RESULTS / f"{stamp}.json").write_text(json.dumps(
         {"machine": machine, "profile": asdict(profile), "rows": [asdict(r) for r in bench.report.rows.values()]},
         indent=1))
