@@ -111,11 +111,25 @@ class _Incidents:
             log.warning("session store reachable again")
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def _encode(key: str, value: Any) -> str:
     try:
-        return json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False)
+        encoded = json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise SessionValueError(f"session value for key {key!r} cannot be stored as JSON: {exc}") from None
+    # PostgreSQL's jsonb cannot hold NUL; refuse it for every store, at assignment time.
+    if "\x00" in key or ("\\u0000" in encoded and _has_nul(value)):
+        raise SessionValueError(f"session value for key {key!r} contains a NUL character, which cannot be stored")
+    return encoded
 
 
 class SessupSession(BeakerSession):

@@ -29,6 +29,20 @@ _STRIPES = 64
 _POLL = 0.005  # seconds between two tries of a held session lock
 
 
+class _HeldLock:
+    """A held session lock: its descriptor, closed exactly once."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd: int | None = fd
+
+    def release(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is not None:  # a second release must not close a reused descriptor
+            os.close(fd)
+
+
 class FileStore(SessionStore):
     name = "file"
 
@@ -172,7 +186,7 @@ class FileStore(SessionStore):
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return fd
+                return _HeldLock(fd)
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
                     os.close(fd)
@@ -183,7 +197,7 @@ class FileStore(SessionStore):
             time.sleep(_POLL)
 
     def release_lock(self, sid: str, token: Any) -> None:
-        os.close(token)
+        token.release()
 
     def _entries(self) -> Iterator[tuple[str, str]]:
         try:

@@ -56,7 +56,7 @@ def clear(request: Request) -> dict[str, Any]:
 
 def bad_value(request: Request) -> dict[str, Any]:
     try:
-        request.session["when"] = object()
+        request.session["when"] = {"nul": ["a\x00b"]} if "nul" in request.params else object()
     except TypeError as exc:
         return {"error": str(exc)}
     return {"error": None}

@@ -277,6 +277,10 @@ def test_value_json_cannot_hold_fails_naming_the_key(make_host: Any) -> None:
     app = make_host()
     error = app.get("/bad").json["error"]
     assert "'when'" in error and "JSON" in error
+    # NUL cannot live in PostgreSQL's jsonb: refused for every store, when set.
+    error = app.get("/bad", {"nul": "1"}).json["error"]
+    assert "'when'" in error and "NUL" in error
+    assert app.get("/write", {"backslash": "\\u0000 is text"}).status_int == 200
 
 
 def test_records_are_json(make_host: Any, store_name: str, tmp_path: Any) -> None:
