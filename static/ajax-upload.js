@@ -172,7 +172,7 @@
         setProgress(overall, overallText, 1);
         picked.forEach(function (file) { setProgress(file.row.bar, file.row.text, 1); file.row.item.classList.add('done'); });
         // Newest batch first, each batch in the order the files were sent.
-        (data.files || []).slice().reverse().forEach(addResult);
+        (data.files || []).slice().reverse().forEach(function (file) { addResult(file); });
         statusBox.textContent = t('done');
       },
       error: function (xhr, status, message) {
