@@ -67,15 +67,18 @@ def test_resumable_upload_survives_a_reload(app: App, tmp_path: Path) -> None:
     requests: list[tuple[str, str, str]] = []
     page.on("request", lambda r: requests.append((r.method, r.url, r.headers.get("upload-offset", ""))))
     page.set_input_files("#inputFile", str(original))  # the same file again
-    # Before anything is sent, the bar already starts at the server's offset.
+    # Before anything is sent, the bar already starts at the server's offset
+    # (HEAD).  A chunk that arrived whole just before the reload may still
+    # have moved that offset on since: hence >=.
     page.wait_for_function("() => document.querySelector('#queue progress').value > 0")
     bar = page.locator("#queue progress")
-    assert float(bar.get_attribute("aria-valuenow")) == round(offset / size * 1000) / 10
+    assert round(offset / size * 1000) / 10 <= float(bar.get_attribute("aria-valuenow")) < 100
     page.click("#start")
     page.wait_for_selector("#results a.result-link", timeout=120_000)
 
-    patches = [(u, o) for method, u, o in requests if method == "PATCH"]
-    assert patches[0] == (url, str(offset))  # continued where the server stopped, not from 0
+    patches = [(u, int(o)) for method, u, o in requests if method == "PATCH"]
+    assert patches[0][0] == url
+    assert offset <= patches[0][1] < size  # continued where the server stopped, not from 0
     assert not [r for r in requests if r[0] == "POST"]  # no new upload was created
     assert page.locator("#status").inner_text() == "All files uploaded."
     assert bar.get_attribute("aria-valuenow") == "100"
@@ -120,9 +123,10 @@ def test_resumable_cancel_leaves_nothing_on_the_server(app: App, tmp_path: Path)
         page.click("#start")
     assert any(f.endswith(".part") for f in every_file(app))  # the server holds the first chunk
     page.wait_for_function("() => document.getElementById('overall').value >= 15")  # the next chunk in flight
-    with page.expect_response(lambda r: r.request.method == "DELETE") as deleted:
+    # (A DELETE may first get 409 while the server still applies a chunk
+    # that arrived whole; the client retries.)
+    with page.expect_response(lambda r: r.request.method == "DELETE" and r.status == 204):
         page.click("#cancel")
-    assert deleted.value.status == 204
     page.wait_for_function("() => document.getElementById('status').textContent.includes('cancelled')")
     assert page.locator("#status").inner_text() == \
         "Upload cancelled; the unfinished upload was removed from the server."

@@ -1,6 +1,8 @@
-"""The resumable mode in Chromium: 50 MiB through static/sessup-tus.js, the
-page reloaded midway, the same file chosen again, the upload resumes at the
-server's offset and the stored file downloads byte-exact."""
+"""static/sessup-tus.js in Chromium on the minimal page ``GET /tus-demo``:
+50 MiB, the page reloaded midway, the same file chosen again, the upload
+resumes at the server's offset and the stored file downloads byte-exact; a
+dropped connection is retried.  The same client behind /ajax's "Resumable
+(tus)" switch is tested in tests/browser/test_ajax_resumable.py."""
 from __future__ import annotations
 
 import hashlib
@@ -10,14 +12,12 @@ from typing import Iterator
 
 import pytest
 
+from ..browser.conftest import CHROMIUM, CHROMIUM_ARGS
 from ..support import IN_CI, free_port, running_server
 from .servers import tus_ini
 
 pytestmark = [pytest.mark.browser, pytest.mark.server, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--headless=new", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
 MiB = 1024 * 1024
 SIZE = 50 * MiB
 CHUNK = 2 * MiB
