@@ -74,6 +74,7 @@ def test_resumable_upload_survives_a_reload(app: App, tmp_path: Path) -> None:
     bar = page.locator("#queue progress")
     assert round(offset / size * 1000) / 10 <= float(bar.get_attribute("aria-valuenow")) < 100
     page.click("#start")
+    page.wait_for_function("() => document.getElementById('status').textContent.startsWith('Resuming fifty.bin at ')")
     page.wait_for_selector("#results a.result-link", timeout=120_000)
 
     patches = [(u, int(o)) for method, u, o in requests if method == "PATCH"]
@@ -125,8 +126,11 @@ def test_resumable_cancel_leaves_nothing_on_the_server(app: App, tmp_path: Path)
     page.wait_for_function("() => document.getElementById('overall').value >= 15")  # the next chunk in flight
     # (A DELETE may first get 409 while the server still applies a chunk
     # that arrived whole; the client retries.)
+    failed: list[str] = []
+    page.on("requestfailed", lambda r: failed.append(r.method))
     with page.expect_response(lambda r: r.request.method == "DELETE" and r.status == 204):
         page.click("#cancel")
+    assert failed == ["PATCH"]  # the chunk in flight was aborted
     page.wait_for_function("() => document.getElementById('status').textContent.includes('cancelled')")
     assert page.locator("#status").inner_text() == \
         "Upload cancelled; the unfinished upload was removed from the server."
