@@ -2,6 +2,7 @@
 """pyramid_sessup's benchmark suite, side by side with the Node anchor.
 
     .venv/bin/python bench/run.py [--quick] [--only NAME[,NAME]] [--stores S[,S]] [--no-node]
+                                  [--keep] [--update-readme]
 
 Starts each server the way a user would (``pserve bench/<store>.ini`` for
 sessup, ``node bench/node/server.js`` for express, ``bench/bare_app.py`` for the
@@ -38,7 +39,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -117,8 +118,8 @@ def _read_proc(pid: int, name: str) -> str:
         return f.read()
 
 
-def peak_rss(pid: int, field: str = "VmHWM") -> int:
-    match = re.search(rf"^{field}:\s+(\d+) kB", _read_proc(pid, "status"), re.M)
+def peak_rss(pid: int, key: str = "VmHWM") -> int:
+    match = re.search(rf"^{key}:\s+(\d+) kB", _read_proc(pid, "status"), re.M)
     return int(match.group(1)) * KiB if match else 0
 
 
@@ -209,7 +210,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: {self.log_tail()}")
             try:
-                status, _, _ = request(self.port, "GET", "/", timeout=2)
+                request(self.port, "GET", "/", timeout=2)  # any HTTP answer means it serves
                 return
             except OSError:
                 time.sleep(0.1)
