@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import pytest
 
@@ -95,11 +95,11 @@ class Server:
 
 
 def start_server(ini: Path, port: int, env: dict[str, str] | None = None, cwd: Path | None = None,
-                 timeout: float = 30.0) -> Server:
-    """Start ``pserve ini`` and wait until it answers HTTP on ``port``."""
+                 timeout: float = 30.0, args: Sequence[str] = (), probe: str = "/") -> Server:
+    """Start ``pserve ini *args`` and wait until ``probe`` answers HTTP on ``port``."""
     log_path = Path(tempfile.mkstemp(prefix="pserve-", suffix=".log")[1])
     full_env = {**os.environ, **(env or {})}
-    proc = subprocess.Popen([PSERVE, str(ini)], cwd=str(cwd or ini.parent), env=full_env,
+    proc = subprocess.Popen([PSERVE, str(ini), *args], cwd=str(cwd or ini.parent), env=full_env,
                             stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
     server = Server(proc, port, log_path)
     deadline = time.monotonic() + timeout
@@ -107,7 +107,7 @@ def start_server(ini: Path, port: int, env: dict[str, str] | None = None, cwd: P
         if proc.poll() is not None:
             raise RuntimeError(f"pserve exited with {proc.returncode}:\n{server.log()}")
         try:
-            urllib.request.urlopen(server.url + "/", timeout=2).read()
+            urllib.request.urlopen(server.url + probe, timeout=5).read()
             return server
         except urllib.error.HTTPError:
             return server

@@ -4,11 +4,7 @@ lock and the per-key merge hold across processes."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import tempfile
 import threading
-import time
 from contextlib import contextmanager
 import urllib.error
 import urllib.request
@@ -17,7 +13,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from ..support import PSERVE, POSTGRES_URL, REDIS_URL, ROOT, Server, free_port, write_ini
+from ..support import POSTGRES_URL, REDIS_URL, ROOT, Server, free_port, start_server, write_ini
 from .conftest import (delete_redis_prefix, drop_postgres_table, random_prefix, random_table, require_postgres,
                        require_redis)
 
@@ -26,24 +22,9 @@ pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 def start(ini: Path, port: int, timeout: float = 30.0) -> Server:
     """``pserve INI http_port=PORT``, as a user starts a second process from the same INI."""
-    log_path = Path(tempfile.mkstemp(prefix="pserve-", suffix=".log")[1])
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # for the test endpoints of tests/stores/app.py
-    proc = subprocess.Popen([PSERVE, str(ini), f"http_port={port}"], cwd=str(ini.parent), env=env,
-                            stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
-    server = Server(proc, port, log_path)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"pserve exited with {proc.returncode}:\n{server.log()}")
-        try:
-            urllib.request.urlopen(server.url + "/session/info", timeout=5).read()
-            return server
-        except urllib.error.HTTPError:
-            return server
-        except OSError:
-            time.sleep(0.1)
-    server.stop()
-    raise RuntimeError(f"pserve did not answer on port {port}:\n{server.log()}")
+    # PYTHONPATH: for the test endpoints of tests/stores/app.py.
+    return start_server(ini, port, env={"PYTHONPATH": str(ROOT)}, timeout=timeout,
+                        args=[f"http_port={port}"], probe="/session/info")
 
 
 class Client:
