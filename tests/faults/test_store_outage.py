@@ -183,9 +183,16 @@ def run_outage(server: Server, policy: str, stop: Callable[[], None], start: Cal
         before = [a.views for a in answers
                   if a.session == session and a.status == 200 and a.ended < fault_at]
         assert before, f"session {session} saw no traffic before the fault"
-        status, _, body = get_session(server.port, cookie)
-        assert status == 200
-        assert json.loads(body)["views"] > max(before), (session, max(before), body)
+        answer: list[bytes] = []
+
+        def served() -> bool:
+            status, _, body = get_session(server.port, cookie)
+            if status == 200:
+                answer.append(body)
+            return status == 200
+
+        wait_until(served, 60, f"session {session} to be served", interval=0.5)  # see POOL_BACKOFF
+        assert json.loads(answer[0])["views"] > max(before), (session, max(before), answer[0])
         if policy == "fail":
             # A 200 means the write is stored: counts never go backwards.
             seen = [a.views for a in sorted(answers, key=lambda a: a.ended)
