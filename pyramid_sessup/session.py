@@ -35,7 +35,7 @@ from zope.interface import implementer
 
 from .exceptions import SessionValueError, StoreUnavailable
 from .signing import Signer, new_session_id
-from .stores.base import SessionStore
+from .stores.base import SessionStore, dumps
 
 log = logging.getLogger("pyramid_sessup.session")
 
@@ -160,6 +160,7 @@ class SessupSession(BeakerSession):
         self._locked_sid = ""
         self._created = time.time()
         self._cookie_value = ""  # the incoming cookie, reused while the ID stays the same
+        self._loaded_record: str | None = None
 
         incoming = request.cookies.get(config.name)
         parsed = config.signer.unsign(incoming)
@@ -171,6 +172,8 @@ class SessupSession(BeakerSession):
             if data is not None:
                 self.id = sid
                 self.is_new = False
+                # The record as loaded: lets a store swap in the merge without re-reading it.
+                self._loaded_record = dumps(data)
                 self._created = float(data.pop(CREATED_KEY, self._created) or self._created)
                 self.last_accessed = self._created
                 dict.update(self, data)
@@ -184,9 +187,9 @@ class SessupSession(BeakerSession):
         self.id = new_session_id()
 
     # -- loading and locking ---------------------------------------------------------
-    def _store_call(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def _store_call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         try:
-            result = fn(*args)
+            result = fn(*args, **kw)
         except StoreUnavailable as exc:
             self.incidents.failed(exc, self.config.on_store_error)
             raise
@@ -244,6 +247,7 @@ class SessupSession(BeakerSession):
         """New ID, same data; the old ID is dead at once (against fixation)."""
         old = None if self.is_new else self.id
         self.id = new_session_id()
+        self._loaded_record = None
         if self.anonymous:
             return
         data = self._full_record()
@@ -284,6 +288,7 @@ class SessupSession(BeakerSession):
             return
         self._store_call(self.store.replace, self.id, self._full_record())
         self._snapshot = {k: _encode(k, v) for k, v in self.items()}
+        self._loaded_record = None
         if self.is_new:
             self.is_new = False
             self._send_cookie = True
@@ -294,6 +299,7 @@ class SessupSession(BeakerSession):
             return
         data = self._store_call(self.store.load, self.id)
         dict.clear(self)
+        self._loaded_record = None if data is None else dumps(data)
         if data is None:  # expired or deleted meanwhile
             self.invalidate()
             return
@@ -343,7 +349,8 @@ class SessupSession(BeakerSession):
         if self.config.resave:
             self._store_call(self.store.replace, self.id, self._full_record())
         elif changed or removed:
-            if self._store_call(self.store.update, self.id, changed, removed) is None:
+            expected = self._loaded_record if not self._force_full else None
+            if self._store_call(self.store.update, self.id, changed, removed, expected=expected) is None:
                 # Expired or deleted while this request ran: keep what it wrote.
                 self._store_call(self.store.replace, self.id, self._full_record())
             # express re-sends the cookie (with a fresh expiry) when the session changed.

@@ -81,8 +81,14 @@ class SessionStore(abc.ABC):
         """Store a new record unless one exists; ``False`` if ``sid`` was taken."""
 
     @abc.abstractmethod
-    def update(self, sid: str, changed: Mapping[str, Any], removed: Iterable[str]) -> dict[str, Any] | None:
+    def update(self, sid: str, changed: Mapping[str, Any], removed: Iterable[str], *,
+               expected: str | None = None) -> dict[str, Any] | None:
         """Atomically merge ``changed`` keys and drop ``removed`` keys; slide the expiry.
+
+        ``expected`` is the record as this request loaded it (:func:`dumps` form).
+        A store may use it to merge without re-reading and swap the record in
+        one round trip when nobody wrote meanwhile (compare-and-set); any other
+        store ignores it.  The result is the same either way.
 
         Returns the merged data, or ``None`` if the record no longer exists
         (deleted or expired meanwhile): the caller decides whether to re-create it.

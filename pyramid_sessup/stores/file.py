@@ -139,7 +139,8 @@ class FileStore(SessionStore):
             self._write(sid, data)
             return True
 
-    def update(self, sid: str, changed: Mapping[str, Any], removed: Iterable[str]) -> dict[str, Any] | None:
+    def update(self, sid: str, changed: Mapping[str, Any], removed: Iterable[str], *,
+               expected: str | None = None) -> dict[str, Any] | None:
         if not valid_session_id(sid):
             return None
         with self._merge_lock(sid):

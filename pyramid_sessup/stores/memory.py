@@ -67,7 +67,8 @@ class MemoryStore(SessionStore):
             self._write(sid, data, now)
             return True
 
-    def update(self, sid: str, changed: Mapping[str, Any], removed: Iterable[str]) -> dict[str, Any] | None:
+    def update(self, sid: str, changed: Mapping[str, Any], removed: Iterable[str], *,
+               expected: str | None = None) -> dict[str, Any] | None:
         now = time.time()
         with self._mutex:
             current = loads(self._live(sid, now), sid)

@@ -292,7 +292,8 @@ class PostgresStore(SessionStore):
             return False
         return self._one("create", {"id": sid, "data": dumps(data), "ttl": self.timeout}) is not None
 
-    def update(self, sid: str, changed: Mapping[str, Any], removed: Iterable[str]) -> dict[str, Any] | None:
+    def update(self, sid: str, changed: Mapping[str, Any], removed: Iterable[str], *,
+               expected: str | None = None) -> dict[str, Any] | None:
         if not valid_session_id(sid):
             return None
         row = self._one("update", {"id": sid, "changed": dumps(changed), "removed": list(removed),

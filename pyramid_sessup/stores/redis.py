@@ -7,10 +7,13 @@ valid session ID, so :meth:`RedisStore.ids` cannot mistake a lock for a session.
 
 One round trip per request where possible: ``GETEX … EX`` loads and slides
 the expiry at once, ``SET … NX EX`` creates, ``EXPIRE`` touches.  ``update``
-merges per key with ``WATCH``/``MULTI`` (optimistic, retried on conflict): the
-merge runs in Python so the stored JSON keeps full fidelity (a Lua script
-would have to go through cjson, which rounds numbers to 14 digits and turns
-``[]`` into ``{}``).
+merges per key in Python, so the stored JSON keeps full fidelity (a Lua
+script would have to go through cjson, which rounds numbers to 14 digits and
+turns ``[]`` into ``{}``), then swaps the record with a compare-and-set
+script that compares raw strings: one round trip when the request knows the
+record it loaded and nobody wrote meanwhile; on a conflict it merges onto the
+record the script returned and tries again.  Without a known record it falls
+back to ``WATCH``/``MULTI``.
 """
 from __future__ import annotations
 
@@ -39,6 +42,17 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
     return redis.call('DEL', KEYS[1])
 end
 return 0
+"""
+
+#: Compare-and-set: replace the record only if it is still what the caller
+#: merged onto; otherwise return the current record (false if it is gone).
+_SWAP = """
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] then
+    redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+    return 1
+end
+return current
 """
 
 #: Optimistic merges retried this often before giving up; each retry means
@@ -91,6 +105,7 @@ class RedisStore(SessionStore):
             raise ConfigurationError(f"sessup.session.url is not a valid Redis URL: {exc}") from None
         self.client = redis.Redis(connection_pool=self.pool)
         self._release_script = self.client.register_script(_RELEASE_LOCK)
+        self._swap_script = self.client.register_script(_SWAP)
 
     @classmethod
     def from_settings(cls, values: Mapping[str, Any]) -> "RedisStore":
@@ -142,11 +157,14 @@ class RedisStore(SessionStore):
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise self._unavailable(exc) from exc
 
-    def update(self, sid: str, changed: Mapping[str, Any], removed: Iterable[str]) -> dict[str, Any] | None:
+    def update(self, sid: str, changed: Mapping[str, Any], removed: Iterable[str], *,
+               expected: str | None = None) -> dict[str, Any] | None:
         if not valid_session_id(sid):
             return None
         key = self._key(sid)
         removed = list(removed)
+        if expected is not None:
+            return self._swap(sid, key, changed, removed, expected)
         try:
             with self.client.pipeline(transaction=True) as pipe:
                 for _ in range(_MAX_UPDATE_ATTEMPTS):
@@ -173,6 +191,29 @@ class RedisStore(SessionStore):
                         continue
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise self._unavailable(exc) from exc
+        raise StoreUnavailable(f"session {sid[:8]}…: update kept conflicting after {_MAX_UPDATE_ATTEMPTS} attempts")
+
+    def _swap(self, sid: str, key: str, changed: Mapping[str, Any], removed: list[str],
+              expected: str) -> dict[str, Any] | None:
+        base: str | bytes = expected
+        for _ in range(_MAX_UPDATE_ATTEMPTS):
+            data = loads(base, sid)
+            if data is None:
+                return None
+            data.update(changed)
+            for name in removed:
+                data.pop(name, None)
+            try:
+                result = self._swap_script(keys=[key], args=[base, dumps(data), self.timeout])
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                raise self._unavailable(exc) from exc
+            except ResponseError:  # not a string at the key: treat as corrupt, like load()
+                return None
+            if result == 1:
+                return data
+            if not result:
+                return None  # deleted or expired meanwhile
+            base = result  # another request wrote first: merge onto its record
         raise StoreUnavailable(f"session {sid[:8]}…: update kept conflicting after {_MAX_UPDATE_ATTEMPTS} attempts")
 
     def replace(self, sid: str, data: Mapping[str, Any]) -> None:

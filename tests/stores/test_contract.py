@@ -15,7 +15,7 @@ from typing import Any, Callable
 import pytest
 
 from pyramid_sessup.exceptions import SessionLockTimeout
-from pyramid_sessup.stores.base import SessionStore
+from pyramid_sessup.stores.base import SessionStore, dumps
 
 from .backends import expire_now, expired_left, plant, raw_record
 
@@ -309,3 +309,37 @@ def test_two_store_instances_share_the_records(store_factory: MakeStore, kind: s
     second.release_lock(sid, second.acquire_lock(sid, 1))
     second.delete(sid)
     assert first.load(sid) is None
+
+
+def test_update_with_the_loaded_record_merges(store: SessionStore) -> None:
+    """``expected`` (the record as loaded) lets a store swap without re-reading;
+    whether or not someone wrote meanwhile, the merge is the same."""
+    sid = new_sid()
+    store.create(sid, {"a": 1, "nested": {"x": [1, 2.5, []]}})
+    loaded = store.load(sid)
+    assert loaded is not None
+    expected = dumps(loaded)
+    assert store.update(sid, {"b": 2}, [], expected=expected) == {"a": 1, "b": 2, "nested": {"x": [1, 2.5, []]}}
+    # Stale: the record changed since "expected" was loaded; nothing may be lost.
+    assert store.update(sid, {"c": 3}, ["a"], expected=expected) == {"b": 2, "c": 3, "nested": {"x": [1, 2.5, []]}}
+    assert store.load(sid) == {"b": 2, "c": 3, "nested": {"x": [1, 2.5, []]}}
+    store.delete(sid)
+    assert store.update(sid, {"d": 4}, [], expected=expected) is None
+
+
+def test_concurrent_swaps_lose_nothing(store: SessionStore) -> None:
+    sid = new_sid()
+    store.create(sid, {"base": True})
+    expected = dumps(store.load(sid) or {})
+    barrier = threading.Barrier(8)
+
+    def writer(i: int) -> None:
+        barrier.wait(30)
+        store.update(sid, {f"k{i}": i}, [], expected=expected)  # all start from the same record
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert store.load(sid) == {"base": True, **{f"k{i}": i for i in range(8)}}
