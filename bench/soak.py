@@ -22,7 +22,8 @@ What it does:
    the CSRF header, form posts to ``POST /upload`` (when that route exists),
    downloads of uploaded files (checked byte for byte by sha256), and 10 % of
    the uploads aborted midway (raw socket: headers and half the body, then
-   close).
+   close).  Each client keeps its last 8 uploads for downloads and deletes
+   older ones from the upload directory, so disk use stays bounded.
 4. Reports requests, 5xx, unexpected answers, p50/p99 latency, and the
    resources again after the server settles.  Exit status 1 if any 5xx or
    unexpected answer, or if descriptors, temporary files or upload temps did
@@ -64,6 +65,9 @@ REQUEST_TIMEOUT = 60.0
 #: Share of each operation in the mix (uploads: 10 % of them are aborted).
 MIX = {"session": 30, "csrf": 20, "upload_small": 20, "upload_big": 4, "form": 6, "download": 20}
 ABORT_SHARE = 0.10
+#: Uploaded files each client keeps for downloads; older ones are deleted
+#: from the upload directory (disk use stays bounded on long runs).
+KEEP_PER_WORKER = 8
 RSS_TOLERANCE = 0.10
 #: glibc's dynamic mmap threshold lets a threaded server keep freed request
 #: buffers in its malloc arenas, so its idle RSS wanders by +-15 % from one
@@ -235,15 +239,17 @@ class Stats:
 class Worker:
     """One client connection with its own session, looping over the mix."""
 
-    def __init__(self, port: int, bodies: dict[str, Body], forms: bool, rng: random.Random) -> None:
+    def __init__(self, port: int, bodies: dict[str, Body], forms: bool, rng: random.Random,
+                 upload_dir: Path) -> None:
         self.port = port
+        self.upload_dir = upload_dir
         self.bodies = bodies
         self.forms = forms
         self.rng = rng
         self.conn: http.client.HTTPConnection | None = None
         self.cookie = ""
         self.token = ""
-        self.stored: list[tuple[str, Body]] = []  # (url, body it came from); bounded
+        self.stored: list[tuple[str, Body]] = []  # (url, body it came from); at most KEEP_PER_WORKER
         self.stats = Stats()
         ops = [op for op in MIX if forms or op != "form"]
         self.ops = ops
@@ -335,10 +341,22 @@ class Worker:
         info = json.loads(answer[2])["files"][0]
         if info["sha256"] != body.sha256 or info["size"] != body.size:
             self.stats.unexpected.append(f"{op}: server computed {info['size']} bytes {info['sha256']}")
-        if len(self.stored) < 32:
+        if len(self.stored) < KEEP_PER_WORKER:
             self.stored.append((info["url"], body))
         else:
-            self.stored[self.rng.randrange(32)] = (info["url"], body)
+            slot = self.rng.randrange(KEEP_PER_WORKER)
+            self.forget(self.stored[slot][0])
+            self.stored[slot] = (info["url"], body)
+
+    def forget(self, url: str) -> None:
+        """Delete a stored file this client will not download again, as an
+        operator's clean-up would, so a long soak does not fill the disk."""
+        name = url.rsplit("/", 1)[1]
+        for path in (self.upload_dir / name, self.upload_dir / ".meta" / f"{name}.json"):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
 
     def download(self) -> None:
         url, body = self.rng.choice(self.stored)
@@ -372,12 +390,12 @@ class Worker:
 
 
 def drive(port: int, connections: int, seconds: float, max_requests: int, bodies: dict[str, Body],
-          forms: bool, seed: int) -> tuple[Stats, float]:
+          forms: bool, seed: int, upload_dir: Path) -> tuple[Stats, float]:
     """Run ``connections`` workers until ``seconds`` pass or ``max_requests`` are made."""
     deadline = time.monotonic() + seconds
     budget = [max_requests]
     budget_lock = threading.Lock()
-    workers = [Worker(port, bodies, forms, random.Random(seed + i)) for i in range(connections)]
+    workers = [Worker(port, bodies, forms, random.Random(seed + i), upload_dir) for i in range(connections)]
 
     def take() -> bool:
         with budget_lock:
@@ -497,7 +515,9 @@ def main(argv: list[str] | None = None) -> int:
         if not forms:
             print(f"form posts skipped: GET /upload answered {status} (no upload form route)")
 
-        warm, _ = drive(server.port, args.connections, warmup, args.max_requests, bodies, forms, args.seed + 10_000)
+        upload_dir = tmp / "uploads"
+        warm, _ = drive(server.port, args.connections, warmup, args.max_requests, bodies, forms, args.seed + 10_000,
+                        upload_dir)
         if warm.unexpected:
             failures.append(f"warm-up: {len(warm.unexpected)} unexpected answers, e.g. {warm.unexpected[0]}")
         time.sleep(3.0)
@@ -505,7 +525,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warm-up: {len(warm.latencies)} requests in {warmup:.0f} s; baseline taken 3 s later")
 
         sampler = RssSampler(server)
-        stats, elapsed = drive(server.port, args.connections, seconds, args.max_requests, bodies, forms, args.seed)
+        stats, elapsed = drive(server.port, args.connections, seconds, args.max_requests, bodies, forms, args.seed,
+                               upload_dir)
         sampler.stop()
         after = settle(server, baseline, args.settle)
         if server.proc.poll() is not None:
