@@ -435,19 +435,27 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class RssSampler:
-    """The server's RSS every ``every`` seconds while the load runs."""
+    """The server's resources every ``every`` seconds while the load runs
+    (peaks show the checks look at live resources: spooled bodies, temps)."""
 
     def __init__(self, server: Server, every: float = 1.0) -> None:
         self.server, self.every = server, every
-        self.samples: list[int] = [Resources.of(server).rss]
+        self.resources: list[Resources] = [Resources.of(server)]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
+    @property
+    def samples(self) -> list[int]:
+        return [r.rss for r in self.resources]
+
+    def peak(self, attribute: str) -> int:
+        return max(getattr(r, attribute) for r in self.resources)
+
     def _run(self) -> None:
         while not self._stop.wait(self.every):
             try:
-                self.samples.append(Resources.of(self.server).rss)
+                self.resources.append(Resources.of(self.server))
             except (OSError, StopIteration):
                 return
 
@@ -547,6 +555,8 @@ def main(argv: list[str] | None = None) -> int:
               f"p99 {percentile(stats.latencies, 0.99) * 1000:.1f} ms")
         print(f"RSS during run:  peak {max(sampler.samples) / MiB:.1f} MiB; every {sampler.every:.0f} s: "
               + " ".join(f"{v / MiB:.0f}" for v in sampler.samples[:: max(1, len(sampler.samples) // 12)]))
+        print(f"peaks during run: {sampler.peak('fds')} descriptors, {sampler.peak('deleted_fds')} of deleted "
+              f"files (spooled bodies), {sampler.peak('upload_temps')} upload temps")
         print(f"traffic:         {stats.bytes_up / MiB:.0f} MiB up, {stats.bytes_down / MiB:.0f} MiB down")
         print()
         print(f"{'resource':<34}{'baseline':>12}{'after':>12}  check")
