@@ -140,6 +140,16 @@ def send_big_upload(port: int, client: Client, errors: list[BaseException]) -> N
         errors.append(exc)
 
 
+def largest_part(temp_dir: Path) -> int:
+    sizes = [0]
+    for path in temp_dir.glob("*.part"):
+        try:
+            sizes.append(path.stat().st_size)
+        except FileNotFoundError:  # committed or discarded meanwhile
+            pass
+    return max(sizes)
+
+
 @pytest.mark.slow
 @pytest.mark.server
 def test_kill_9_during_a_large_upload_then_restart(tmp_path: Path) -> None:
@@ -159,8 +169,8 @@ def test_kill_9_during_a_large_upload_then_restart(tmp_path: Path) -> None:
         errors: list[BaseException] = []
         sender = threading.Thread(target=send_big_upload, args=(port, client, errors), daemon=True)
         sender.start()
-        # Kill as soon as the pipeline has started writing the file.
-        wait_until(lambda: any(temp_dir.glob("*.part")), 120, "the pipeline to start writing", interval=0.002)
+        # Kill while the pipeline is writing the file (16 MiB of 200 on disk).
+        wait_until(lambda: largest_part(temp_dir) >= 16 * MiB, 120, "the pipeline to be writing", interval=0.002)
         server.kill9()
         sender.join(60)
         assert not errors
@@ -168,7 +178,7 @@ def test_kill_9_during_a_large_upload_then_restart(tmp_path: Path) -> None:
         server.stop()
 
     [partial] = list(temp_dir.glob("*.part"))
-    assert partial.stat().st_size < BIG  # cut short
+    assert 16 * MiB <= partial.stat().st_size < BIG  # cut short mid-write
     # Nothing else was left: no stored or metadata file for the dead upload, and
     # waitress's buffer (an unlinked temporary file) died with the process.
     after = tree(upload_dir)
