@@ -2,14 +2,23 @@
 
 Layout under ``sessup.session.file.path``::
 
-    ab/abXXXX…XXXX.json   the record (written to a temporary file, then renamed)
+    ab/abXXXX…XXXX.json   the record
     ab/abXXXX…XXXX.lock   the session lock of ``sessup.session.lock`` (flock)
-    .merge/NN.lock        short merge locks, striped over 64 files
+    .merge/NN.lock        short reader/writer locks, striped over 64 files
 
 The file's modification time is the last access: a read-only request only
 ``utime``s the file (touch without rewrite), and a record whose mtime is older
-than the timeout is expired.  Writers merge per key under a merge lock, so two
-processes writing different keys of one session both persist.
+than the timeout is expired.  Writers merge per key under the stripe's
+exclusive lock, so two processes writing different keys of one session both
+persist; readers hold it shared, so they never see a half-written record.
+
+A new record is written to a temporary file and renamed into place; an
+existing one is overwritten in place, padded with spaces (JSON ignores them)
+so the file never shrinks.  Replacing or truncating a file frees its blocks,
+which on this kind of filesystem (ext4, ``discard``) cost about a millisecond
+of kernel time per write; overwriting costs a few microseconds.  The price:
+a power cut in the middle of a write can leave one session unreadable, and it
+then counts as corrupt (a new, empty session), never as someone else's data.
 """
 from __future__ import annotations
 
@@ -62,11 +71,11 @@ class FileStore(SessionStore):
         return os.path.join(self.path, sid[:2], sid + ".json")
 
     @contextmanager
-    def _merge_lock(self, sid: str) -> Iterator[None]:
+    def _merge_lock(self, sid: str, shared: bool = False) -> Iterator[None]:
         stripe = zlib.crc32(sid.encode("ascii")) % _STRIPES
         fd = os.open(os.path.join(self._merge_dir, f"{stripe:02d}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)  # closing releases the flock
@@ -89,10 +98,32 @@ class FileStore(SessionStore):
         return None
 
     def _write(self, sid: str, data: Mapping[str, Any]) -> None:
+        """Write the record; the caller holds the stripe's exclusive lock."""
         path = self._record_path(sid)
+        payload = dumps(data).encode("utf-8")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            self._write_new(sid, path, payload)
+            return
+        except OSError as exc:
+            raise StoreUnavailable(f"file store: {exc.strerror}") from None
+        try:
+            size = os.fstat(fd).st_size
+            if len(payload) < size:
+                payload += b" " * (size - len(payload))
+            view = memoryview(payload)
+            offset = 0
+            while offset < len(view):
+                offset += os.pwrite(fd, view[offset:], offset)
+        except OSError as exc:
+            raise StoreUnavailable(f"file store: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+
+    def _write_new(self, sid: str, path: str, payload: bytes) -> None:
         directory = os.path.dirname(path)
         tmp = os.path.join(directory, f".{sid}.{secrets.token_hex(6)}.tmp")
-        payload = dumps(data).encode("utf-8")
         try:
             try:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -120,7 +151,8 @@ class FileStore(SessionStore):
         if not valid_session_id(sid):
             return None
         path = self._record_path(sid)
-        raw = self._read(path, time.time())
+        with self._merge_lock(sid, shared=True):
+            raw = self._read(path, time.time())
         if raw is None:
             return None
         if touch:
