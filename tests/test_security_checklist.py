@@ -24,7 +24,7 @@ UPLOAD_THREATS = ["Traversal", "NUL", "Long names", "Reserved names", "Bidi and 
                   "Stored XSS", "Spoofed types", "Part floods", "Huge headers", "CRLF junk", "Header ReDoS",
                   "Boundary errors", "Truncation", "Disconnects", "Slow bodies", "Lying Content-Length", "Disk full",
                   "Descriptor leaks", "Predictable names", "Symlinks", "Server path leaks"]
-FAULT_THREATS = ["Session store outage", "Crash mid-upload", "Read-only upload directory"]
+FAULT_THREATS = ["Session store outage", "Crash mid-upload", "Memory growth under load", "Read-only upload directory"]
 
 NODE_ID = re.compile(r"`(tests/[^`\s]+?\.py::[^`]+)`")
 

@@ -297,3 +297,44 @@ def test_secure_cookie_behind_a_trusted_proxy(tmp_path: Path, trusted: bool) -> 
             conn.close()
             assert cookie.startswith("sessup=") and "HttpOnly" in cookie and "SameSite=Lax" in cookie
             assert ("; Secure" in cookie) is secure, (proto, cookie)
+
+
+# --------------------------------------------------------------------------- memory
+
+def _tus_upload(app: webtest.TestApp, token: str, i: int) -> None:
+    import base64
+
+    headers = {"Tus-Resumable": "1.0.0", "X-CSRF-Token": token, "Upload-Length": "5",
+               "Upload-Metadata": "filename " + base64.b64encode(f"t{i}.txt".encode()).decode()}
+    location = app.post("/files/", headers=headers).headers["Location"]
+    app.patch(location, b"hello", headers={"Tus-Resumable": "1.0.0", "X-CSRF-Token": token, "Upload-Offset": "0",
+                                           "Content-Type": "application/offset+octet-stream"}, status=204)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "product bug: download URLs and tus locations are built with request.route_path/route_url, and Pyramid "
+    "caches every quoted path segment forever (pyramid.traversal._segment_cache, documented as a leak for "
+    "unbounded values): each upload's random name adds about 290 bytes that are never freed"))
+@pytest.mark.parametrize("endpoint", ["upFile", "form", "tus"])
+def test_uploads_leave_no_per_name_state_in_memory(make_app: Callable[..., Any], endpoint: str) -> None:
+    """Memory must not grow with the number of uploads: nothing keyed by a
+    stored name or upload id may be kept after the request."""
+    from pyramid import traversal
+
+    app = webtest.TestApp(make_app(), extra_environ={"HTTP_HOST": "example.com"})
+    token = app.get("/csrf", headers={"Accept": "application/json"}).json["csrf_token"]
+
+    def upload(i: int) -> None:
+        if endpoint == "upFile":
+            app.post("/upFile", upload_files=[("inputFile", f"f{i}.txt", b"x")], headers={"X-CSRF-Token": token})
+        elif endpoint == "form":
+            app.post("/upload", [("csrf_token", token), ("description", "d")],
+                     upload_files=[("inputFile", f"f{i}.txt", b"x")])
+        else:
+            _tus_upload(app, token, i)
+
+    upload(0)
+    before = len(traversal._segment_cache)
+    for i in range(50):
+        upload(i + 1)
+    assert len(traversal._segment_cache) - before < 5
