@@ -25,6 +25,7 @@ from pyramid.response import Response
 from ..exceptions import UploadError
 from ..uploads import names
 from ..uploads.pipeline import UploadLimits as PipelineLimits, get_storage, receive_upload
+from ..uploads.views import download_path
 from ..uploads.storage import UploadStorage
 from ..views.pages import page_values
 from .i18n import _
@@ -113,7 +114,7 @@ def _finalize(request: Request, storage: UploadStorage, tmpstore: SessionTempSto
                 "sha256": file["sha256"], "field": field})
             tmpstore.pop(file["uid"])
             done.append({**file, "name": name,
-                         "url": request.route_path("sessup.upload_download", name=name),
+                         "url": download_path(request, name),
                          "size_text": format_size(file["size"])})
     except BaseException:
         for file in done:

@@ -26,7 +26,6 @@ computed over the file at completion, in 256 KiB blocks.
 """
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 import hmac
@@ -42,7 +41,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Iterator
 
-from ..uploads.storage import UploadStorage
+from ..uploads.storage import UploadStorage, storage_error_message
 from .protocol import CHECKSUM_ALGORITHMS, CHECKSUM_MISMATCH, TusError
 
 log = logging.getLogger(__name__)
@@ -54,7 +53,6 @@ BLOCK = 256 * 1024
 #: Running hashes kept per process (uploads in progress here).
 HASH_CACHE_SIZE = 256
 
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def owner_digest(token: str) -> str:
@@ -293,8 +291,9 @@ class TusStore:
                 os.ftruncate(fd, start)
             except OSError:  # pragma: no cover - the next lock holder truncates
                 pass
-            if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
-                raise TusError(507, "The upload directory is full") from exc
+            message = storage_error_message(exc)
+            if message is not None:
+                raise TusError(507, message) from exc
             raise
         finally:
             os.close(fd)
@@ -330,8 +329,9 @@ class TusStore:
                 os.replace(temp_path, data_path)  # keep the bytes: a retry can complete it
             except FileNotFoundError:  # pragma: no cover - finalize removed it: damaged (410 next time)
                 pass
-            if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
-                raise TusError(507, "The upload directory is full") from exc
+            message = storage_error_message(exc)
+            if message is not None:
+                raise TusError(507, message) from exc
             raise
         info.done, info.name, info.sha256 = True, name, sha256
         info.expires = time.time() + self.expiry  # how long this record is kept

@@ -49,7 +49,8 @@ from pyramid.request import Request
 from pyramid.response import Response
 
 from ..uploads import names
-from ..uploads.storage import UploadStorage
+from ..uploads.storage import UploadStorage, storage_error_message
+from ..uploads.views import download_path
 from .protocol import (
     OFFSET_OCTET_STREAM,
     TUS_VERSION,
@@ -140,7 +141,7 @@ def _state_headers(request: Request, info: UploadInfo) -> dict[str, str]:
 
 
 def _file_url(request: Request, info: UploadInfo) -> str:
-    return request.route_path("sessup.upload_download", name=info.name)
+    return download_path(request, info.name)
 
 
 def _body_blocks(request: Request, room: int, max_chunk: int | None) -> Iterator[bytes]:
@@ -273,7 +274,8 @@ def create(request: Request) -> Response:
     info = store.create(owner_token=token, length=length, filename=filename, filetype=client_type[:255],
                         metadata=raw_meta.strip(), content_type=media_type,
                         extension=names.stored_extension(ext, values["upload.allowed_extensions"]))
-    location = request.route_url(ROUTE_UPLOAD, id=info.id)
+    # By hand, not route_url: Pyramid caches each quoted segment for good, and ids are random.
+    location = f"{request.application_url}/files/{info.id}"
     try:
         with store.locked(info.id) as info:
             if with_body:
@@ -378,6 +380,13 @@ def _dispatch(table: dict[str, Callable[[Request], Response]]) -> Callable[[Requ
             return handler(request)
         except TusError as exc:
             return _error(request, exc)
+        except OSError as exc:
+            # The upload directory refused a write (full, read-only): a clear 507, not a 500.
+            message = storage_error_message(exc)
+            if message is None:
+                raise
+            log.error("resumable upload refused: %s (%s)", message, exc)
+            return _error(request, TusError(507, message))
 
     return view
 

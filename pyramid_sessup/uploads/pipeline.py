@@ -15,7 +15,7 @@ propagates.
 """
 from __future__ import annotations
 
-import errno
+import logging
 import hashlib
 import hmac
 from dataclasses import dataclass, field as dc_field
@@ -29,7 +29,9 @@ from pyramid.request import Request
 
 from ..exceptions import InsufficientStorage, MalformedMultipart, UnsupportedMediaType, UploadTooLarge
 from . import names
-from .storage import UploadStorage
+from .storage import UploadStorage, storage_error_message
+
+log = logging.getLogger("pyramid_sessup.uploads")
 
 #: ``file_fields`` value that accepts a file in any field.
 ANY_FIELD = "*"
@@ -41,7 +43,14 @@ CSRF_FIELD = "csrf_token"
 #: RFC 2046: a boundary is 1 to 70 characters.
 MAX_BOUNDARY = 70
 
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _raise_storage_error(exc: BaseException) -> None:
+    """Re-raise an upload-directory failure (full, read-only) as a clear 507."""
+    message = storage_error_message(exc)
+    if message is not None:
+        log.error("upload refused: %s (%s)", message, exc)
+        raise InsufficientStorage(message) from exc
 
 
 @dataclass(frozen=True)
@@ -134,8 +143,7 @@ class ParsedUpload:
                 self.storage.delete(f.name)
                 f.name = ""
             self.discard()
-            if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
-                raise InsufficientStorage("The upload directory is full") from exc
+            _raise_storage_error(exc)
             raise
         self.committed = True
         return self.files
@@ -410,8 +418,7 @@ def receive_upload(
             check_token(request, receiver.result.get(CSRF_FIELD))
     except BaseException as exc:
         receiver.abort()
-        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
-            raise InsufficientStorage("The upload directory is full") from exc
+        _raise_storage_error(exc)
         raise
     return receiver.result
 

@@ -35,6 +35,26 @@ _APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
+#: OS errors that mean "the upload directory cannot take this file", with the
+#: message a client gets (507 Insufficient Storage).  Anything else is a bug.
+_STORAGE_ERRORS = {
+    errno.ENOSPC: "The upload directory is full",
+    errno.EDQUOT: "The upload directory is over its quota",
+    errno.EROFS: "The upload directory is read-only; nothing was stored",
+    errno.EACCES: "The upload directory is not writable; nothing was stored",
+    errno.EPERM: "The upload directory is not writable; nothing was stored",
+    errno.EIO: "The upload directory could not be written (I/O error); nothing was stored",
+}
+
+
+def storage_error_message(exc: BaseException) -> str | None:
+    """The client-facing message for an ``OSError`` that the upload directory
+    raised (full, read-only, not writable), or ``None`` for any other error."""
+    if isinstance(exc, OSError):
+        return _STORAGE_ERRORS.get(exc.errno)  # type: ignore[arg-type]
+    return None
+
+
 def _token() -> str:
     return secrets.token_urlsafe(24)
 

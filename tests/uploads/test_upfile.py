@@ -283,7 +283,7 @@ def test_unexpected_error_while_writing_removes_temp(client: webtest.TestApp, up
     from pyramid_sessup.uploads import pipeline
 
     def boom(f: Any, data: bytes) -> None:
-        raise OSError(5, "Input/output error")
+        raise OSError(22, "Invalid argument")  # not a storage condition: a bug, so it propagates
 
     monkeypatch.setattr(pipeline, "_write_all", boom)
     before = fd_count()
