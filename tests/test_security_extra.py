@@ -311,14 +311,13 @@ def _tus_upload(app: webtest.TestApp, token: str, i: int) -> None:
                                            "Content-Type": "application/offset+octet-stream"}, status=204)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: download URLs and tus locations are built with request.route_path/route_url, and Pyramid "
-    "caches every quoted path segment forever (pyramid.traversal._segment_cache, documented as a leak for "
-    "unbounded values): each upload's random name adds about 290 bytes that are never freed"))
 @pytest.mark.parametrize("endpoint", ["upFile", "form", "tus"])
 def test_uploads_leave_no_per_name_state_in_memory(make_app: Callable[..., Any], endpoint: str) -> None:
     """Memory must not grow with the number of uploads: nothing keyed by a
-    stored name or upload id may be kept after the request."""
+    stored name or upload id may be kept after the request.  (Pyramid's
+    ``route_path``/``route_url`` cache every quoted path segment forever,
+    ``pyramid.traversal._segment_cache``; with random names that would keep
+    about 290 bytes per upload.)"""
     from pyramid import traversal
 
     app = webtest.TestApp(make_app(), extra_environ={"HTTP_HOST": "example.com"})

@@ -276,9 +276,6 @@ def test_read_only_upload_directory_leaves_nothing_behind(tmp_path: Path, layout
 
 @pytest.mark.slow
 @pytest.mark.server
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: an OSError other than ENOSPC/EDQUOT from the upload storage (EROFS, EACCES) is not "
-    "mapped to an UploadError, so POST /upFile answers waitress's generic 500; see SECURITY.md"))
 @pytest.mark.parametrize("layout", ["whole-directory", "stored-files-only"])
 @pytest.mark.parametrize("accept", ["text/plain", "application/json"])
 def test_read_only_upload_directory_answers_a_clear_error(tmp_path: Path, layout: str, accept: str) -> None:
@@ -291,11 +288,9 @@ def test_read_only_upload_directory_answers_a_clear_error(tmp_path: Path, layout
 
 @pytest.mark.slow
 @pytest.mark.server
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: the upload form and tus let EROFS from the upload storage escape as a 500 "
-    "(same cause as for /upFile); see SECURITY.md"))
 @pytest.mark.parametrize("endpoint", ["form", "tus-create", "tus-patch"])
 def test_read_only_upload_directory_form_and_tus_answer_clear_errors(tmp_path: Path, endpoint: str) -> None:
+    """The form and tus answer the same clear 507 as /upFile, and keep nothing."""
     import base64
 
     upload_dir = tmp_path / "uploads"
