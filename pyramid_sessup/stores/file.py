@@ -4,7 +4,7 @@ Layout under ``sessup.session.file.path``::
 
     ab/abXXXX…XXXX.json   the record
     ab/abXXXX…XXXX.lock   the session lock of ``sessup.session.lock`` (flock)
-    .merge/NN.lock        short reader/writer locks, striped over 64 files
+    .merge/NN.lock        short reader/writer locks, striped over 16 files
 
 The file's modification time is the last access: a read-only request only
 ``utime``s the file (touch without rewrite), and a record whose mtime is older
@@ -26,6 +26,7 @@ import errno
 import fcntl
 import os
 import secrets
+import threading
 import time
 import zlib
 from contextlib import contextmanager
@@ -34,8 +35,34 @@ from typing import Any, Iterable, Iterator, Mapping
 from ..exceptions import SessionLockTimeout, StoreUnavailable
 from .base import SessionStore, dumps, loads, valid_session_id
 
-_STRIPES = 64
+_STRIPES = 16
 _POLL = 0.005  # seconds between two tries of a held session lock
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    """The whole file from offset 0; one read for the usual small record."""
+    wanted = size + 4096
+    data = os.pread(fd, wanted, 0)
+    if len(data) < wanted:  # a short read of a regular file is its end
+        return data
+    chunks, offset = [data], len(data)
+    while True:
+        chunk = os.pread(fd, 65536, offset)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        offset += len(chunk)
+
+
+def _overwrite(fd: int, payload: bytes, size: int) -> None:
+    """Write ``payload`` over the file from offset 0, padded with spaces to its
+    old ``size`` so that no block is freed (see the module docstring)."""
+    if len(payload) < size:
+        payload += b" " * (size - len(payload))
+    view = memoryview(payload)
+    offset = 0
+    while offset < len(view):
+        offset += os.pwrite(fd, view[offset:], offset)
 
 
 class _HeldLock:
@@ -60,6 +87,10 @@ class FileStore(SessionStore):
         self.path = path
         self._merge_dir = os.path.join(path, ".merge")
         os.makedirs(self._merge_dir, mode=0o700, exist_ok=True)
+        # Each thread keeps its own descriptor per stripe: flock excludes open
+        # file descriptions, so threads must not share one, and reopening the
+        # lock file on every request cost three system calls (each a GIL hand-off).
+        self._local = threading.local()
 
     @classmethod
     def from_settings(cls, values: Mapping[str, Any]) -> "FileStore":
@@ -73,29 +104,47 @@ class FileStore(SessionStore):
     @contextmanager
     def _merge_lock(self, sid: str, shared: bool = False) -> Iterator[None]:
         stripe = zlib.crc32(sid.encode("ascii")) % _STRIPES
-        fd = os.open(os.path.join(self._merge_dir, f"{stripe:02d}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fds = getattr(self._local, "fds", None)
+        if fds is None:
+            fds = self._local.fds = {}
+        fd = fds.get(stripe)
+        if fd is None:
+            fd = fds[stripe] = os.open(os.path.join(self._merge_dir, f"{stripe:02d}.lock"),
+                                       os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
             yield
         finally:
-            os.close(fd)  # closing releases the flock
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
-    def _read(self, path: str, now: float) -> str | None:
-        """The record's text, or None if absent or expired (an expired one is removed)."""
+    def _read(self, path: str, now: float, *, touch: bool = False) -> str | None:
+        """The record's text, or None if absent or expired (an expired one is removed).
+
+        With ``touch``, the access time slides on the same descriptor.
+        """
         try:
-            with open(path, "rb") as f:
-                mtime = os.fstat(f.fileno()).st_mtime
-                if now - mtime > self.timeout:
-                    expired = True
-                else:
-                    return f.read().decode("utf-8", "replace")
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise StoreUnavailable(f"file store: {exc.strerror}") from None
+        try:
+            st = os.fstat(fd)
+            if now - st.st_mtime > self.timeout:
+                expired = True
+            else:
+                expired = False
+                raw = _read_all(fd, st.st_size)
+                if touch:
+                    os.utime(fd)
+        except OSError as exc:
+            raise StoreUnavailable(f"file store: {exc.strerror}") from None
+        finally:
+            os.close(fd)
         if expired:
             self._unlink(path)
-        return None
+            return None
+        return raw.decode("utf-8", "replace")
 
     def _write(self, sid: str, data: Mapping[str, Any]) -> None:
         """Write the record; the caller holds the stripe's exclusive lock."""
@@ -109,13 +158,7 @@ class FileStore(SessionStore):
         except OSError as exc:
             raise StoreUnavailable(f"file store: {exc.strerror}") from None
         try:
-            size = os.fstat(fd).st_size
-            if len(payload) < size:
-                payload += b" " * (size - len(payload))
-            view = memoryview(payload)
-            offset = 0
-            while offset < len(view):
-                offset += os.pwrite(fd, view[offset:], offset)
+            _overwrite(fd, payload, os.fstat(fd).st_size)
         except OSError as exc:
             raise StoreUnavailable(f"file store: {exc.strerror}") from None
         finally:
@@ -150,16 +193,8 @@ class FileStore(SessionStore):
     def load(self, sid: str, *, touch: bool = True) -> dict[str, Any] | None:
         if not valid_session_id(sid):
             return None
-        path = self._record_path(sid)
         with self._merge_lock(sid, shared=True):
-            raw = self._read(path, time.time())
-        if raw is None:
-            return None
-        if touch:
-            try:
-                os.utime(path)
-            except FileNotFoundError:  # deleted by a concurrent request: it is gone
-                return None
+            raw = self._read(self._record_path(sid), time.time(), touch=touch)
         return loads(raw, sid)
 
     def create(self, sid: str, data: Mapping[str, Any]) -> bool:
@@ -175,14 +210,30 @@ class FileStore(SessionStore):
                expected: str | None = None) -> dict[str, Any] | None:
         if not valid_session_id(sid):
             return None
+        path = self._record_path(sid)
         with self._merge_lock(sid):
-            current = loads(self._read(self._record_path(sid), time.time()), sid)
-            if current is None:
+            # One descriptor to read, merge and overwrite: fewer system calls.
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except FileNotFoundError:
                 return None
-            current.update(changed)
-            for key in removed:
-                current.pop(key, None)
-            self._write(sid, current)
+            except OSError as exc:
+                raise StoreUnavailable(f"file store: {exc.strerror}") from None
+            try:
+                st = os.fstat(fd)
+                expired = time.time() - st.st_mtime > self.timeout
+                current = None if expired else loads(_read_all(fd, st.st_size), sid)
+                if current is not None:
+                    current.update(changed)
+                    for key in removed:
+                        current.pop(key, None)
+                    _overwrite(fd, dumps(current).encode("utf-8"), st.st_size)
+            except OSError as exc:
+                raise StoreUnavailable(f"file store: {exc.strerror}") from None
+            finally:
+                os.close(fd)
+            if expired:
+                self._unlink(path)
             return current
 
     def replace(self, sid: str, data: Mapping[str, Any]) -> None:
