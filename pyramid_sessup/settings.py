@@ -236,7 +236,9 @@ PARAMS: tuple[Param, ...] = (
           "If set, only files of these types are accepted ('image/*' allowed)."),
     Param("upload.require_csrf", as_bool, True, "bool", "Require a CSRF token on uploads."),
     Param("upload.fsync", as_bool, False, "bool", "fsync each stored file and its directory before answering."),
-    Param("upload.chunk_size", _int_converter(4 * KiB), 1 * MiB, "bytes",
+    # 256 KiB parses as fast as 1 MiB (measured) and keeps the peak memory of a
+    # large upload a few MiB lower.
+    Param("upload.chunk_size", _int_converter(4 * KiB), 256 * KiB, "bytes",
           "Bytes read from the request body per step of the streaming parser."),
     Param("static.path", _path, None, "path",
           "Directory served at /static by the demo app; empty uses the project's static/ folder."),
