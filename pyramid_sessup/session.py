@@ -389,6 +389,16 @@ def _cookie_attributes(config: SessionConfig) -> str:
 
 
 _ATTRIBUTES: dict[SessionConfig, str] = {}
+_EXPIRES: tuple[int, str] = (0, "")  # (expiry second, its HTTP date): one format per second
+
+
+def _expires(max_age: int) -> str:
+    global _EXPIRES
+    when = int(time.time()) + max_age
+    cached = _EXPIRES
+    if cached[0] != when:
+        cached = _EXPIRES = (when, formatdate(when, usegmt=True))
+    return cached[1]
 
 
 def _set_cookie_header(config: SessionConfig, value: str, max_age: int | None, secure: bool) -> str:
@@ -400,8 +410,7 @@ def _set_cookie_header(config: SessionConfig, value: str, max_age: int | None, s
         attributes = _ATTRIBUTES[config] = _cookie_attributes(config)
     header = f"{config.name}={value}"
     if max_age is not None:
-        expires = formatdate(int(time.time()) + max_age, usegmt=True)
-        header += f"; Max-Age={max_age}; Expires={expires}"
+        header += f"; Max-Age={max_age}; Expires={_expires(max_age)}"
     header += "; " + attributes
     if secure:
         header += "; Secure"
