@@ -339,10 +339,6 @@ def test_uploads_leave_no_per_name_state_in_memory(make_app: Callable[..., Any],
     assert len(traversal._segment_cache) - before < 5
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: the file store keeps one lock-file descriptor per thread and stripe in a threading.local "
-    "and never closes them, so every thread that ends leaks up to 16 descriptors (servers or code that "
-    "start threads per request run out of descriptors)"))
 def test_file_store_keeps_no_descriptor_of_a_finished_thread(tmp_path: Path) -> None:
     from pyramid_sessup.signing import new_session_id
     from pyramid_sessup.stores.file import FileStore

@@ -65,6 +65,19 @@ def _overwrite(fd: int, payload: bytes, size: int) -> None:
         offset += os.pwrite(fd, view[offset:], offset)
 
 
+class _StripeDescriptors(dict):  # type: ignore[type-arg]
+    """One thread's open stripe-lock descriptors.  Thread-local data is
+    released when its thread ends, and this closes them then: threads that come
+    and go leak nothing."""
+
+    def __del__(self) -> None:
+        for fd in self.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
 class _HeldLock:
     """A held session lock: its descriptor, closed exactly once."""
 
@@ -106,7 +119,7 @@ class FileStore(SessionStore):
         stripe = zlib.crc32(sid.encode("ascii")) % _STRIPES
         fds = getattr(self._local, "fds", None)
         if fds is None:
-            fds = self._local.fds = {}
+            fds = self._local.fds = _StripeDescriptors()
         fd = fds.get(stripe)
         if fd is None:
             fd = fds[stripe] = os.open(os.path.join(self._merge_dir, f"{stripe:02d}.lock"),

@@ -208,6 +208,21 @@ def test_kill_9_during_a_large_upload_then_restart(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- read-only directory
 
+@pytest.fixture
+def private_dir() -> Iterator[Path]:
+    """A directory outside pytest's basetemp: a concurrent pytest session's
+    clean-up renames old basetemp directories, which would move a mount
+    point under the test and leave the read-only mount behind."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="sessup-faults-ro-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _mount(*argv: str) -> None:
     subprocess.run(["mount", *argv], check=True, capture_output=True, text=True, timeout=30)
 
@@ -235,7 +250,13 @@ def read_only(directory: Path, writable_tmp: Path | None = None) -> Iterator[Non
         yield
     finally:
         for path in reversed(mounted):
-            subprocess.run(["umount", str(path)], capture_output=True, timeout=30)
+            # A download still closing can keep the mount busy for a moment: retry, then detach lazily.
+            for _ in range(20):
+                if subprocess.run(["umount", str(path)], capture_output=True, timeout=30).returncode == 0:
+                    break
+                time.sleep(0.1)
+            else:
+                subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30)
 
 
 def upload_while_read_only(tmp_path: Path, layout: str, accept: str) -> tuple[int, str]:
@@ -269,8 +290,8 @@ def upload_while_read_only(tmp_path: Path, layout: str, accept: str) -> tuple[in
 @pytest.mark.slow
 @pytest.mark.server
 @pytest.mark.parametrize("layout", ["whole-directory", "stored-files-only"])
-def test_read_only_upload_directory_leaves_nothing_behind(tmp_path: Path, layout: str) -> None:
-    status, text = upload_while_read_only(tmp_path, layout, "application/json")
+def test_read_only_upload_directory_leaves_nothing_behind(private_dir: Path, layout: str) -> None:
+    status, text = upload_while_read_only(private_dir, layout, "application/json")
     assert status >= 400, (status, text)
 
 
@@ -278,24 +299,24 @@ def test_read_only_upload_directory_leaves_nothing_behind(tmp_path: Path, layout
 @pytest.mark.server
 @pytest.mark.parametrize("layout", ["whole-directory", "stored-files-only"])
 @pytest.mark.parametrize("accept", ["text/plain", "application/json"])
-def test_read_only_upload_directory_answers_a_clear_error(tmp_path: Path, layout: str, accept: str) -> None:
-    status, text = upload_while_read_only(tmp_path, layout, accept)
+def test_read_only_upload_directory_answers_a_clear_error(private_dir: Path, layout: str, accept: str) -> None:
+    status, text = upload_while_read_only(private_dir, layout, accept)
     assert status in (503, 507), (status, text)
     message = json.loads(text)["error"] if accept == "application/json" else text
     assert "writ" in message.lower() or "read-only" in message.lower(), message
-    assert str(tmp_path) not in text  # no server path in the answer
+    assert str(private_dir) not in text  # no server path in the answer
 
 
 @pytest.mark.slow
 @pytest.mark.server
 @pytest.mark.parametrize("endpoint", ["form", "tus-create", "tus-patch"])
-def test_read_only_upload_directory_form_and_tus_answer_clear_errors(tmp_path: Path, endpoint: str) -> None:
+def test_read_only_upload_directory_form_and_tus_answer_clear_errors(private_dir: Path, endpoint: str) -> None:
     """The form and tus answer the same clear 507 as /upFile, and keep nothing."""
     import base64
 
-    upload_dir = tmp_path / "uploads"
+    upload_dir = private_dir / "uploads"
     port = free_port()
-    with running_server(upload_ini(tmp_path, port), port):
+    with running_server(upload_ini(private_dir, port), port):
         client = Client(port)
         tus = {"Tus-Resumable": "1.0.0", "X-CSRF-Token": client.token,
                "Upload-Metadata": "filename " + base64.b64encode(b"a.txt").decode()}
