@@ -31,6 +31,8 @@ def error_response(request: Request, status: int, message: str, **extra: object)
         response = Response(status=status, body=(message + "\n").encode("utf-8"),
                             content_type="text/plain", charset="utf-8")
     response.headers["Cache-Control"] = "no-store"
+    # Messages may repeat a client's file name: never let a browser sniff them as HTML.
+    response.headers["X-Content-Type-Options"] = "nosniff"
     return response
 
 

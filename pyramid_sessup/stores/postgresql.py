@@ -227,7 +227,10 @@ class PostgresStore(SessionStore):
                 with self._pool.connection() as conn:
                     return fn(conn)
             except PoolTimeout as exc:
-                raise self._unavailable(exc) from exc
+                # After an outage the pool reconnects with growing delays, so it can
+                # time out although the server is back: serve this call on a direct
+                # connection instead of answering 503 until the pool catches up.
+                return self._run_direct(fn, exc)
             except _UNAVAILABLE as exc:
                 # A pooled connection the server closed (restart, idle kill) fails on
                 # first use: drop the dead ones and try once more on a fresh one.
@@ -239,6 +242,15 @@ class PostgresStore(SessionStore):
                 # e.g. "\u0000" inside a string, which jsonb cannot hold.
                 raise SessionValueError(f"session value rejected by PostgreSQL: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _run_direct(self, fn: Callable[[psycopg.Connection[Any]], T], cause: Exception) -> T:
+        try:
+            with psycopg.connect(self._conninfo, autocommit=True) as conn:
+                return fn(conn)
+        except _UNAVAILABLE as exc:
+            raise self._unavailable(cause) from exc
+        except psycopg.DataError as exc:
+            raise SessionValueError(f"session value rejected by PostgreSQL: {exc}") from exc
 
     def _setup(self) -> None:
         with self._setup_lock:
