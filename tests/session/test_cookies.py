@@ -59,7 +59,8 @@ def test_old_secret_accepted_and_reissued_with_first(make_app: Any) -> None:
 
 def test_csrf_required_on_state_changing_requests(testapp: Any) -> None:
     testapp.get("/session")
-    testapp.post("/session/regenerate", status=403)
+    refused = testapp.post("/session/regenerate", status=403)
+    assert refused.headers["X-Content-Type-Options"] == "nosniff"  # error texts are never sniffed as HTML
     token = testapp.get("/csrf").json["csrf_token"]
     testapp.post("/session/regenerate", headers={"X-CSRF-Token": token}, status=200)
     testapp.post("/session/destroy", {"csrf_token": token}, status=200)
