@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, NoReturn, Sequence
 
 import pytest
 
@@ -37,14 +37,18 @@ def port_answers(host: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-def require_service(name: str, host: str, port: int) -> None:
-    """Skip when a service is absent on a developer machine; fail under CI=true."""
-    if port_answers(host, port):
-        return
-    message = f"{name} is not answering on {host}:{port}"
+def unavailable(message: str) -> NoReturn:
+    """Something a test needs is missing: skip on a developer machine, fail
+    under CI=true (a skip there would hide a missing install or start step)."""
     if IN_CI:
-        pytest.fail(message + " (CI=true: a missing service fails the run)")
+        pytest.fail(message + " (CI=true: what a test needs must be there)")
     pytest.skip(message)
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Return if the service answers; otherwise :func:`unavailable`."""
+    if not port_answers(host, port):
+        unavailable(f"{name} is not answering on {host}:{port}")
 
 
 def write_ini(directory: Path, overrides: dict[str, str], base: str = "testing.ini", port: int | None = None) -> Path:

@@ -20,17 +20,14 @@ from typing import Iterator
 
 import pytest
 
-from ..support import IN_CI, free_port, port_answers
+from ..support import free_port, port_answers, unavailable
 
 
 def require_binary(path: str | None, what: str) -> str:
     """The binary, or skip (fail under CI=true) when it is not installed."""
     if path and os.access(path, os.X_OK):
         return path
-    message = f"{what} is not installed"
-    if IN_CI:
-        pytest.fail(message + " (CI=true: a missing service fails the run)")
-    pytest.skip(message)
+    unavailable(f"{what} is not installed")
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.05) -> None:  # type: ignore[no-untyped-def]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ..support import IN_CI, free_port, running_server
+from ..support import free_port, running_server, unavailable
 from .servers import TUS, Client, tus_ini
 
 pytestmark = [pytest.mark.server]
@@ -25,10 +25,7 @@ MiB = 1024 * 1024
 def node() -> str:
     exe = shutil.which("node")
     if exe is None or not (JS / "node_modules" / "tus-js-client").is_dir():
-        message = "node or tests/tus/js/node_modules (npm ci in tests/tus/js) is missing"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("node or tests/tus/js/node_modules (npm ci in tests/tus/js) is missing")
     return exe
 
 

@@ -7,11 +7,11 @@ import os
 from pathlib import Path
 
 import pytest
+from tusclient import client as tusclient  # tuspy is a test dependency: a missing install fails the run
 
 from ..support import free_port, running_server
 from .servers import TUS, Client, tus_ini
 
-tusclient = pytest.importorskip("tusclient.client")
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 

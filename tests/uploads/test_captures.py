@@ -18,7 +18,7 @@ from typing import Any, Callable
 import pytest
 import webtest
 
-from ..support import IN_CI, ROOT
+from ..support import ROOT, unavailable
 from .conftest import leftovers
 
 CAPTURES = Path(os.environ.get("SESSUP_MULTIPART_CAPTURES", ROOT.parent / "shared" / "multipart-captures"))
@@ -34,10 +34,7 @@ def case_ids() -> list[Any]:
 @pytest.mark.parametrize("case_dir", case_ids())
 def test_capture(case_dir: Path | None, upapp: Callable[..., webtest.TestApp], upload_dir: Path) -> None:
     if case_dir is None:
-        message = f"multipart captures not found at {CAPTURES}"
-        if IN_CI:
-            pytest.fail(message + " (CI=true)")
-        pytest.skip(message)
+        unavailable(f"multipart captures not found at {CAPTURES}")
     case = json.loads((case_dir / "case.json").read_text())
     raw_path = case_dir / case["body"]
     data = gzip.decompress(raw_path.read_bytes()) if raw_path.suffix == ".gz" else raw_path.read_bytes()
