@@ -49,6 +49,7 @@ from pyramid.request import Request
 from pyramid.response import Response
 
 from ..uploads import names
+from ..uploads.body import body_length, iter_body
 from ..uploads.storage import UploadStorage, storage_error_message
 from ..uploads.views import download_path
 from .protocol import (
@@ -148,39 +149,19 @@ def _body_blocks(request: Request, room: int, max_chunk: int | None) -> Iterator
     """The PATCH body in blocks, never more than ``room`` bytes (the rest of
     ``Upload-Length``).  Raises 413 past it (before reading, when
     ``Content-Length`` says so) and :class:`ConnectionError` on a short body."""
-    environ = request.environ
-    raw = (environ.get("CONTENT_LENGTH") or "").strip()
-    stream = environ.get("wsgi.input")
-    if raw:
-        if not raw.isdigit():
-            raise TusError(400, "Invalid Content-Length")
-        remaining = int(raw)
-        _check_room(remaining, room, max_chunk)
-    elif environ.get("wsgi.input_terminated"):
-        remaining = -1  # chunked: read to the end, counting
-    else:
-        remaining = 0
-    if stream is None:
-        remaining = 0
+    try:
+        length = body_length(request.environ)
+    except ValueError:
+        raise TusError(400, "Invalid Content-Length") from None
+    if length > 0:
+        _check_room(length, room, max_chunk)
 
     def blocks() -> Iterator[bytes]:
-        nonlocal remaining
         seen = 0
-        while remaining:
-            size = READ_BLOCK if remaining < 0 else min(READ_BLOCK, remaining)
-            try:
-                block = stream.read(size)
-            except OSError as exc:
-                raise ConnectionError("client went away") from exc
-            if not block:
-                if remaining > 0:
-                    raise ConnectionError("body shorter than Content-Length")
-                return
+        for block in iter_body(request.environ, length, READ_BLOCK):
             seen += len(block)
-            if remaining < 0:
+            if length < 0:  # no declared length: count as the bytes come
                 _check_room(seen, room, max_chunk)
-            else:
-                remaining -= len(block)
             yield block
 
     return blocks()

@@ -15,9 +15,9 @@ propagates.
 """
 from __future__ import annotations
 
-import logging
 import hashlib
 import hmac
+import logging
 from dataclasses import dataclass, field as dc_field
 from typing import Any, BinaryIO, Collection, Iterator, Mapping
 
@@ -29,6 +29,7 @@ from pyramid.request import Request
 
 from ..exceptions import InsufficientStorage, MalformedMultipart, UnsupportedMediaType, UploadTooLarge
 from . import names
+from .body import ShortBody, body_length, iter_body
 from .storage import UploadStorage, storage_error_message
 
 log = logging.getLogger("pyramid_sessup.uploads")
@@ -195,35 +196,16 @@ def _body_chunks(request: Request, chunk_size: int) -> Iterator[bytes]:
     A short read (the client went away, or sent less than it announced) is a
     truncated body: 400.
     """
-    environ = request.environ
-    stream = environ.get("wsgi.input")
-    raw_length = environ.get("CONTENT_LENGTH") or ""
-    if raw_length.strip():
-        try:
-            remaining = int(raw_length)
-        except ValueError:
-            raise MalformedMultipart("Invalid Content-Length") from None
-        if remaining < 0:
-            raise MalformedMultipart("Invalid Content-Length")
-    elif environ.get("wsgi.input_terminated"):
-        remaining = -1  # chunked, and the server marks the end of input
-    else:
-        remaining = 0
-    if stream is None:
-        remaining = 0
-    while remaining:
-        size = chunk_size if remaining < 0 else min(chunk_size, remaining)
-        try:
-            chunk = stream.read(size)
-        except OSError as exc:
+    try:
+        length = body_length(request.environ)
+    except ValueError:
+        raise MalformedMultipart("Invalid Content-Length") from None
+    try:
+        yield from iter_body(request.environ, length, chunk_size)
+    except ShortBody as exc:
+        if exc.disconnected:
             raise MalformedMultipart("The request body could not be read (client disconnected)") from exc
-        if not chunk:
-            if remaining > 0:
-                raise MalformedMultipart("The request body is shorter than its Content-Length")
-            return
-        if remaining > 0:
-            remaining -= len(chunk)
-        yield chunk
+        raise MalformedMultipart("The request body is shorter than its Content-Length") from None
 
 
 def _write_all(f: BinaryIO, data: bytes) -> None:
