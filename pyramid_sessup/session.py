@@ -172,8 +172,9 @@ class SessupSession(BeakerSession):
             if data is not None:
                 self.id = sid
                 self.is_new = False
-                # The record as loaded: lets a store swap in the merge without re-reading it.
-                self._loaded_record = dumps(data)
+                if store.compare_and_set:
+                    # The record as loaded: lets the store swap in the merge without re-reading it.
+                    self._loaded_record = dumps(data)
                 self._created = float(data.pop(CREATED_KEY, self._created) or self._created)
                 self.last_accessed = self._created
                 dict.update(self, data)
@@ -299,7 +300,7 @@ class SessupSession(BeakerSession):
             return
         data = self._store_call(self.store.load, self.id)
         dict.clear(self)
-        self._loaded_record = None if data is None else dumps(data)
+        self._loaded_record = dumps(data) if data is not None and self.store.compare_and_set else None
         if data is None:  # expired or deleted meanwhile
             self.invalidate()
             return

@@ -59,11 +59,23 @@ def loads(raw: str | bytes | None, sid: str = "?") -> dict[str, Any] | None:
     return data
 
 
+def merge(data: dict[str, Any], changed: Mapping[str, Any], removed: Iterable[str]) -> dict[str, Any]:
+    """The per-key merge every store applies: set ``changed``, drop ``removed``."""
+    data.update(changed)
+    for key in removed:
+        data.pop(key, None)
+    return data
+
+
 class SessionStore(abc.ABC):
     """Abstract session store.  ``timeout`` is the idle lifetime in seconds."""
 
     #: Name used in ``sessup.session.store``.
     name: str = "abstract"
+
+    #: Whether :meth:`update` uses ``expected``; the session layer serializes
+    #: the loaded record for it only when this is true.
+    compare_and_set: bool = False
 
     def __init__(self, *, timeout: int) -> None:
         self.timeout = timeout
@@ -151,4 +163,5 @@ __all__ = [
     "valid_session_id",
     "dumps",
     "loads",
+    "merge",
 ]

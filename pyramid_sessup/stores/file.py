@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, Mapping
 
 from ..exceptions import SessionLockTimeout, StoreUnavailable
-from .base import SessionStore, dumps, loads, valid_session_id
+from .base import SessionStore, dumps, loads, merge, valid_session_id
 
 _STRIPES = 16
 _POLL = 0.005  # seconds between two tries of a held session lock
@@ -237,10 +237,7 @@ class FileStore(SessionStore):
                 expired = time.time() - st.st_mtime > self.timeout
                 current = None if expired else loads(_read_all(fd, st.st_size), sid)
                 if current is not None:
-                    current.update(changed)
-                    for key in removed:
-                        current.pop(key, None)
-                    _overwrite(fd, dumps(current).encode("utf-8"), st.st_size)
+                    _overwrite(fd, dumps(merge(current, changed, removed)).encode("utf-8"), st.st_size)
             except OSError as exc:
                 raise StoreUnavailable(f"file store: {exc.strerror}") from None
             finally:

@@ -13,7 +13,7 @@ import uuid
 from typing import Any, Iterable, Iterator, Mapping
 
 from ..exceptions import SessionLockTimeout
-from .base import SessionStore, dumps, loads, valid_session_id
+from .base import SessionStore, dumps, loads, merge, valid_session_id
 
 _SWEEP_EVERY = 4096  # writes between two sweeps of expired records
 
@@ -74,10 +74,7 @@ class MemoryStore(SessionStore):
             current = loads(self._live(sid, now), sid)
             if current is None:
                 return None
-            current.update(changed)
-            for key in removed:
-                current.pop(key, None)
-            self._write(sid, current, now)
+            self._write(sid, merge(current, changed, removed), now)
             return current
 
     def replace(self, sid: str, data: Mapping[str, Any]) -> None:

@@ -31,7 +31,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from ..exceptions import SessionLockTimeout, StoreUnavailable
-from .base import SessionStore, dumps, loads, valid_session_id
+from .base import SessionStore, dumps, loads, merge, valid_session_id
 
 log = logging.getLogger("pyramid_sessup.stores.redis")
 
@@ -70,6 +70,7 @@ class RedisStore(SessionStore):
     """Sessions in Redis, selected by ``sessup.session.store = redis``."""
 
     name = "redis"
+    compare_and_set = True
 
     def __init__(
         self,
@@ -178,9 +179,7 @@ class RedisStore(SessionStore):
                         if data is None:
                             pipe.unwatch()
                             return None
-                        data.update(changed)
-                        for name in removed:
-                            data.pop(name, None)
+                        merge(data, changed, removed)
                         pipe.multi()
                         pipe.set(key, dumps(data), ex=self.timeout)
                         pipe.execute()
@@ -200,9 +199,7 @@ class RedisStore(SessionStore):
             data = loads(base, sid)
             if data is None:
                 return None
-            data.update(changed)
-            for name in removed:
-                data.pop(name, None)
+            merge(data, changed, removed)
             try:
                 result = self._swap_script(keys=[key], args=[base, dumps(data), self.timeout])
             except (RedisConnectionError, RedisTimeoutError) as exc:
