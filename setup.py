@@ -44,7 +44,7 @@ setup(
     install_requires=requires,
     extras_require={"testing": tests_require},
     entry_points={
-        "paste.app_factory": ["main = pyramid_sessup:main"],
+        "paste.app_factory": ["main = pyramid_sessup.demo:main"],
         "console_scripts": [
             "sessup-sessions = pyramid_sessup.scripts.sessions:main",
             "sessup-sweep = pyramid_sessup.scripts.sweep:main",

@@ -1,23 +1,33 @@
 """pyramid_sessup: sessions and file uploads for Pyramid, done properly.
 
-Two ways in:
+``config.include("pyramid_sessup")`` sets the session factory from the
+``sessup.*`` settings (and renders the add-on's own errors); nothing else
+app-wide.  The route groups are separate includes, each honouring
+``route_prefix``:
 
-* ``pserve development.ini`` runs the demo application (:func:`main`);
-* ``config.include('pyramid_sessup')`` gives a host application the session
-  factory, CSRF policy, settings handling and (when ``sessup.upload.path`` is
-  set) the upload routes (:func:`includeme`).
+* ``pyramid_sessup.session_api``: ``/csrf``, ``/session``, ``/session/info``,
+  ``/session/regenerate``, ``/session/destroy``;
+* ``pyramid_sessup.uploads``: ``/upFile`` and ``/uploads/{name}``;
+* ``pyramid_sessup.tus``: the resumable-upload endpoint ``/files/``.
+
+Apps that configure in Python use :class:`SessupSessionFactory` instead.
+The demo application (``pserve development.ini``) is
+:func:`pyramid_sessup.demo.main`; the add-on never imports it.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from pyramid.config import Configurator
-from pyramid.csrf import SessionCSRFStoragePolicy
-from pyramid.router import Router
 
+from .factory import SessupSessionFactory
 from .settings import parse_settings
 
-__all__ = ["main", "includeme", "get_sessup_settings"]
+__all__ = ["includeme", "get_sessup_settings", "SessupSessionFactory", "STATIC"]
+
+#: Asset spec of the add-on's browser scripts and styles (``sessup-upload.js``,
+#: ``sessup-tus.js``, ``sessup.css``): ``config.add_static_view("sessup-static", STATIC)``.
+STATIC = "pyramid_sessup:static/"
 
 
 def get_sessup_settings(registry: Any) -> dict[str, Any]:
@@ -26,10 +36,11 @@ def get_sessup_settings(registry: Any) -> dict[str, Any]:
 
 
 def includeme(config: Configurator) -> None:
-    """Configure sessions, CSRF and uploads from the ``sessup.*`` settings.
+    """Set the session factory from the ``sessup.*`` settings.
 
     Raises :class:`pyramid.exceptions.ConfigurationError` naming the key for
-    any unknown or ill-typed setting.
+    any unknown or ill-typed setting.  The host's CSRF policy and defaults are
+    left as the host set them.
     """
     from .session import session_factory_from_values
     from .stores import make_store
@@ -39,18 +50,4 @@ def includeme(config: Configurator) -> None:
     store = make_store(values)
     config.registry.sessup_store = store
     config.set_session_factory(session_factory_from_values(values, store))
-    config.set_csrf_storage_policy(SessionCSRFStoragePolicy())
-    config.set_default_csrf_options(require_csrf=True)
     config.include(".errors")
-    config.include(".views.session")
-    if values["upload.path"]:
-        config.include(".uploads.views")
-        config.include(".tus.views")
-
-
-def main(global_config: dict[str, Any] | None, **settings: Any) -> Router:
-    """The WSGI application behind ``pserve development.ini`` (``paste.app_factory``)."""
-    with Configurator(settings=settings) as config:
-        config.include(includeme)
-        config.include(".routes")
-    return config.make_wsgi_app()

@@ -1,20 +1,25 @@
-"""Turn pyramid_sessup's errors into clear answers: text or JSON by ``Accept``.
+"""One renderer for every error answer of pyramid_sessup.
 
-Every error a client can cause maps to a 4xx (or 503/507) with a message that
-names what went wrong, never a server path or a traceback.
+Every error a client can cause maps to a 4xx (or 503/507) whose message names
+what went wrong, never a server path or a traceback: text or JSON by
+``Accept``, ``X-Content-Type-Options: nosniff``, ``Cache-Control: no-store``,
+and ``Retry-After`` (``sessup.retry_after``) on 503.  Only the add-on's own
+exception classes are rendered here; the host application's errors stay the
+host's.
 """
 from __future__ import annotations
 
-import logging
+from typing import Any
 
 from pyramid.config import Configurator
-from pyramid.exceptions import BadCSRFOrigin, BadCSRFToken
 from pyramid.request import Request
 from pyramid.response import Response
 
-from .exceptions import SessionLockTimeout, StoreUnavailable, SessupError
+from .exceptions import SessupError
+from .urls import Answer
 
-log = logging.getLogger("pyramid_sessup")
+#: Seconds in ``Retry-After`` when no setting says otherwise.
+DEFAULT_RETRY_AFTER = 5
 
 
 def wants_json(request: Request) -> bool:
@@ -23,34 +28,49 @@ def wants_json(request: Request) -> bool:
     return best == "application/json"
 
 
-def error_response(request: Request, status: int, message: str, **extra: object) -> Response:
-    """A plain-text or JSON error answer; JSON is ``{"error": message, **extra}``."""
-    if wants_json(request):
-        response = Response(status=status, json_body={"error": message, **extra})
+def _retry_after(request: Request) -> int:
+    values = getattr(request.registry, "sessup_settings", None)
+    return values["retry_after"] if values else DEFAULT_RETRY_AFTER
+
+
+def fill_error(response: Response, request: Request, exc: SessupError) -> Response:
+    """Make ``response`` (new or already built) the error answer for ``exc``."""
+    response.status = exc.status_code  # type: ignore[assignment]
+    if request.method == "HEAD":
+        response.body = b""
+    elif wants_json(request):
+        body: dict[str, Any] = {"error": exc.message, "code": exc.code, **exc.details}
+        response.json_body = body
+        response.content_type = "application/json"
     else:
-        response = Response(status=status, body=(message + "\n").encode("utf-8"),
-                            content_type="text/plain", charset="utf-8")
-    response.headers["Cache-Control"] = "no-store"
+        response.content_type = "text/plain"
+        response.charset = "utf-8"
+        response.text = exc.message + "\n"
+    headers = response.headers
+    headers["Cache-Control"] = "no-store"
     # Messages may repeat a client's file name: never let a browser sniff them as HTML.
-    response.headers["X-Content-Type-Options"] = "nosniff"
+    headers["X-Content-Type-Options"] = "nosniff"
+    if exc.status_code in (429, 503) and "Retry-After" not in exc.headers:
+        headers["Retry-After"] = str(_retry_after(request))
+    for key, value in exc.headers.items():
+        headers[key] = value
     return response
+
+
+def render_error(request: Request, exc: SessupError) -> Response:
+    """The error answer for ``exc``."""
+    return fill_error(Answer(), request, exc)
+
+
+def error_response(request: Request, status: int, message: str, **details: Any) -> Response:
+    """A plain-text or JSON error answer without raising."""
+    return render_error(request, SessupError(message, status=status, **details))
 
 
 def sessup_error_view(exc: SessupError, request: Request) -> Response:
-    response = error_response(request, exc.status_code, str(exc) or type(exc).__name__)
-    if isinstance(exc, (StoreUnavailable, SessionLockTimeout)):
-        response.headers["Retry-After"] = "5"
-    return response
-
-
-def csrf_error_view(exc: BadCSRFToken | BadCSRFOrigin, request: Request) -> Response:
-    # Pyramid answers 400 here; a missing/wrong token or a foreign origin is a refusal, so 403.
-    if isinstance(exc, BadCSRFOrigin):
-        return error_response(request, 403, "Cross-origin request refused (Origin/Referer check)")
-    return error_response(request, 403, "CSRF token missing or incorrect")
+    # No log line here: the session store logs an outage once, not per request.
+    return render_error(request, exc)
 
 
 def includeme(config: Configurator) -> None:
     config.add_exception_view(sessup_error_view, context=SessupError)
-    config.add_exception_view(csrf_error_view, context=BadCSRFToken)
-    config.add_exception_view(csrf_error_view, context=BadCSRFOrigin)

@@ -456,7 +456,7 @@ def session_factory_from_values(values: Mapping[str, Any], store: SessionStore) 
                 sess.persist()
             except StoreUnavailable:
                 if config.on_store_error == "fail":
-                    _store_down_response(response)
+                    _store_down_response(request, response)
                 return
             sess.apply_cookie(response)
 
@@ -522,13 +522,10 @@ def session_factory_from_values(values: Mapping[str, Any], store: SessionStore) 
     return SessupSessionObject
 
 
-def _store_down_response(response: Response) -> None:
+def _store_down_response(request: Request, response: Response) -> None:
     """Turn an already-built response into the 503 the ``fail`` policy promises."""
-    response.status = 503
-    response.content_type = "text/plain"
-    response.charset = "utf-8"
-    response.text = "Session store unavailable; try again shortly\n"
-    response.headers["Retry-After"] = "5"
-    response.headers["Cache-Control"] = "no-store"
+    from .errors import fill_error
+
     for name in [k for k in response.headers if k.lower() == "set-cookie"]:
         del response.headers[name]
+    fill_error(response, request, StoreUnavailable("Session store unavailable; try again shortly"))

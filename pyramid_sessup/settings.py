@@ -154,6 +154,30 @@ def _url_prefix(value: Any) -> str:
     return text.rstrip("/") or "/"
 
 
+def _route_path(value: Any) -> str | None:
+    """A route's path, or empty to leave the route out."""
+    text = "" if value is None else str(value).strip()
+    if not text:
+        return None
+    if not text.startswith("/") or any(ch in text for ch in "{}?#%\\ \t\r\n\x00"):
+        raise _Invalid("must be a plain path starting with '/' (no braces, '?', '#', '%' or spaces)")
+    return text.rstrip("/") or "/"
+
+
+def _public_url(value: Any) -> str | None:
+    """``https://host[:port][/path]``: the base of every absolute URL the add-on emits."""
+    text = "" if value is None else str(value).strip()
+    if not text:
+        return None
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment \
+            or any(ch in text for ch in " \t\r\n\x00\"'<>\\"):
+        raise _Invalid("expected an absolute http(s) URL such as https://example.com/app")
+    return text.rstrip("/")
+
+
 @dataclass(frozen=True)
 class Param:
     """One ``sessup.*`` key: its converter, its default and its meaning."""
@@ -172,6 +196,25 @@ MiB = 1024 * KiB
 PARAMS: tuple[Param, ...] = (
     Param("production", as_bool, False, "bool",
           "Refuse to start without a secret, with a development secret, or with the memory store."),
+    Param("public_url", _public_url, None, "URL or empty",
+          "Base of the absolute URLs the add-on emits (e.g. https://example.com/app). Empty: it emits "
+          "paths (SCRIPT_NAME, route prefix, route), never a URL built from the request's Host header."),
+    Param("retry_after", _int_converter(0), 5, "seconds", "Retry-After of every 503 (and 429) answer."),
+    # -- routes (each group is its own include; empty leaves a route out) -----------------
+    Param("routes.csrf", _route_path, "/csrf", "path or empty",
+          "GET: a CSRF token for script clients (pyramid_sessup.session_api)."),
+    Param("routes.session", _route_path, "/session", "path or empty",
+          "GET: count a view, as express-session's example (pyramid_sessup.session_api)."),
+    Param("routes.session_info", _route_path, "/session/info", "path or empty",
+          "GET: the session's views, created time and expiry (pyramid_sessup.session_api)."),
+    Param("routes.session_regenerate", _route_path, "/session/regenerate", "path or empty",
+          "POST (CSRF-checked): new session ID, same data (pyramid_sessup.session_api)."),
+    Param("routes.session_destroy", _route_path, "/session/destroy", "path or empty",
+          "POST (CSRF-checked): destroy the session (pyramid_sessup.session_api)."),
+    Param("routes.upload", _route_path, "/upFile", "path or empty",
+          "POST: the streaming upload, echoing where each file went (pyramid_sessup.uploads)."),
+    Param("routes.tus", _route_path, "/files", "path or empty",
+          "The tus resumable-upload endpoint (pyramid_sessup.tus)."),
     # -- sessions -----------------------------------------------------------------------
     Param("session.secret", _words, (), "secrets",
           "Whitespace-separated secrets: the first signs session cookies, all verify "
@@ -241,7 +284,8 @@ PARAMS: tuple[Param, ...] = (
     Param("upload.chunk_size", _int_converter(4 * KiB), 256 * KiB, "bytes",
           "Bytes read from the request body per step of the streaming parser."),
     Param("static.path", _path, None, "path",
-          "Directory served at /static by the demo app; empty uses the project's static/ folder."),
+          "Directory served at /static by the demo app; empty serves the package's assets "
+          "(pyramid_sessup:static/, the project's static/ folder)."),
     Param("upload.tus_expiry", _int_converter(1), 86400, "seconds",
           "An unfinished tus upload (/files/) not continued for this long expires: 410, then swept "
           "(start-up and sweep function); finished uploads' records are dropped after it too."),

@@ -10,7 +10,7 @@ import webtest
 from pyramid.paster import get_appsettings
 from pyramid.testing import testConfig
 
-from pyramid_sessup import main
+from pyramid_sessup.demo import main
 
 from .support import ROOT
 

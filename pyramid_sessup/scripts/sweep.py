@@ -23,6 +23,7 @@ from pyramid.exceptions import ConfigurationError
 from pyramid.paster import get_appsettings, setup_logging
 
 from ..settings import parse_settings
+from ..tus.state import sweep as sweep_tus
 from ..uploads.storage import UploadStorage
 
 
@@ -47,8 +48,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if max_age < 0:
         sys.stderr.write("sessup-sweep: --max-age must be at least 0\n")
         return 2
-    from ..tus.views import sweep as sweep_tus
-
     removed = UploadStorage(values["upload.path"]).sweep(max_age)
     expired = sweep_tus(values["upload.path"], values["upload.tus_expiry"])
     print(f"removed {removed} temporary file(s) and {expired} expired resumable upload(s)")

@@ -12,6 +12,8 @@ import re
 from email.utils import formatdate
 from typing import Any, Mapping
 
+from ..exceptions import SessupError
+
 TUS_VERSION = "1.0.0"
 #: Extensions this server implements (advertised by ``OPTIONS``).
 EXTENSIONS = ("creation", "creation-with-upload", "termination", "expiration", "checksum")
@@ -28,14 +30,17 @@ _DIGITS = re.compile(r"[0-9]{1,19}")
 _META_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
-class TusError(Exception):
+class TusError(SessupError):
     """A request the protocol refuses: ``status`` and a message for people."""
 
+    code = "tus_refused"
+
     def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = dict(headers or {})
+        super().__init__(message, status=status, headers=headers)
+
+    @property
+    def status(self) -> int:
+        return self.status_code
 
 
 def parse_length(value: str | None, header: str) -> int:

@@ -436,3 +436,8 @@ def _remove_if_older(path: str, cutoff: float) -> None:
         except FileNotFoundError:
             pass
 
+
+def sweep(root: str, expiry: int, *, now: float | None = None) -> int:
+    """Remove the expired tus uploads of the upload directory ``root`` (for
+    a cron job or the sweep command); return how many unfinished ones went."""
+    return TusStore(UploadStorage(root), expiry).sweep(now)

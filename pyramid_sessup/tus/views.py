@@ -43,15 +43,18 @@ import secrets
 from typing import Any, Callable, Iterator
 
 from pyramid.config import Configurator
-from pyramid.csrf import check_csrf_origin
-from pyramid.exceptions import BadCSRFOrigin
 from pyramid.request import Request
 from pyramid.response import Response
 
+from ..csrf import check_origin
+from ..errors import fill_error
+from ..exceptions import SessupError
+from ..routing import ensure_base
 from ..uploads import names
 from ..uploads.body import body_length, iter_body
 from ..uploads.storage import UploadStorage, storage_error_message
 from ..uploads.views import download_path
+from ..urls import Answer, group_url, remember_prefix
 from .protocol import (
     OFFSET_OCTET_STREAM,
     TUS_VERSION,
@@ -63,7 +66,7 @@ from .protocol import (
     parse_length,
     parse_metadata,
 )
-from .state import Busy, Gone, TusStore, UploadInfo
+from .state import Busy, Gone, TusStore, UploadInfo, sweep
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,9 @@ READ_BLOCK = 256 * 1024
 
 ROUTE_COLLECTION = "sessup.tus"
 ROUTE_UPLOAD = "sessup.tus_upload"
+GROUP = "tus"
+
+__all__ = ["includeme", "get_tus_store", "sweep", "upload_url"]
 
 
 def get_tus_store(request: Request) -> TusStore:
@@ -84,17 +90,11 @@ def get_tus_store(request: Request) -> TusStore:
     return request.registry.sessup_tus_store
 
 
-def sweep(root: str, expiry: int, *, now: float | None = None) -> int:
-    """Remove the expired tus uploads of the upload directory ``root`` (for
-    a cron job or a sweep command); return how many unfinished ones went."""
-    return TusStore(UploadStorage(root), expiry).sweep(now)
-
-
 # -- helpers ----------------------------------------------------------------------------------
 
 
 def _answer(status: int, headers: dict[str, str] | None = None, body: bytes = b"") -> Response:
-    response = Response(status=status, body=body)
+    response = Answer(status=status, body=body)
     response.headers["Tus-Resumable"] = TUS_VERSION
     response.headers["Cache-Control"] = "no-store"
     for key, value in (headers or {}).items():
@@ -104,12 +104,9 @@ def _answer(status: int, headers: dict[str, str] | None = None, body: bytes = b"
     return response
 
 
-def _error(request: Request, exc: TusError) -> Response:
-    body = b"" if request.method == "HEAD" else (exc.message + "\n").encode("utf-8")
-    response = _answer(exc.status, exc.headers, body)
-    if body:
-        response.content_type = "text/plain"
-        response.charset = "utf-8"
+def _error(request: Request, exc: SessupError) -> Response:
+    response = fill_error(Answer(), request, exc)
+    response.headers["Tus-Resumable"] = TUS_VERSION
     return response
 
 
@@ -203,11 +200,10 @@ def _write(request: Request, store: TusStore, info: UploadInfo) -> None:
                        {"Upload-Offset": str(info.offset)})
 
 
-def _same_origin(request: Request) -> None:
-    try:
-        check_csrf_origin(request, raises=True, allow_no_origin=True)
-    except BadCSRFOrigin:
-        raise TusError(403, "Cross-origin request refused") from None
+def upload_url(request: Request, upload_id: str) -> str:
+    """The URL of upload ``upload_id``: a path under the route prefix, or an
+    absolute URL from ``sessup.public_url``; never from ``Host``."""
+    return group_url(request, GROUP, f"{request.registry.sessup_settings['routes.tus']}/{upload_id}")
 
 
 # -- views ------------------------------------------------------------------------------------
@@ -255,8 +251,7 @@ def create(request: Request) -> Response:
     info = store.create(owner_token=token, length=length, filename=filename, filetype=client_type[:255],
                         metadata=raw_meta.strip(), content_type=media_type,
                         extension=names.stored_extension(ext, values["upload.allowed_extensions"]))
-    # By hand, not route_url: Pyramid caches each quoted segment for good, and ids are random.
-    location = f"{request.application_url}/files/{info.id}"
+    location = upload_url(request, info.id)
     try:
         with store.locked(info.id) as info:
             if with_body:
@@ -335,7 +330,7 @@ def result(request: Request) -> Response:
     else:
         body = {"complete": False, "offset": info.offset, "length": info.length,
                 "expires": http_date(info.expires)}
-    response = Response(json_body=body)
+    response = Answer(json_body=body)
     response.headers["Tus-Resumable"] = TUS_VERSION
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -357,9 +352,9 @@ def _dispatch(table: dict[str, Callable[[Request], Response]]) -> Callable[[Requ
             if request.method != "OPTIONS":
                 if request.method != "GET":
                     check_version(request.headers.get("Tus-Resumable"))
-                    _same_origin(request)
+                    check_origin(request)
             return handler(request)
-        except TusError as exc:
+        except SessupError as exc:
             return _error(request, exc)
         except OSError as exc:
             # The upload directory refused a write (full, read-only): a clear 507, not a 500.
@@ -373,8 +368,15 @@ def _dispatch(table: dict[str, Callable[[Request], Response]]) -> Callable[[Requ
 
 
 def includeme(config: Configurator) -> None:
-    """Add the tus routes (under ``/files``) and sweep expired uploads."""
-    values = config.registry.sessup_settings
+    """Add the tus routes (``sessup.routes.tus``, under the include's
+    ``route_prefix``) and sweep expired uploads."""
+    from pyramid.exceptions import ConfigurationError
+
+    values = ensure_base(config)
+    if not values["upload.path"]:
+        raise ConfigurationError("pyramid_sessup.tus needs sessup.upload.path (the upload directory)")
+    if not values["routes.tus"]:
+        return
     storage = getattr(config.registry, "sessup_upload_storage", None)
     if storage is None:
         storage = UploadStorage(values["upload.path"], fsync=values["upload.fsync"])
@@ -383,8 +385,11 @@ def includeme(config: Configurator) -> None:
     swept = store.sweep()
     if swept:
         log.info("removed %d expired tus upload(s)", swept)
-    config.add_route(ROUTE_COLLECTION, "/files{slash:/?}")
-    config.add_route(ROUTE_UPLOAD, "/files/{id}")
-    # require_csrf=False: see the module docstring (CSRF).
+    path = values["routes.tus"]
+    # require_csrf=False (set by add_route_views): see the module docstring (CSRF).
+    # Every method goes to one dispatcher, which answers 405 itself with tus headers.
+    config.add_route(ROUTE_COLLECTION, path + "{slash:/?}")
+    config.add_route(ROUTE_UPLOAD, path + "/{id}")
+    remember_prefix(config, GROUP)
     config.add_view(_dispatch(_COLLECTION), route_name=ROUTE_COLLECTION, require_csrf=False)
     config.add_view(_dispatch(_UPLOAD), route_name=ROUTE_UPLOAD, require_csrf=False)

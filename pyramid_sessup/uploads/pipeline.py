@@ -16,17 +16,14 @@ propagates.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 from dataclasses import dataclass, field as dc_field
 from typing import Any, BinaryIO, Collection, Iterator, Mapping
 
 from multipart import MultipartError, MultipartSegment, ParserLimitReached, PushMultipartParser
-from pyramid.csrf import check_csrf_origin
-from pyramid.exceptions import BadCSRFToken
-from pyramid.interfaces import ICSRFStoragePolicy, IDefaultCSRFOptions
 from pyramid.request import Request
 
+from ..csrf import CSRF_FIELD, CSRF_HEADER, check_origin, check_token
 from ..exceptions import InsufficientStorage, MalformedMultipart, UnsupportedMediaType, UploadTooLarge
 from . import names
 from .body import ShortBody, body_length, iter_body
@@ -37,9 +34,6 @@ log = logging.getLogger("pyramid_sessup.uploads")
 #: ``file_fields`` value that accepts a file in any field.
 ANY_FIELD = "*"
 
-#: Header and token names of the CSRF check (Pyramid's defaults).
-CSRF_HEADER = "X-CSRF-Token"
-CSRF_FIELD = "csrf_token"
 
 #: RFC 2046: a boundary is 1 to 70 characters.
 MAX_BOUNDARY = 70
@@ -362,7 +356,7 @@ def receive_upload(
         Require a CSRF token: the ``X-CSRF-Token`` header (checked before the
         body is read) or, without the header, a ``csrf_token`` text field
         (checked after parsing, before returning).  A failure raises
-        :class:`pyramid.exceptions.BadCSRFToken`.
+        :class:`~pyramid_sessup.exceptions.CSRFRefused` (403).
         Default: ``sessup.upload.require_csrf``.
 
     ``storage``
@@ -372,7 +366,7 @@ def receive_upload(
     :meth:`ParsedUpload.commit` to keep them or :meth:`ParsedUpload.discard`.
     Raises :class:`UnsupportedMediaType` (415, not multipart or a disallowed
     file), :class:`MalformedMultipart` (400), :class:`UploadTooLarge` (413, the
-    limit named), :class:`InsufficientStorage` (507) or ``BadCSRFToken``; in
+    limit named), :class:`InsufficientStorage` (507) or ``CSRFRefused`` (403); in
     every case nothing of the request is left on disk.
     """
     values = request.registry.sessup_settings if limits is None or csrf is None or file_fields is None else None
@@ -389,7 +383,7 @@ def receive_upload(
     boundary = multipart_boundary(request.environ.get("CONTENT_TYPE"))
     header_token = request.headers.get(CSRF_HEADER) if csrf else None
     if csrf:
-        _check_origin(request)
+        check_origin(request)
         if header_token is not None:
             check_token(request, header_token)
 
@@ -437,25 +431,3 @@ def _parse(request: Request, boundary: str, limits: UploadLimits, receiver: _Rec
                              f"sessup.upload.max_fields ({limits.max_fields})") from None
     except MultipartError as exc:
         raise MalformedMultipart(f"Malformed multipart body: {exc}") from None
-
-
-def _check_origin(request: Request) -> None:
-    # The view runs with require_csrf=False (the body must not be parsed by
-    # Pyramid), so do Pyramid's HTTPS origin check here, with its defaults.
-    options = request.registry.queryUtility(IDefaultCSRFOptions)
-    check_csrf_origin(request, raises=True, allow_no_origin=getattr(options, "allow_no_origin", False))
-
-
-def check_token(request: Request, supplied: str | None) -> None:
-    """Raise ``BadCSRFToken`` unless ``supplied`` is the session's CSRF token
-    (constant-time comparison, as :func:`pyramid.csrf.check_csrf_token`)."""
-    if not supplied:
-        raise BadCSRFToken("CSRF token missing")
-    policy = request.registry.queryUtility(ICSRFStoragePolicy)
-    if policy is not None:
-        ok = policy.check_csrf_token(request, supplied)
-    else:
-        expected = request.session.get_csrf_token()
-        ok = hmac.compare_digest(str(expected).encode("utf-8"), supplied.encode("utf-8"))
-    if not ok:
-        raise BadCSRFToken("CSRF token incorrect")

@@ -1,4 +1,5 @@
-"""``POST /upFile`` (streaming upload) and ``GET /uploads/{name}`` (safe download).
+"""``POST /upFile`` (streaming upload) and ``GET /uploads/{name}`` (safe download):
+the route group ``config.include("pyramid_sessup.uploads")``.
 
 ``includeme`` also sweeps temporary files left by a crash (older than
 ``sessup.upload.temp_max_age``) when the application starts; the
@@ -14,10 +15,13 @@ from pyramid.config import Configurator
 from pyramid.request import Request
 from pyramid.response import Response
 
-from ..errors import error_response, wants_json
-from ..exceptions import MalformedMultipart
+from ..csrf import CSRF_FIELD
+from ..errors import wants_json
+from ..exceptions import MalformedMultipart, NotFound
+from ..routing import add_route_views, ensure_base
+from ..urls import Answer, group_url
 from . import names
-from .pipeline import CSRF_FIELD, get_storage, receive_upload
+from .pipeline import get_storage, receive_upload
 from .storage import NAME_PATTERN, UploadStorage
 
 log = logging.getLogger(__name__)
@@ -29,22 +33,21 @@ INLINE_SAFE_TYPES = frozenset(
     {"image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain"}
 )
 
-_BLOCK_SIZE = 256 * 1024
+_BLOCK_SIZE = 256 * 1024  # 256 KiB per read of a download
 
+GROUP = "uploads"
 
 
 def download_path(request: Request, name: str) -> str:
-    """The URL path of stored file ``name``.
+    """The URL of stored file ``name`` (a path unless ``sessup.public_url`` is set),
+    under the route prefix the group was included with.
 
-    Built by hand rather than with ``request.route_path``: Pyramid caches every
-    quoted path segment for good, and stored names are random, so route_path
-    would grow the process by a few hundred bytes per upload.  Stored names
-    match :data:`~.storage.NAME_PATTERN`, which needs no quoting.
+    Stored names match :data:`~.storage.NAME_PATTERN`, which needs no quoting.
     """
     if not NAME_PATTERN.fullmatch(name):
         raise ValueError("not a stored file name")
     prefix = request.registry.sessup_settings["upload.url_prefix"].rstrip("/")
-    return f"{request.script_name}{prefix}/{name}"
+    return group_url(request, GROUP, f"{prefix}/{name}")
 
 def upload(request: Request) -> Response:
     """Receive one or more files in ``sessup.upload.field``; answer the URL
@@ -69,9 +72,9 @@ def upload(request: Request) -> Response:
             ],
             "fields": fields,
         }
-        response = Response(json_body=body)
+        response = Answer(json_body=body)
     else:
-        response = Response(body=urls[0].encode("utf-8"), content_type="text/plain", charset="utf-8")
+        response = Answer(body=urls[0].encode("utf-8"), content_type="text/plain", charset="utf-8")
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -112,7 +115,7 @@ def download(request: Request) -> Response:
     name = request.matchdict["name"]
     file = storage.open_stored(name)
     if file is None:
-        return error_response(request, 404, "No such file")
+        raise NotFound("No such file")
     try:
         st = os.fstat(file.fileno())
         meta = storage.metadata(name) or {}
@@ -139,16 +142,20 @@ def download(request: Request) -> Response:
 
 
 def includeme(config: Configurator) -> None:
-    values = config.registry.sessup_settings
+    """The upload routes, under the include's ``route_prefix``; needs ``sessup.upload.path``."""
+    from pyramid.exceptions import ConfigurationError
+
+    values = ensure_base(config)
+    if not values["upload.path"]:
+        raise ConfigurationError("pyramid_sessup.uploads needs sessup.upload.path (the upload directory)")
     storage = UploadStorage(values["upload.path"], fsync=values["upload.fsync"])
     config.registry.sessup_upload_storage = storage
     swept = storage.sweep(values["upload.temp_max_age"])
     if swept:
         log.info("removed %d stale temporary upload file(s)", swept)
-    prefix = values["upload.url_prefix"].rstrip("/")
-    config.add_route("sessup.upload", "/upFile")
-    config.add_route("sessup.upload_download", prefix + "/{name}")
-    # require_csrf=False: Pyramid's check would parse the whole body through
-    # request.POST; the pipeline checks the token itself (header first).
-    config.add_view(upload, route_name="sessup.upload", request_method="POST", require_csrf=False)
-    config.add_view(download, route_name="sessup.upload_download", request_method=("GET", "HEAD"))
+    # The upload view checks CSRF itself, from the header before the body is
+    # read, or from the csrf_token field as the body streams (never request.POST).
+    if values["routes.upload"]:
+        add_route_views(config, GROUP, "sessup.upload", values["routes.upload"], {"POST": upload})
+    add_route_views(config, GROUP, "sessup.upload_download", values["upload.url_prefix"].rstrip("/") + "/{name}",
+                    {("GET", "HEAD"): download})

@@ -8,7 +8,7 @@ import webtest
 from pyramid.config import Configurator
 from pyramid.exceptions import ConfigurationError
 
-from pyramid_sessup import main
+from pyramid_sessup.demo import main
 from pyramid_sessup.settings import PARAMS, parse_settings, reference_markdown
 
 from .conftest import SECRET
@@ -117,6 +117,7 @@ def test_reference_lists_every_key() -> None:
 def test_include_in_a_host_app() -> None:
     config = Configurator(settings={**BASE})
     config.include("pyramid_sessup")
+    config.include("pyramid_sessup.session_api")
 
     def view(request: Any) -> dict[str, int]:
         request.session["n"] = request.session.get("n", 0) + 1
@@ -128,7 +129,7 @@ def test_include_in_a_host_app() -> None:
     assert app.get("/count").json == {"n": 1}
     assert app.get("/count").json == {"n": 2}
     assert app.get("/csrf").json["csrf_token"]
-    # Host apps get the session layer and CSRF, not the demo pages.
+    # Host apps get the session layer and the routes they include, not the demo pages.
     app.get("/", status=404)
 
 

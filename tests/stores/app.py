@@ -1,4 +1,4 @@
-"""The demo application (exactly :func:`pyramid_sessup.main`'s configuration)
+"""The demo application (exactly :func:`pyramid_sessup.demo.main`'s configuration)
 plus two GET endpoints that make request overlap deliberate (the lost-write
 tests); served by pserve with ``use = call:tests.stores.app:main``."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pyramid.config import Configurator
 from pyramid.request import Request
 from pyramid.router import Router
 
-import pyramid_sessup
+import pyramid_sessup.demo
 
 
 def set_key(request: Request) -> dict[str, Any]:
@@ -32,9 +32,8 @@ def increment(request: Request) -> dict[str, Any]:
 
 
 def main(global_config: dict[str, Any] | None, **settings: Any) -> Router:
-    with Configurator(settings=settings) as config:
-        config.include(pyramid_sessup.includeme)
-        config.include("pyramid_sessup.routes")
+    app = pyramid_sessup.demo.main(global_config, **settings)
+    with Configurator(registry=app.registry) as config:
         config.add_route("test.set", "/test/set/{key}")
         config.add_route("test.incr", "/test/incr")
         config.add_view(set_key, route_name="test.set", renderer="json")

@@ -41,8 +41,9 @@ def create(client: Client, server: Server, length: int, filename: str = "f.bin")
     res = client.request("POST", server.url + "/files/",
                          headers={**TUS, "Upload-Length": str(length), "Upload-Metadata": meta(filename=filename)})
     assert res.status == 201, res.body
-    assert res.headers["location"].startswith(server.url + "/files/")
-    return res.headers["location"]
+    # A path (never built from the Host header), resolved against the server's URL as a client does.
+    assert res.headers["location"].startswith("/files/")
+    return server.url + res.headers["location"]
 
 
 def patch(client: Client, url: str, offset: int, data: bytes, **headers: str):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import webtest
 
-from pyramid_sessup import main
+from pyramid_sessup.demo import main
 from pyramid_sessup.tus.state import TusStore
 
 from ..support import write_ini

@@ -73,10 +73,12 @@ def raw_call(app: Any, stream: Any, content_length: int | None, content_type: st
 
 
 def addon_app(settings: dict[str, Any]) -> Any:
-    """A host application that only does ``config.include('pyramid_sessup')``:
-    sessions, CSRF and the upload routes, as an add-on."""
+    """A host application with the add-on's session factory and its upload
+    routes (``pyramid_sessup.uploads``) and session API (for ``/csrf``)."""
     with Configurator(settings=settings) as config:
         config.include("pyramid_sessup")
+        config.include("pyramid_sessup.session_api")
+        config.include("pyramid_sessup.uploads")
     return config.make_wsgi_app()
 
 

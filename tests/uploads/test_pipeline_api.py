@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pyramid.exceptions import BadCSRFToken
 from webob import Request
 
-from pyramid_sessup.exceptions import MalformedMultipart, UnsupportedMediaType, UploadTooLarge
+from pyramid_sessup.exceptions import CSRFRefused, MalformedMultipart, UnsupportedMediaType, UploadTooLarge
 from pyramid_sessup.settings import parse_settings
 from pyramid_sessup.uploads.pipeline import (ANY_FIELD, ParsedUpload, UploadLimits, multipart_boundary,
                                              receive_upload)
@@ -81,7 +80,7 @@ def test_limits_from_mapping_and_overrides(values: dict[str, Any], store: Upload
     assert leftovers(upload_dir) == []
 
 
-def test_csrf_without_a_policy_uses_the_session(values: dict[str, Any], store: UploadStorage,
+def test_csrf_checks_the_sessions_token(values: dict[str, Any], store: UploadStorage,
                                                 upload_dir: Path) -> None:
     class Session(dict):
         def get_csrf_token(self) -> str:
@@ -93,12 +92,12 @@ def test_csrf_without_a_policy_uses_the_session(values: dict[str, Any], store: U
     assert len(receive_upload(req, csrf=True, storage=store).files) == 1
     req = make_request(data, values, **{"X-CSRF-Token": "bad"})
     req.session = Session()
-    with pytest.raises(BadCSRFToken):
+    with pytest.raises(CSRFRefused):
         receive_upload(req, csrf=True, storage=store)
     req = make_request(body(part("csrf_token", "t\u00f6k".encode()), part("inputFile", b"x", filename="a.txt")),
                        values)
     req.session = Session()
-    with pytest.raises(BadCSRFToken):
+    with pytest.raises(CSRFRefused):
         receive_upload(req, csrf=True, storage=store)
     assert len(store.temp_files()) == 1  # only the accepted, uncommitted upload
 

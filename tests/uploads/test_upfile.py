@@ -292,8 +292,13 @@ def test_unexpected_error_while_writing_removes_temp(client: webtest.TestApp, up
     assert leftovers(upload_dir) == [] and fd_count() == before
 
 
-def test_get_on_upfile_is_not_allowed(client: webtest.TestApp) -> None:
-    assert client.get("/upFile", status="*").status_int == 404
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
+def test_other_methods_on_upfile_are_405_with_allow(client: webtest.TestApp, method: str) -> None:
+    res = client.request("/upFile", method=method, status="*", headers={"Accept": "application/json"})
+    assert res.status_int == 405
+    assert res.headers["Allow"] == "POST"
+    assert res.json["code"] == "method_not_allowed"
+    assert res.headers["X-Content-Type-Options"] == "nosniff"
 
 
 def test_request_post_is_never_parsed(client: webtest.TestApp) -> None:

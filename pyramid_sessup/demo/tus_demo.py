@@ -1,20 +1,17 @@
 """``GET /tus-demo``: a minimal page driving ``static/sessup-tus.js``.
 
-Part of the demo application (:func:`pyramid_sessup.main` includes it from
-``routes.py``), not of the add-on: a host application that includes
-``pyramid_sessup`` gets the ``/files/`` endpoint but no demo page.
+Part of the demo application, not of the add-on: a host application that
+includes ``pyramid_sessup.tus`` gets the ``/files/`` endpoint but no demo page.
 """
 from __future__ import annotations
 
-import os
 from html import escape
 
 from pyramid.config import Configurator
 from pyramid.request import Request
 from pyramid.response import Response
 
-from ..routes import DEFAULT_STATIC
-from .views import ROUTE_COLLECTION
+from ..tus.views import ROUTE_COLLECTION
 
 ROUTE_DEMO = "sessup.tus_demo"
 
@@ -38,11 +35,9 @@ def demo(request: Request) -> Response:
     """A minimal page driving ``static/sessup-tus.js`` (``?chunk=`` bytes per PATCH)."""
     chunk = request.params.get("chunk", "")
     chunk = chunk if chunk.isdigit() and 0 < int(chunk) <= 1 << 30 else str(5 * 1024 * 1024)
-    values = request.registry.sessup_settings
-    try:
-        script = request.static_path(os.path.join(values["static.path"] or DEFAULT_STATIC, "sessup-tus.js"))
-    except ValueError:  # no static view (an app that only includes the add-on)
-        script = "/static/sessup-tus.js"
+    from .pages import page_values
+
+    script = page_values(request, csrf=False).static("sessup-tus.js")
     body = _DEMO.format(endpoint=escape(request.route_path(ROUTE_COLLECTION, slash="/")), chunk=chunk,
                         script=escape(script))
     response = Response(body=body.encode("utf-8"), content_type="text/html", charset="utf-8")
@@ -51,6 +46,6 @@ def demo(request: Request) -> Response:
 
 
 def includeme(config: Configurator) -> None:
-    if config.registry.sessup_settings["upload.path"]:
+    if config.registry.sessup_settings["routes.tus"]:
         config.add_route(ROUTE_DEMO, "/tus-demo")
         config.add_view(demo, route_name=ROUTE_DEMO, request_method="GET")

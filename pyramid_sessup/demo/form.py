@@ -23,17 +23,17 @@ from pyramid.request import Request
 from pyramid.response import Response
 
 from ..exceptions import UploadError
+from ..forms.i18n import _
+from ..forms.schema import UploadLimits, format_size, upload_schema
+from ..forms.tempstore import SessionTempStore
+from ..forms.widget import MultiFileUploadWidget
 from ..uploads import names
 from ..uploads.pipeline import UploadLimits as PipelineLimits, get_storage, receive_upload
-from ..uploads.views import download_path
 from ..uploads.storage import UploadStorage
-from ..views.pages import page_values
-from .i18n import _
-from .schema import UploadLimits, format_size, upload_schema
-from .tempstore import SessionTempStore
-from .widget import MultiFileUploadWidget
+from ..uploads.views import download_path
+from .pages import page_values
 
-TEMPLATE = "pyramid_sessup:templates/upload.pt"
+TEMPLATE = "pyramid_sessup.demo:templates/upload.pt"
 FORM_ID = "upload-form"
 #: Text fields the form reads; any other text field is ignored.
 TEXT_FIELDS = ("csrf_token", "description")
@@ -162,7 +162,7 @@ def upload_submit(request: Request) -> Response:
 
 
 def includeme(config: Configurator) -> None:
-    config.include(".i18n")
+    config.include("..forms.i18n")
     if not config.registry.sessup_settings["upload.path"]:
         return  # no upload directory: no upload form
     config.add_route("sessup.upload_form", "/upload")

@@ -7,19 +7,18 @@ scripts) and the flash messages.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
 from pyramid.config import Configurator
-from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.interfaces import IRoutesMapper
 from pyramid.request import Request
 
+from ..csrf import require_csrf
 from ..forms.i18n import _, locale_switch
-from ..routes import DEFAULT_STATIC
+from ..urls import SeeOther
 
 
 @dataclass
@@ -51,14 +50,15 @@ def page_values(request: Request, csrf: bool = True) -> Page:
     pages without a form (the home page) pass False: an anonymous visit then
     stores nothing and sets no cookie.
     """
-    values = request.registry.sessup_settings
-    static_dir = values["static.path"] or DEFAULT_STATIC
+    from . import static_spec
+
+    spec = static_spec(request.registry.sessup_settings)
     current = request.matched_route.name if request.matched_route else None
     translate = request.localizer.translate
     return Page(
         lang=request.locale_name.replace("_", "-"),
         csrf_token=request.session.get_csrf_token() if csrf else "",
-        static=lambda name: request.static_path(os.path.join(static_dir, name)),
+        static=lambda name: request.static_path(spec + name if spec.endswith(("/", ":")) else f"{spec}/{name}"),
         nav=[{"url": request.route_path(name), "title": translate(title), "current": name == current}
              for name, title in NAV if _has_route(request, name)],
         languages=locale_switch(request),
@@ -146,29 +146,34 @@ def session_page(request: Request) -> dict[str, Any]:
     }
 
 
-def session_page_regenerate(request: Request) -> HTTPSeeOther:
+def session_page_regenerate(request: Request) -> SeeOther:
     """New session ID, same data (CSRF-checked POST), then back to the page."""
+    require_csrf(request)
     request.session.regenerate()
     request.session.flash(request.localizer.translate(_("The session has a new ID; its data was kept.")))
-    return HTTPSeeOther(location=request.route_path("sessup.session_page"))
+    return SeeOther(location=request.route_path("sessup.session_page"))
 
 
-def session_page_destroy(request: Request) -> HTTPSeeOther:
+def session_page_destroy(request: Request) -> SeeOther:
     """Destroy the session (CSRF-checked POST); the next page starts a new one."""
+    require_csrf(request)
     request.session.invalidate()
-    return HTTPSeeOther(location=request.route_path("sessup.session_page"))
+    return SeeOther(location=request.route_path("sessup.session_page"))
 
 
 def includeme(config: Configurator) -> None:
     config.include("..forms.i18n")
+    config.add_route("home", "/")
+    config.add_view(home, route_name="home", request_method="GET",
+                    renderer="pyramid_sessup.demo:templates/home.pt")
     config.add_route("sessup.session_page", "/session/page")
     config.add_route("sessup.session_page_regenerate", "/session/page/regenerate")
     config.add_route("sessup.session_page_destroy", "/session/page/destroy")
     if config.registry.sessup_settings["upload.path"]:
         config.add_route("sessup.ajax", "/ajax")
         config.add_view(ajax, route_name="sessup.ajax", request_method="GET",
-                        renderer="pyramid_sessup:templates/ajax.pt")
+                        renderer="pyramid_sessup.demo:templates/ajax.pt")
     config.add_view(session_page, route_name="sessup.session_page", request_method="GET",
-                    renderer="pyramid_sessup:templates/session.pt")
+                    renderer="pyramid_sessup.demo:templates/session.pt")
     config.add_view(session_page_regenerate, route_name="sessup.session_page_regenerate", request_method="POST")
     config.add_view(session_page_destroy, route_name="sessup.session_page_destroy", request_method="POST")

@@ -1,0 +1,43 @@
+"""The demo application behind ``pserve development.ini``: a client of the
+add-on, never imported by it.
+
+:func:`main` includes the add-on (session factory, the three route groups)
+the way a host application would, then the demo's own pages: ``/``,
+``/upload`` (the deform form), ``/ajax``, ``/session/page`` and ``/tus-demo``,
+and the assets at ``/static``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pyramid.config import Configurator
+from pyramid.router import Router
+
+from .. import STATIC
+
+
+def static_spec(values: dict[str, Any]) -> str:
+    """What ``/static`` serves: ``sessup.static.path``, else the package's assets."""
+    return values["static.path"] or STATIC
+
+
+def includeme(config: Configurator) -> None:
+    """The demo's pages (after the add-on and its route groups are included)."""
+    values = config.registry.sessup_settings
+    config.add_static_view("static", static_spec(values), cache_max_age=3600)
+    config.include(".pages")
+    if values["upload.path"]:
+        config.include(".form")
+        config.include(".tus_demo")
+
+
+def main(global_config: dict[str, Any] | None, **settings: Any) -> Router:
+    """The WSGI application behind ``pserve development.ini`` (``paste.app_factory``)."""
+    with Configurator(settings=settings) as config:
+        config.include("pyramid_sessup")
+        config.include("pyramid_sessup.session_api")
+        if config.registry.sessup_settings["upload.path"]:
+            config.include("pyramid_sessup.uploads")
+            config.include("pyramid_sessup.tus")
+        config.include(".")
+    return config.make_wsgi_app()

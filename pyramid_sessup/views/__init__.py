@@ -1,1 +1,0 @@
-"""Views of pyramid_sessup, one module per concern."""
