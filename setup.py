@@ -15,15 +15,24 @@ requires = [
     "deform>=2.0.15",
     "pyramid_chameleon>=0.3",
     "multipart>=2.0.1",
-    "redis>=5.0",
-    "psycopg[binary,pool]>=3.1",
 ]
 
+# Store drivers are extras: only apps that use that store need them
+# (a missing one stops start-up naming the extra).
+redis_require = ["redis>=5.0"]
+postgresql_require = ["psycopg[binary,pool]>=3.1"]
+
 tests_require = [
+    *redis_require,
+    *postgresql_require,
     "pytest>=8",
     "WebTest>=3.0",
     "playwright>=1.40",
     "tuspy>=1.0",
+    "requests>=2.28",
+    # Lint and type checks run in CI (scripts/test.sh).
+    "ruff>=0.6",
+    "mypy>=1.10",
 ]
 
 setup(
@@ -32,17 +41,21 @@ setup(
     description="Sessions and file uploads for Pyramid, done properly",
     long_description=README,
     long_description_content_type="text/markdown",
+    license="MIT",
     classifiers=[
+        "License :: OSI Approved :: MIT License",
         "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.13",
         "Framework :: Pyramid",
         "Topic :: Internet :: WWW/HTTP :: WSGI :: Application",
     ],
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     packages=find_packages(exclude=["tests", "tests.*", "bench"]),
     include_package_data=True,
     zip_safe=False,
     install_requires=requires,
-    extras_require={"testing": tests_require},
+    extras_require={"redis": redis_require, "postgresql": postgresql_require, "testing": tests_require},
     entry_points={
         "paste.app_factory": ["main = pyramid_sessup.demo:main"],
         "console_scripts": [

@@ -99,11 +99,12 @@ class Server:
 
 
 def start_server(ini: Path, port: int, env: dict[str, str] | None = None, cwd: Path | None = None,
-                 timeout: float = 30.0, args: Sequence[str] = (), probe: str = "/") -> Server:
+                 timeout: float = 30.0, args: Sequence[str] = (), probe: str = "/",
+                 pserve: str = PSERVE) -> Server:
     """Start ``pserve ini *args`` and wait until ``probe`` answers HTTP on ``port``."""
     log_path = Path(tempfile.mkstemp(prefix="pserve-", suffix=".log")[1])
     full_env = {**os.environ, **(env or {})}
-    proc = subprocess.Popen([PSERVE, str(ini), *args], cwd=str(cwd or ini.parent), env=full_env,
+    proc = subprocess.Popen([pserve, str(ini), *args], cwd=str(cwd or ini.parent), env=full_env,
                             stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
     server = Server(proc, port, log_path)
     deadline = time.monotonic() + timeout

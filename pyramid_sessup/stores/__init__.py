@@ -4,6 +4,8 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any, Mapping
 
+from pyramid.exceptions import ConfigurationError
+
 from .base import SessionStore
 
 #: store name -> "module:Class"; imported only when chosen, so redis and
@@ -15,9 +17,22 @@ STORES = {
     "postgresql": "pyramid_sessup.stores.postgresql:PostgresStore",
 }
 
+#: store name -> (driver module, the extra that installs it).
+DRIVERS = {"redis": ("redis", "redis"), "postgresql": ("psycopg", "postgresql")}
+
 
 def make_store(values: Mapping[str, Any]) -> SessionStore:
     """Build the store named by the parsed settings ``values`` (see :func:`parse_settings`)."""
-    module_name, _, class_name = STORES[values["session.store"]].partition(":")
-    cls = getattr(import_module(module_name), class_name)
+    name = values["session.store"]
+    module_name, _, class_name = STORES[name].partition(":")
+    try:
+        module = import_module(module_name)
+    except ModuleNotFoundError as exc:
+        driver, extra = DRIVERS.get(name, ("", ""))
+        if not driver or (exc.name or "").partition(".")[0] != driver:
+            raise
+        raise ConfigurationError(
+            f"sessup.session.store = {name} needs the {driver} driver, which is not installed: "
+            f"pip install 'pyramid_sessup[{extra}]'") from None
+    cls = getattr(module, class_name)
     return cls.from_settings(values)
