@@ -19,7 +19,7 @@ SECURITY = ROOT / "SECURITY.md"
 
 #: The threats SECURITY.md must cover, as its rows name them.
 SESSION_THREATS = ["Tampered IDs", "Oversized IDs", "Unknown IDs", "Expired IDs", "Fixation", "Logout", "Pickle",
-                   "Cookie flags", "CSRF", "Cache leaks (`Vary: Cookie`)"]
+                   "Cookie flags", "CSRF", "Untrusted `Host`", "Shadowed routes", "Cache leaks (`Vary: Cookie`)"]
 UPLOAD_THREATS = ["Traversal", "NUL", "Long names", "Reserved names", "Bidi and Unicode tricks", "Double extensions",
                   "Stored XSS", "Spoofed types", "Part floods", "Huge headers", "CRLF junk", "Header ReDoS",
                   "Boundary errors", "Truncation", "Disconnects", "Slow bodies", "Lying Content-Length", "Disk full",
