@@ -30,7 +30,7 @@ def wants_json(request: Request) -> bool:
 
 def _retry_after(request: Request) -> int:
     values = getattr(request.registry, "sessup_settings", None)
-    return values["retry_after"] if values else DEFAULT_RETRY_AFTER
+    return values.retry_after if values else DEFAULT_RETRY_AFTER
 
 
 def fill_error(response: Response, request: Request, exc: SessupError) -> Response:

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import json
 import logging
-from email.utils import formatdate
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from email.utils import formatdate
+from typing import Any, Callable, Iterable
 
 from beaker.session import Session as BeakerSession
 from beaker.session import SessionObject
@@ -34,6 +34,7 @@ from pyramid_beaker import BeakerSessionFactoryConfig
 from zope.interface import implementer
 
 from .exceptions import SessionValueError, StoreUnavailable
+from .settings import SessupSettings
 from .signing import Signer, new_session_id
 from .stores.base import SessionStore, dumps
 
@@ -65,24 +66,24 @@ class SessionConfig:
     domain: str | None
 
     @classmethod
-    def from_values(cls, values: Mapping[str, Any]) -> "SessionConfig":
+    def from_values(cls, values: SessupSettings) -> "SessionConfig":
         return cls(
-            signer=Signer(values["session.secret"]),
-            name=values["session.name"],
-            timeout=values["session.timeout"],
-            resave=values["session.resave"],
-            save_uninitialized=values["session.save_uninitialized"],
-            rolling=values["session.rolling"],
-            unset=values["session.unset"],
-            lock=values["session.lock"],
-            lock_timeout=values["session.lock_timeout"],
-            on_store_error=values["session.on_store_error"],
-            max_age=values["session.cookie.max_age"],
-            httponly=values["session.cookie.httponly"],
-            secure=values["session.cookie.secure"],
-            samesite=values["session.cookie.samesite"],
-            path=values["session.cookie.path"],
-            domain=values["session.cookie.domain"],
+            signer=Signer(values.session.secret),
+            name=values.session.name,
+            timeout=values.session.timeout,
+            resave=values.session.resave,
+            save_uninitialized=values.session.save_uninitialized,
+            rolling=values.session.rolling,
+            unset=values.session.unset,
+            lock=values.session.lock,
+            lock_timeout=values.session.lock_timeout,
+            on_store_error=values.session.on_store_error,
+            max_age=values.session.cookie_max_age,
+            httponly=values.session.cookie_httponly,
+            secure=values.session.cookie_secure,
+            samesite=values.session.cookie_samesite,
+            path=values.session.cookie_path,
+            domain=values.session.cookie_domain,
         )
 
 
@@ -418,7 +419,7 @@ def _set_cookie_header(config: SessionConfig, value: str, max_age: int | None, s
     return header
 
 
-def session_factory_from_values(values: Mapping[str, Any], store: SessionStore) -> Callable[[Request], Any]:
+def session_factory_from_values(values: SessupSettings, store: SessionStore) -> Callable[[Request], Any]:
     """A Pyramid session factory for the parsed ``sessup.*`` ``values`` over ``store``."""
     config = SessionConfig.from_values(values)
     incidents = _Incidents()

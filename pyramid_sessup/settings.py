@@ -296,6 +296,115 @@ PARAMS: tuple[Param, ...] = (
           "form uploads expire after it too."),
 )
 
+# -- the typed result -------------------------------------------------------------------
+# One frozen dataclass per part; a field per PARAMS key (the part's name dropped,
+# further dots as underscores: session.cookie.max_age -> session.cookie_max_age).
+# tests/session/test_settings.py checks that every key has its field.
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """``sessup.session.*``: see :data:`PARAMS` for each meaning."""
+
+    secret: tuple[str, ...]
+    name: str
+    timeout: int
+    resave: bool
+    save_uninitialized: bool
+    rolling: bool
+    unset: str
+    store: str
+    file_path: str | None
+    url: str | None
+    key_prefix: str
+    table: str
+    pool_size: int
+    connect_timeout: float
+    socket_timeout: float
+    lock: bool
+    lock_timeout: float
+    on_store_error: str
+    cookie_max_age: int | None
+    cookie_httponly: bool
+    cookie_secure: str
+    cookie_samesite: str
+    cookie_path: str
+    cookie_domain: str | None
+
+
+@dataclass(frozen=True)
+class UploadSettings:
+    """``sessup.upload.*``: see :data:`PARAMS` for each meaning."""
+
+    path: str | None
+    url_prefix: str
+    field: str
+    max_file_size: int
+    max_total_size: int
+    max_files: int
+    max_fields: int
+    max_field_size: int
+    max_header_size: int
+    allowed_extensions: tuple[str, ...]
+    allowed_types: tuple[str, ...]
+    require_csrf: bool
+    fsync: bool
+    chunk_size: int
+    tus_expiry: int
+    tus_max_chunk_size: int | None
+    temp_max_age: int
+
+
+@dataclass(frozen=True)
+class RouteSettings:
+    """``sessup.routes.*``: each route group's paths; None leaves the route out."""
+
+    csrf: str | None
+    session: str | None
+    session_info: str | None
+    session_regenerate: str | None
+    session_destroy: str | None
+    upload: str | None
+    tus: str | None
+
+
+#: Parts of the settings, by the first word of their keys.
+_PARTS: dict[str, type] = {"session": SessionSettings, "upload": UploadSettings, "routes": RouteSettings}
+
+
+@dataclass(frozen=True)
+class SessupSettings:
+    """Every ``sessup.*`` setting, typed: what :func:`parse_settings` returns and
+    what ``request.registry.sessup_settings`` holds."""
+
+    production: bool
+    public_url: str | None
+    retry_after: int
+    static_path: str | None
+    session: SessionSettings
+    upload: UploadSettings
+    routes: RouteSettings
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> "SessupSettings":
+        """Group the converted ``values`` (by key without prefix) into the parts."""
+        parts: dict[str, dict[str, Any]] = {name: {} for name in _PARTS}
+        top: dict[str, Any] = {}
+        for key, value in values.items():
+            part, _, rest = key.partition(".")
+            if part in _PARTS:
+                parts[part][rest.replace(".", "_")] = value
+            else:
+                top[key.replace(".", "_")] = value
+        return cls(**top, **{name: _PARTS[name](**fields) for name, fields in parts.items()})
+
+
+def field_name(key: str) -> str:
+    """The attribute path of a key without prefix: ``session.cookie.max_age`` -> ``session.cookie_max_age``."""
+    part, _, rest = key.partition(".")
+    return f"{part}.{rest.replace('.', '_')}" if part in _PARTS else key.replace(".", "_")
+
+
 _BY_KEY = {p.key: p for p in PARAMS}
 
 #: Keys of other session libraries that must not silently configure anything.
@@ -309,8 +418,8 @@ def _raise_unknown(key: str) -> None:
     raise ConfigurationError(f"Unknown setting {key}{hint}")
 
 
-def parse_settings(settings: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Return the typed value of every ``sessup.*`` key, by key without prefix.
+def parse_settings(settings: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> SessupSettings:
+    """Return the typed value of every ``sessup.*`` key (:class:`SessupSettings`).
 
     ``settings`` is the application's settings dict (INI ``[app:main]``).
     ``environ`` defaults to :data:`os.environ`; ``SESSUP_SECRET`` there
@@ -339,7 +448,7 @@ def parse_settings(settings: Mapping[str, Any], environ: Mapping[str, str] | Non
         except _Invalid as exc:
             raise ConfigurationError(f"Invalid value {raw!r} for {PREFIX}{param.key}: {exc}") from None
     _check_combinations(values)
-    return values
+    return SessupSettings.from_values(values)
 
 
 def _check_combinations(values: dict[str, Any]) -> None:

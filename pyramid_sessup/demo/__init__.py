@@ -14,11 +14,12 @@ from pyramid.config import Configurator
 from pyramid.router import Router
 
 from .. import STATIC
+from ..settings import SessupSettings
 
 
-def static_spec(values: dict[str, Any]) -> str:
+def static_spec(values: SessupSettings) -> str:
     """What ``/static`` serves: ``sessup.static.path``, else the package's assets."""
-    return values["static.path"] or STATIC
+    return values.static_path or STATIC
 
 
 def includeme(config: Configurator) -> None:
@@ -26,7 +27,7 @@ def includeme(config: Configurator) -> None:
     values = config.registry.sessup_settings
     config.add_static_view("static", static_spec(values), cache_max_age=3600)
     config.include(".pages")
-    if values["upload.path"]:
+    if values.upload.path:
         config.include(".form")
         config.include(".tus_demo")
 
@@ -36,7 +37,7 @@ def main(global_config: dict[str, Any] | None, **settings: Any) -> Router:
     with Configurator(settings=settings) as config:
         config.include("pyramid_sessup")
         config.include("pyramid_sessup.session_api")
-        if config.registry.sessup_settings["upload.path"]:
+        if config.registry.sessup_settings.upload.path:
             config.include("pyramid_sessup.uploads")
             config.include("pyramid_sessup.tus")
         config.include(".")

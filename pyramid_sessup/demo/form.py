@@ -27,8 +27,10 @@ from ..forms.i18n import _
 from ..forms.schema import UploadLimits, format_size, upload_schema
 from ..forms.tempstore import SessionTempStore
 from ..forms.widget import MultiFileUploadWidget
+from ..settings import SessupSettings
 from ..uploads import names
-from ..uploads.pipeline import UploadLimits as PipelineLimits, get_storage, receive_upload
+from ..uploads.pipeline import UploadLimits as PipelineLimits
+from ..uploads.pipeline import get_storage, receive_upload
 from ..uploads.storage import UploadStorage
 from ..uploads.views import download_path
 from .pages import page_values
@@ -41,8 +43,8 @@ TEXT_FIELDS = ("csrf_token", "description")
 
 def _tmpstore(request: Request, storage: UploadStorage) -> SessionTempStore:
     values = request.registry.sessup_settings
-    store = SessionTempStore(request.session, storage, values["upload.temp_max_age"],
-                             max_entries=2 * values["upload.max_files"])
+    store = SessionTempStore(request.session, storage, values.upload.temp_max_age,
+                             max_entries=2 * values.upload.max_files)
     store.purge_expired()
     return store
 
@@ -50,7 +52,7 @@ def _tmpstore(request: Request, storage: UploadStorage) -> SessionTempStore:
 def make_form(request: Request, tmpstore: SessionTempStore) -> deform.Form:
     values = request.registry.sessup_settings
     schema = upload_schema(tmpstore, UploadLimits.from_values(values), request.session.get_csrf_token(),
-                           field=values["upload.field"])
+                           field=values.upload.field)
     translate = request.localizer.translate
     form = deform.Form(schema, formid=FORM_ID, action=request.route_path("sessup.upload_form"),
                        buttons=(deform.Button("submit", translate(_("Upload"))),),
@@ -60,7 +62,7 @@ def make_form(request: Request, tmpstore: SessionTempStore) -> deform.Form:
     return form
 
 
-def pipeline_limits(values: dict[str, Any]) -> PipelineLimits:
+def pipeline_limits(values: SessupSettings) -> PipelineLimits:
     """The pipeline's hard limits for the form.
 
     The form reports a file over the per-file size, of a refused type, or one
@@ -71,8 +73,8 @@ def pipeline_limits(values: dict[str, Any]) -> PipelineLimits:
     """
     return PipelineLimits.from_values(
         values,
-        max_file_size=values["upload.max_total_size"],
-        max_files=2 * values["upload.max_files"],
+        max_file_size=values.upload.max_total_size,
+        max_files=2 * values.upload.max_files,
         allowed_extensions=(),
         allowed_types=(),
     )
@@ -100,8 +102,8 @@ def upload_form(request: Request) -> Response:
 def _finalize(request: Request, storage: UploadStorage, tmpstore: SessionTempStore,
               files: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Give each validated file its final name; all or nothing."""
-    allowed = request.registry.sessup_settings["upload.allowed_extensions"]
-    field = request.registry.sessup_settings["upload.field"]
+    allowed = request.registry.sessup_settings.upload.allowed_extensions
+    field = request.registry.sessup_settings.upload.field
     done: list[dict[str, Any]] = []
     try:
         for file in files:
@@ -126,7 +128,7 @@ def _finalize(request: Request, storage: UploadStorage, tmpstore: SessionTempSto
 def upload_submit(request: Request) -> Response:
     """Validate the streamed upload; success lists the stored files."""
     values = request.registry.sessup_settings
-    field = values["upload.field"]
+    field = values.upload.field
     storage = get_storage(request)
     try:
         parsed = receive_upload(request, limits=pipeline_limits(values), file_fields={field}, csrf=True,
@@ -163,7 +165,7 @@ def upload_submit(request: Request) -> Response:
 
 def includeme(config: Configurator) -> None:
     config.include("..forms.i18n")
-    if not config.registry.sessup_settings["upload.path"]:
+    if not config.registry.sessup_settings.upload.path:
         return  # no upload directory: no upload form
     config.add_route("sessup.upload_form", "/upload")
     config.add_view(upload_form, route_name="sessup.upload_form", request_method="GET")

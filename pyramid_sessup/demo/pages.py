@@ -108,11 +108,11 @@ def ajax(request: Request) -> dict[str, Any]:
     translate = request.localizer.translate
     values = request.registry.sessup_settings
     messages = {key: translate(message) for key, message in AJAX_MESSAGES.items()}
-    max_chunk = values["upload.tus_max_chunk_size"]
+    max_chunk = values.upload.tus_max_chunk_size
     return {
         "page": page_values(request),
         "upload_url": request.route_path("sessup.upload"),
-        "field": values["upload.field"],
+        "field": values.upload.field,
         # The resumable mode (tus), when this application has the /files/ endpoint.
         "tus_url": request.route_path("sessup.tus", slash="/") if _has_route(request, "sessup.tus") else "",
         "tus_chunk": min(TUS_CHUNK, max_chunk) if max_chunk else TUS_CHUNK,
@@ -131,7 +131,7 @@ def session_page(request: Request) -> dict[str, Any]:
     _no_store(request)
     session = request.session
     session["views"] = session.get("views", 0) + 1
-    timeout = request.registry.sessup_settings["session.timeout"]
+    timeout = request.registry.sessup_settings.session.timeout
     created = getattr(session, "created", None) or time.time()
     created_iso, created_text = _when(created, request)
     expires_iso, expires_text = _when(time.time() + timeout, request)
@@ -169,7 +169,7 @@ def includeme(config: Configurator) -> None:
     config.add_route("sessup.session_page", "/session/page")
     config.add_route("sessup.session_page_regenerate", "/session/page/regenerate")
     config.add_route("sessup.session_page_destroy", "/session/page/destroy")
-    if config.registry.sessup_settings["upload.path"]:
+    if config.registry.sessup_settings.upload.path:
         config.add_route("sessup.ajax", "/ajax")
         config.add_view(ajax, route_name="sessup.ajax", request_method="GET",
                         renderer="pyramid_sessup.demo:templates/ajax.pt")

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 import colander
 import deform
 
+from ..settings import SessupSettings
 from ..uploads import names
 from .i18n import _
 from .widget import FILE_KEYS, MultiFileUploadWidget, format_size
@@ -29,13 +30,13 @@ class UploadLimits:
     allowed_types: tuple[str, ...] = ()
 
     @classmethod
-    def from_values(cls, values: Mapping[str, Any]) -> "UploadLimits":
+    def from_values(cls, values: SessupSettings) -> "UploadLimits":
         return cls(
-            max_file_size=values["upload.max_file_size"],
-            max_total_size=values["upload.max_total_size"],
-            max_files=values["upload.max_files"],
-            allowed_extensions=tuple(values["upload.allowed_extensions"]),
-            allowed_types=tuple(values["upload.allowed_types"]),
+            max_file_size=values.upload.max_file_size,
+            max_total_size=values.upload.max_total_size,
+            max_files=values.upload.max_files,
+            allowed_extensions=tuple(values.upload.allowed_extensions),
+            allowed_types=tuple(values.upload.allowed_types),
         )
 
     def accept(self) -> str | None:

@@ -41,15 +41,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigurationError, OSError, LookupError) as exc:
         sys.stderr.write(f"sessup-sweep: {exc}\n")
         return 2
-    if not values["upload.path"]:
+    if not values.upload.path:
         sys.stderr.write("sessup-sweep: sessup.upload.path is not set\n")
         return 2
-    max_age = values["upload.temp_max_age"] if args.max_age is None else args.max_age
+    max_age = values.upload.temp_max_age if args.max_age is None else args.max_age
     if max_age < 0:
         sys.stderr.write("sessup-sweep: --max-age must be at least 0\n")
         return 2
-    removed = UploadStorage(values["upload.path"]).sweep(max_age)
-    expired = sweep_tus(values["upload.path"], values["upload.tus_expiry"])
+    removed = UploadStorage(values.upload.path).sweep(max_age)
+    expired = sweep_tus(values.upload.path, values.upload.tus_expiry)
     print(f"removed {removed} temporary file(s) and {expired} expired resumable upload(s)")
     return 0
 

@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, Mapping
 
 from ..exceptions import SessionLockTimeout, StoreUnavailable
+from ..settings import SessupSettings
 from .base import SessionStore, dumps, loads, merge, valid_session_id
 
 _STRIPES = 16
@@ -106,8 +107,8 @@ class FileStore(SessionStore):
         self._local = threading.local()
 
     @classmethod
-    def from_settings(cls, values: Mapping[str, Any]) -> "FileStore":
-        return cls(values["session.file.path"], timeout=values["session.timeout"])
+    def from_settings(cls, values: SessupSettings) -> "FileStore":
+        return cls(values.session.file_path, timeout=values.session.timeout)
 
     # -- paths and locks -----------------------------------------------------------------
     def _record_path(self, sid: str) -> str:

@@ -13,6 +13,7 @@ import uuid
 from typing import Any, Iterable, Iterator, Mapping
 
 from ..exceptions import SessionLockTimeout
+from ..settings import SessupSettings
 from .base import SessionStore, dumps, loads, merge, valid_session_id
 
 _SWEEP_EVERY = 4096  # writes between two sweeps of expired records
@@ -30,8 +31,8 @@ class MemoryStore(SessionStore):
         self._writes = 0
 
     @classmethod
-    def from_settings(cls, values: Mapping[str, Any]) -> "MemoryStore":
-        return cls(timeout=values["session.timeout"])
+    def from_settings(cls, values: SessupSettings) -> "MemoryStore":
+        return cls(timeout=values.session.timeout)
 
     def _live(self, sid: str, now: float) -> str | None:
         entry = self._records.get(sid)

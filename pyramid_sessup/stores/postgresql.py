@@ -44,6 +44,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from pyramid.exceptions import ConfigurationError
 
 from ..exceptions import SessionLockTimeout, SessionValueError, StoreUnavailable
+from ..settings import SessupSettings
 from .base import SessionStore, dumps, loads, valid_session_id
 
 log = logging.getLogger("pyramid_sessup.stores.postgresql")
@@ -116,16 +117,16 @@ class PostgresStore(SessionStore):
         self._q = self._queries()
 
     @classmethod
-    def from_settings(cls, values: Mapping[str, Any]) -> "PostgresStore":
+    def from_settings(cls, values: SessupSettings) -> "PostgresStore":
         """Build the store from parsed settings (keys without the ``sessup.`` prefix)."""
         return cls(
-            values["session.url"],
-            timeout=values["session.timeout"],
-            table=values["session.table"] or "sessup_sessions",
-            pool_size=values["session.pool_size"],
-            connect_timeout=values["session.connect_timeout"],
-            socket_timeout=values["session.socket_timeout"],
-            lock_ttl=max(60.0, 3 * values["session.lock_timeout"]),
+            values.session.url,
+            timeout=values.session.timeout,
+            table=values.session.table or "sessup_sessions",
+            pool_size=values.session.pool_size,
+            connect_timeout=values.session.connect_timeout,
+            socket_timeout=values.session.socket_timeout,
+            lock_ttl=max(60.0, 3 * values.session.lock_timeout),
         )
 
     @staticmethod

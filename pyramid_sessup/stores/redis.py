@@ -31,6 +31,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from ..exceptions import SessionLockTimeout, StoreUnavailable
+from ..settings import SessupSettings
 from .base import SessionStore, dumps, loads, merge, valid_session_id
 
 log = logging.getLogger("pyramid_sessup.stores.redis")
@@ -109,17 +110,17 @@ class RedisStore(SessionStore):
         self._swap_script = self.client.register_script(_SWAP)
 
     @classmethod
-    def from_settings(cls, values: Mapping[str, Any]) -> "RedisStore":
+    def from_settings(cls, values: SessupSettings) -> "RedisStore":
         """Build the store from parsed settings (keys without the ``sessup.`` prefix)."""
         return cls(
-            values["session.url"],
-            timeout=values["session.timeout"],
-            key_prefix=values["session.key_prefix"] or "",
-            pool_size=values["session.pool_size"],
-            connect_timeout=values["session.connect_timeout"],
-            socket_timeout=values["session.socket_timeout"],
+            values.session.url,
+            timeout=values.session.timeout,
+            key_prefix=values.session.key_prefix or "",
+            pool_size=values.session.pool_size,
+            connect_timeout=values.session.connect_timeout,
+            socket_timeout=values.session.socket_timeout,
             # Outlive any reasonable request, and the waiters' patience.
-            lock_ttl=max(60.0, 3 * values["session.lock_timeout"]),
+            lock_ttl=max(60.0, 3 * values.session.lock_timeout),
         )
 
     # -- helpers ---------------------------------------------------------------------

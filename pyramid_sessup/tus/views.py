@@ -188,7 +188,7 @@ def _write(request: Request, store: TusStore, info: UploadInfo) -> None:
     """Append the request body to ``info`` (lock held) and commit when complete."""
     values = request.registry.sessup_settings
     checksum = parse_checksum(request.headers.get("Upload-Checksum"))
-    blocks = _body_blocks(request, info.length - info.offset, values["upload.tus_max_chunk_size"])
+    blocks = _body_blocks(request, info.length - info.offset, values.upload.tus_max_chunk_size)
     result = store.append(info, blocks, checksum=checksum)
     store.touch(info)
     if info.offset == info.length:
@@ -203,14 +203,14 @@ def _write(request: Request, store: TusStore, info: UploadInfo) -> None:
 def upload_url(request: Request, upload_id: str) -> str:
     """The URL of upload ``upload_id``: a path under the route prefix, or an
     absolute URL from ``sessup.public_url``; never from ``Host``."""
-    return group_url(request, GROUP, f"{request.registry.sessup_settings['routes.tus']}/{upload_id}")
+    return group_url(request, GROUP, f"{request.registry.sessup_settings.routes.tus}/{upload_id}")
 
 
 # -- views ------------------------------------------------------------------------------------
 
 
 def options(request: Request) -> Response:
-    return _answer(204, discovery_headers(request.registry.sessup_settings["upload.max_file_size"]))
+    return _answer(204, discovery_headers(request.registry.sessup_settings.upload.max_file_size))
 
 
 def create(request: Request) -> Response:
@@ -221,7 +221,7 @@ def create(request: Request) -> Response:
     if request.headers.get("Upload-Concat") is not None:
         raise TusError(400, "Upload-Concat (concatenation) is not supported")
     length = parse_length(request.headers.get("Upload-Length"), "Upload-Length")
-    limit = values["upload.max_file_size"]
+    limit = values.upload.max_file_size
     if length > limit:
         raise TusError(413, f"Upload-Length is larger than sessup.upload.max_file_size ({limit} bytes)",
                        {"Tus-Max-Size": str(limit)})
@@ -231,10 +231,10 @@ def create(request: Request) -> Response:
     ext = names.extension_of(filename)
     media_type = names.guess_type(ext)
     shown = filename or "(unnamed)"
-    if not names.extension_allowed(ext, values["upload.allowed_extensions"]):
+    if not names.extension_allowed(ext, values.upload.allowed_extensions):
         raise TusError(415, f"File {shown!r}: extension {ext or '(none)'!r} is not in "
                        f"sessup.upload.allowed_extensions")
-    if not names.type_allowed(media_type, values["upload.allowed_types"]):
+    if not names.type_allowed(media_type, values.upload.allowed_types):
         raise TusError(415, f"File {shown!r}: type {media_type} is not in sessup.upload.allowed_types")
     with_body = _has_body(request)
     if with_body and _content_type(request) != OFFSET_OCTET_STREAM:
@@ -250,7 +250,7 @@ def create(request: Request) -> Response:
     client_type = meta.get("filetype") or meta.get("type") or ""
     info = store.create(owner_token=token, length=length, filename=filename, filetype=client_type[:255],
                         metadata=raw_meta.strip(), content_type=media_type,
-                        extension=names.stored_extension(ext, values["upload.allowed_extensions"]))
+                        extension=names.stored_extension(ext, values.upload.allowed_extensions))
     location = upload_url(request, info.id)
     try:
         with store.locked(info.id) as info:
@@ -373,19 +373,19 @@ def includeme(config: Configurator) -> None:
     from pyramid.exceptions import ConfigurationError
 
     values = ensure_base(config)
-    if not values["upload.path"]:
+    if not values.upload.path:
         raise ConfigurationError("pyramid_sessup.tus needs sessup.upload.path (the upload directory)")
-    if not values["routes.tus"]:
+    if not values.routes.tus:
         return
     storage = getattr(config.registry, "sessup_upload_storage", None)
     if storage is None:
-        storage = UploadStorage(values["upload.path"], fsync=values["upload.fsync"])
-    store = TusStore(storage, values["upload.tus_expiry"])
+        storage = UploadStorage(values.upload.path, fsync=values.upload.fsync)
+    store = TusStore(storage, values.upload.tus_expiry)
     config.registry.sessup_tus_store = store
     swept = store.sweep()
     if swept:
         log.info("removed %d expired tus upload(s)", swept)
-    path = values["routes.tus"]
+    path = values.routes.tus
     # require_csrf=False (set by add_route_views): see the module docstring (CSRF).
     # Every method goes to one dispatcher, which answers 405 itself with tus headers.
     config.add_route(ROUTE_COLLECTION, path + "{slash:/?}")

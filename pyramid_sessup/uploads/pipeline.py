@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import Any, BinaryIO, Collection, Iterator, Mapping
 
 from multipart import MultipartError, MultipartSegment, ParserLimitReached, PushMultipartParser
@@ -25,6 +26,7 @@ from pyramid.request import Request
 
 from ..csrf import CSRF_FIELD, CSRF_HEADER, check_origin, check_token
 from ..exceptions import InsufficientStorage, MalformedMultipart, UnsupportedMediaType, UploadTooLarge
+from ..settings import SessupSettings
 from . import names
 from .body import ShortBody, body_length, iter_body
 from .storage import UploadStorage, storage_error_message
@@ -63,9 +65,9 @@ class UploadLimits:
     chunk_size: int = 1024 * 1024
 
     @classmethod
-    def from_values(cls, values: Mapping[str, Any], **overrides: Any) -> "UploadLimits":
+    def from_values(cls, values: SessupSettings, **overrides: Any) -> "UploadLimits":
         """Limits from parsed settings (``registry.sessup_settings``)."""
-        kwargs = {name: values["upload." + name] for name in cls.__dataclass_fields__}
+        kwargs = {name: getattr(values.upload, name) for name in cls.__dataclass_fields__}
         kwargs.update(overrides)
         return cls(**kwargs)
 
@@ -157,9 +159,9 @@ def get_storage(request: Request) -> UploadStorage:
     storage = getattr(registry, "sessup_upload_storage", None)
     if storage is None:
         values = registry.sessup_settings
-        if not values["upload.path"]:
+        if not values.upload.path:
             raise RuntimeError("sessup.upload.path is not set")
-        storage = UploadStorage(values["upload.path"], fsync=values["upload.fsync"])
+        storage = UploadStorage(values.upload.path, fsync=values.upload.fsync)
         registry.sessup_upload_storage = storage
     return storage
 
@@ -336,7 +338,7 @@ class _Receiver:
 def receive_upload(
     request: Request,
     *,
-    limits: UploadLimits | Mapping[str, Any] | None = None,
+    limits: UploadLimits | SessupSettings | None = None,
     file_fields: Collection[str] | None = None,
     csrf: bool | None = None,
     storage: UploadStorage | None = None,
@@ -344,7 +346,7 @@ def receive_upload(
     """Stream a ``multipart/form-data`` request body into temporary files.
 
     ``limits``
-        :class:`UploadLimits`, or parsed settings to build them from.
+        :class:`UploadLimits`, or the parsed settings (:class:`SessupSettings`) to build them from.
         Default: the application's ``sessup.upload.*`` settings.
 
     ``file_fields``
@@ -369,15 +371,13 @@ def receive_upload(
     limit named), :class:`InsufficientStorage` (507) or ``CSRFRefused`` (403); in
     every case nothing of the request is left on disk.
     """
-    values = request.registry.sessup_settings if limits is None or csrf is None or file_fields is None else None
-    if limits is None:
-        limits = UploadLimits.from_values(values)  # type: ignore[arg-type]
-    elif not isinstance(limits, UploadLimits):
+    if isinstance(limits, SessupSettings):
         limits = UploadLimits.from_values(limits)
-    if file_fields is None:
-        file_fields = {values["upload.field"]}  # type: ignore[index]
-    if csrf is None:
-        csrf = values["upload.require_csrf"]  # type: ignore[index]
+    if limits is None or csrf is None or file_fields is None:
+        values: SessupSettings = request.registry.sessup_settings
+        limits = limits or UploadLimits.from_values(values)
+        file_fields = {values.upload.field} if file_fields is None else file_fields
+        csrf = values.upload.require_csrf if csrf is None else csrf
     storage = storage or get_storage(request)
 
     boundary = multipart_boundary(request.environ.get("CONTENT_TYPE"))

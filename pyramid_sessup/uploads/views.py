@@ -46,7 +46,7 @@ def download_path(request: Request, name: str) -> str:
     """
     if not NAME_PATTERN.fullmatch(name):
         raise ValueError("not a stored file name")
-    prefix = request.registry.sessup_settings["upload.url_prefix"].rstrip("/")
+    prefix = request.registry.sessup_settings.upload.url_prefix.rstrip("/")
     return group_url(request, GROUP, f"{prefix}/{name}")
 
 def upload(request: Request) -> Response:
@@ -56,7 +56,7 @@ def upload(request: Request) -> Response:
     parsed = receive_upload(request)
     if not parsed.files:
         parsed.discard()
-        raise MalformedMultipart(f"No file was uploaded in field {values['upload.field']!r}")
+        raise MalformedMultipart(f"No file was uploaded in field {values.upload.field!r}")
     parsed.commit()
     urls = [download_path(request, f.name) for f in parsed.files]
     if wants_json(request):
@@ -146,16 +146,16 @@ def includeme(config: Configurator) -> None:
     from pyramid.exceptions import ConfigurationError
 
     values = ensure_base(config)
-    if not values["upload.path"]:
+    if not values.upload.path:
         raise ConfigurationError("pyramid_sessup.uploads needs sessup.upload.path (the upload directory)")
-    storage = UploadStorage(values["upload.path"], fsync=values["upload.fsync"])
+    storage = UploadStorage(values.upload.path, fsync=values.upload.fsync)
     config.registry.sessup_upload_storage = storage
-    swept = storage.sweep(values["upload.temp_max_age"])
+    swept = storage.sweep(values.upload.temp_max_age)
     if swept:
         log.info("removed %d stale temporary upload file(s)", swept)
     # The upload view checks CSRF itself, from the header before the body is
     # read, or from the csrf_token field as the body streams (never request.POST).
-    if values["routes.upload"]:
-        add_route_views(config, GROUP, "sessup.upload", values["routes.upload"], {"POST": upload})
-    add_route_views(config, GROUP, "sessup.upload_download", values["upload.url_prefix"].rstrip("/") + "/{name}",
+    if values.routes.upload:
+        add_route_views(config, GROUP, "sessup.upload", values.routes.upload, {"POST": upload})
+    add_route_views(config, GROUP, "sessup.upload_download", values.upload.url_prefix.rstrip("/") + "/{name}",
                     {("GET", "HEAD"): download})
