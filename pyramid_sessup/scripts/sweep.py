@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if max_age < 0:
         sys.stderr.write("sessup-sweep: --max-age must be at least 0\n")
         return 2
-    removed = UploadStorage(values.upload.path).sweep(max_age)
+    removed = UploadStorage.from_settings(values).sweep(max_age)
     expired = sweep_tus(values.upload.path, values.upload.tus_expiry)
     print(f"removed {removed} temporary file(s) and {expired} expired resumable upload(s)")
     return 0

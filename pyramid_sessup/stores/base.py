@@ -20,9 +20,12 @@ import json
 import logging
 import re
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 from ..exceptions import StoreUnavailable
+
+if TYPE_CHECKING:
+    from ..settings import SessupSettings
 
 log = logging.getLogger("pyramid_sessup.stores")
 
@@ -79,6 +82,11 @@ class SessionStore(abc.ABC):
 
     def __init__(self, *, timeout: int) -> None:
         self.timeout = timeout
+
+    @classmethod
+    @abc.abstractmethod
+    def from_settings(cls, values: SessupSettings) -> SessionStore:
+        """The store the parsed settings describe (what :func:`~pyramid_sessup.stores.make_store` calls)."""
 
     # -- per-request operations (one round trip each) ---------------------------------
     @abc.abstractmethod

@@ -52,7 +52,7 @@ from ..exceptions import SessupError
 from ..routing import ensure_base
 from ..uploads import names
 from ..uploads.body import body_length, iter_body
-from ..uploads.storage import UploadStorage, storage_error_message
+from ..uploads.storage import storage_error_message, upload_storage
 from ..uploads.views import download_path
 from ..urls import Answer, group_url, remember_prefix
 from .protocol import (
@@ -370,16 +370,10 @@ def _dispatch(table: dict[str, Callable[[Request], Response]]) -> Callable[[Requ
 def includeme(config: Configurator) -> None:
     """Add the tus routes (``sessup.routes.tus``, under the include's
     ``route_prefix``) and sweep expired uploads."""
-    from pyramid.exceptions import ConfigurationError
-
     values = ensure_base(config)
-    if not values.upload.path:
-        raise ConfigurationError("pyramid_sessup.tus needs sessup.upload.path (the upload directory)")
+    storage = upload_storage(config.registry)
     if not values.routes.tus:
         return
-    storage = getattr(config.registry, "sessup_upload_storage", None)
-    if storage is None:
-        storage = UploadStorage(values.upload.path, fsync=values.upload.fsync)
     store = TusStore(storage, values.upload.tus_expiry)
     config.registry.sessup_tus_store = store
     swept = store.sweep()

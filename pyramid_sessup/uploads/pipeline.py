@@ -19,7 +19,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from typing import Any, BinaryIO, Collection, Iterator, Mapping
+from typing import Any, BinaryIO, Collection, Iterator
 
 from multipart import MultipartError, MultipartSegment, ParserLimitReached, PushMultipartParser
 from pyramid.request import Request
@@ -29,7 +29,7 @@ from ..exceptions import InsufficientStorage, MalformedMultipart, UnsupportedMed
 from ..settings import SessupSettings
 from . import names
 from .body import ShortBody, body_length, iter_body
-from .storage import UploadStorage, storage_error_message
+from .storage import UploadStorage, storage_error_message, upload_storage
 
 log = logging.getLogger("pyramid_sessup.uploads")
 
@@ -155,15 +155,7 @@ class ParsedUpload:
 
 def get_storage(request: Request) -> UploadStorage:
     """The :class:`UploadStorage` of the application (created on first use)."""
-    registry = request.registry
-    storage = getattr(registry, "sessup_upload_storage", None)
-    if storage is None:
-        values = registry.sessup_settings
-        if not values.upload.path:
-            raise RuntimeError("sessup.upload.path is not set")
-        storage = UploadStorage(values.upload.path, fsync=values.upload.fsync)
-        registry.sessup_upload_storage = storage
-    return storage
+    return upload_storage(request.registry)
 
 
 def multipart_boundary(content_type: str | None) -> str:

@@ -19,7 +19,12 @@ import re
 import secrets
 import stat
 import time
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from pyramid.exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from ..settings import SessupSettings
 
 #: Stored names: 32 characters of ``secrets.token_urlsafe(24)`` (192 bits)
 #: plus an optional lower-case extension.
@@ -70,6 +75,13 @@ class UploadStorage:
         stable storage before returning (slower; survives a power cut).
         Default: ``False``.
     """
+
+    @classmethod
+    def from_settings(cls, values: SessupSettings) -> UploadStorage:
+        """The upload directory ``sessup.upload.path`` (which must be set)."""
+        if not values.upload.path:
+            raise ConfigurationError("sessup.upload.path (the upload directory) is not set")
+        return cls(values.upload.path, fsync=values.upload.fsync)
 
     def __init__(self, root: str, *, fsync: bool = False) -> None:
         self.root = os.path.abspath(root)
@@ -294,3 +306,12 @@ def _fsync_path(path: str, directory: bool = False) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def upload_storage(registry: Any) -> UploadStorage:
+    """The application's :class:`UploadStorage`: the one place it is built
+    (on first use, then kept on the registry)."""
+    storage = getattr(registry, "sessup_upload_storage", None)
+    if storage is None:
+        storage = registry.sessup_upload_storage = UploadStorage.from_settings(registry.sessup_settings)
+    return storage

@@ -22,7 +22,7 @@ from ..routing import add_route_views, ensure_base
 from ..urls import Answer, group_url
 from . import names
 from .pipeline import get_storage, receive_upload
-from .storage import NAME_PATTERN, UploadStorage
+from .storage import NAME_PATTERN, UploadStorage, upload_storage
 
 log = logging.getLogger(__name__)
 
@@ -143,13 +143,8 @@ def download(request: Request) -> Response:
 
 def includeme(config: Configurator) -> None:
     """The upload routes, under the include's ``route_prefix``; needs ``sessup.upload.path``."""
-    from pyramid.exceptions import ConfigurationError
-
     values = ensure_base(config)
-    if not values.upload.path:
-        raise ConfigurationError("pyramid_sessup.uploads needs sessup.upload.path (the upload directory)")
-    storage = UploadStorage(values.upload.path, fsync=values.upload.fsync)
-    config.registry.sessup_upload_storage = storage
+    storage = upload_storage(config.registry)
     swept = storage.sweep(values.upload.temp_max_age)
     if swept:
         log.info("removed %d stale temporary upload file(s)", swept)
