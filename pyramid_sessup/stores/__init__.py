@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any, Mapping
 
 from pyramid.exceptions import ConfigurationError
 
