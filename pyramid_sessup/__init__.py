@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from pyramid.config import Configurator
-from pyramid.csrf import SessionCSRFStoragePolicy
 from pyramid.router import Router
 
+from .csrf import SessupCSRFStoragePolicy
 from .settings import parse_settings
 
 __all__ = ["main", "includeme", "get_sessup_settings"]
@@ -39,9 +39,10 @@ def includeme(config: Configurator) -> None:
     store = make_store(values)
     config.registry.sessup_store = store
     config.set_session_factory(session_factory_from_values(values, store))
-    config.set_csrf_storage_policy(SessionCSRFStoragePolicy())
+    config.set_csrf_storage_policy(SessupCSRFStoragePolicy())
     config.set_default_csrf_options(require_csrf=True)
     config.include(".errors")
+    config.include(".badrequest")
     config.include(".views.session")
     if values["upload.path"]:
         config.include(".uploads.views")
@@ -52,5 +53,6 @@ def main(global_config: dict[str, Any] | None, **settings: Any) -> Router:
     """The WSGI application behind ``pserve development.ini`` (``paste.app_factory``)."""
     with Configurator(settings=settings) as config:
         config.include(includeme)
+        config.include(".badrequest")
         config.include(".routes")
     return config.make_wsgi_app()

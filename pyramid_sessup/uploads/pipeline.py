@@ -16,7 +16,6 @@ propagates.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 from dataclasses import dataclass, field as dc_field
 from typing import Any, BinaryIO, Collection, Iterator, Mapping
@@ -24,9 +23,10 @@ from typing import Any, BinaryIO, Collection, Iterator, Mapping
 from multipart import MultipartError, MultipartSegment, ParserLimitReached, PushMultipartParser
 from pyramid.csrf import check_csrf_origin
 from pyramid.exceptions import BadCSRFToken
-from pyramid.interfaces import ICSRFStoragePolicy, IDefaultCSRFOptions
+from pyramid.interfaces import IDefaultCSRFOptions
 from pyramid.request import Request
 
+from ..csrf import check_csrf
 from ..exceptions import InsufficientStorage, MalformedMultipart, UnsupportedMediaType, UploadTooLarge
 from . import names
 from .body import ShortBody, body_length, iter_body
@@ -447,15 +447,10 @@ def _check_origin(request: Request) -> None:
 
 
 def check_token(request: Request, supplied: str | None) -> None:
-    """Raise ``BadCSRFToken`` unless ``supplied`` is the session's CSRF token
-    (constant-time comparison, as :func:`pyramid.csrf.check_csrf_token`)."""
+    """Raise ``BadCSRFToken`` unless ``supplied`` is the visitor's CSRF token
+    (:func:`pyramid_sessup.csrf.check_csrf`: constant time, and the session
+    store is neither read nor written)."""
     if not supplied:
         raise BadCSRFToken("CSRF token missing")
-    policy = request.registry.queryUtility(ICSRFStoragePolicy)
-    if policy is not None:
-        ok = policy.check_csrf_token(request, supplied)
-    else:
-        expected = request.session.get_csrf_token()
-        ok = hmac.compare_digest(str(expected).encode("utf-8"), supplied.encode("utf-8"))
-    if not ok:
+    if not check_csrf(request, supplied):
         raise BadCSRFToken("CSRF token incorrect")
