@@ -17,7 +17,8 @@ def read_cookie(environ: Mapping[str, Any], name: str) -> tuple[str | None, bool
 
     ``value`` is ``None`` when the cookie is absent, or when several cookies
     of that name disagree (then ``ambiguous`` is true).  Values are returned
-    as sent (our values never need quoting); names compare exactly.
+    as sent, without the double quotes RFC 6265 allows around them (our
+    values never need escapes); names compare exactly.
     """
     header = environ.get("HTTP_COOKIE")
     if not header or name not in header:
@@ -28,6 +29,8 @@ def read_cookie(environ: Mapping[str, Any], name: str) -> tuple[str | None, bool
         if not sep or key.strip() != name:
             continue
         value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]  # RFC 6265 allows a quoted value
         if found is None:
             found = value
         elif value != found:
