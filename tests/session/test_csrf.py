@@ -109,7 +109,8 @@ def test_rotated_secrets_keep_open_forms_valid(make_app: Any) -> None:
     rotated.post("/upFile", upload_files=[("inputFile", "a.txt", b"x")], headers={"X-CSRF-Token": token})
     fresh_token = rotated.get("/csrf").json["csrf_token"]
     assert fresh_token != token
-    dropped = webtest.TestApp(make_app(**{"sessup.session.secret": new_secret}), extra_environ={"HTTP_HOST": "example.com"})
+    dropped = webtest.TestApp(make_app(**{"sessup.session.secret": new_secret}),
+                              extra_environ={"HTTP_HOST": "example.com"})
     dropped.set_cookie("sessup_csrf", nonce)
     dropped.post("/upFile", upload_files=[("inputFile", "a.txt", b"x")], headers={"X-CSRF-Token": token}, status=403)
     dropped.post("/upFile", upload_files=[("inputFile", "a.txt", b"x")], headers={"X-CSRF-Token": fresh_token})
