@@ -278,6 +278,7 @@ class Worker:
         self.rng = rng
         self.conn: http.client.HTTPConnection | None = None
         self.cookie = ""
+        self.jar: dict[str, str] = {}
         self.token = ""
         self.stored: list[tuple[str, Body]] = []  # (url, body it came from); at most KEEP_PER_WORKER
         self.stats = Stats()
@@ -313,9 +314,11 @@ class Worker:
         self.stats.statuses[status] = self.stats.statuses.get(status, 0) + 1
         self.stats.bytes_up += len(body or b"")
         self.stats.bytes_down += len(data)
-        set_cookie = rheaders.get("set-cookie", "")
-        if set_cookie.startswith("sessup="):
-            self.cookie = set_cookie.split(";", 1)[0]
+        for key, value in resp.getheaders():  # the session cookie and the CSRF nonce cookie
+            if key.lower() == "set-cookie":
+                name, _, rest = value.split(";", 1)[0].partition("=")
+                self.jar[name] = rest
+        self.cookie = "; ".join(f"{k}={v}" for k, v in self.jar.items())
         if status not in expect:
             self.stats.unexpected.append(f"{op} {method} {path}: {status} {data[:200]!r}")
             return None

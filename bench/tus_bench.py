@@ -119,7 +119,7 @@ def run(ini: Path, size: int, chunk: int) -> dict[str, float]:
     try:
         wait_for(port, proc)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-        conn.request("GET", "/session")
+        conn.request("GET", "/csrf")  # sets the visitor cookie that owns the uploads
         res = conn.getresponse()
         res.read()
         cookie = (res.getheader("Set-Cookie") or "").split(";", 1)[0]

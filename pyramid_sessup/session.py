@@ -6,7 +6,10 @@ pyramid_beaker session class (Beaker's lazy ``SessionObject`` with Pyramid's
 :class:`SessupSession`.  The layer adds, over a pluggable JSON-only store:
 
 * signed IDs with secret rotation; unknown, tampered, malformed or oversized
-  cookies count as no cookie and never reach the store;
+  cookies count as no cookie and never reach the store; several session
+  cookies that disagree count as none, and nothing is stored for them;
+* CSRF tokens kept out of the store (:mod:`pyramid_sessup.csrf`), rotated by
+  ``regenerate()`` and ``invalidate()``;
 * ``save_uninitialized``, ``resave``, ``rolling``, ``unset`` and cookie options
   as in express-session;
 * writes as per-key merges of what this request changed (nested mutations
@@ -33,6 +36,8 @@ from pyramid.response import Response
 from pyramid_beaker import BeakerSessionFactoryConfig
 from zope.interface import implementer
 
+from . import csrf
+from .cookies import read_cookie
 from .exceptions import SessionValueError, StoreUnavailable
 from .settings import SessupSettings
 from .signing import Signer, new_session_id
@@ -163,7 +168,13 @@ class SessupSession(BeakerSession):
         self._cookie_value = ""  # the incoming cookie, reused while the ID stays the same
         self._loaded_record: str | None = None
 
-        incoming = request.cookies.get(config.name)
+        incoming, ambiguous = read_cookie(request.environ, config.name)
+        if ambiguous:
+            # Several session cookies that disagree (one planted by a sibling
+            # subdomain?): trust none, and store nothing for this request.
+            self.anonymous = True
+            self.id = new_session_id()
+            return
         parsed = config.signer.unsign(incoming)
         if parsed is not None:
             sid, current_secret = parsed
@@ -246,7 +257,9 @@ class SessupSession(BeakerSession):
         return time.time() + self.timeout
 
     def regenerate(self) -> None:
-        """New ID, same data; the old ID is dead at once (against fixation)."""
+        """New ID, same data; the old ID is dead at once (against fixation).
+        The CSRF token changes too: tokens issued before are refused."""
+        csrf.rotate(self.request)
         old = None if self.is_new else self.id
         self.id = new_session_id()
         self._loaded_record = None
@@ -264,7 +277,9 @@ class SessupSession(BeakerSession):
     regenerate_id = regenerate
 
     def invalidate(self) -> None:
-        """Delete the stored record and start an empty session under a new ID."""
+        """Delete the stored record and start an empty session under a new ID;
+        the CSRF token changes too."""
+        csrf.rotate(self.request)
         if not self.is_new and not self.anonymous:
             self._store_call(self.store.delete, self.id)
             self._clear_cookie = True
@@ -315,6 +330,13 @@ class SessupSession(BeakerSession):
     def changed(self) -> None:
         """Mark every key as changed (Pyramid's ISession API)."""
         self._force_full = True
+
+    # -- CSRF: tokens live outside the store (see pyramid_sessup.csrf) ---------------------
+    def get_csrf_token(self) -> str:
+        return csrf.get_csrf_token(self.request)
+
+    def new_csrf_token(self) -> str:
+        return csrf.new_csrf_token(self.request)
 
     # -- end of request ----------------------------------------------------------------
     def _full_record(self) -> dict[str, Any]:
@@ -422,6 +444,7 @@ def _set_cookie_header(config: SessionConfig, value: str, max_age: int | None, s
 def session_factory_from_values(values: SessupSettings, store: SessionStore) -> Callable[[Request], Any]:
     """A Pyramid session factory for the parsed ``sessup.*`` ``values`` over ``store``."""
     config = SessionConfig.from_values(values)
+    csrf_settings = csrf.CSRFConfig.from_values(values)
     incidents = _Incidents()
     base = BeakerSessionFactoryConfig(key=config.name, timeout=config.timeout, data_serializer="json",
                                       httponly=config.httponly, session_class=SessupSession)
@@ -432,6 +455,9 @@ def session_factory_from_values(values: SessupSettings, store: SessionStore) -> 
 
         def __init__(self, request: Request) -> None:
             SessionObject.__init__(self, request.environ, **self._options)
+            if getattr(request.registry, "sessup_csrf_config", None) is None:
+                # An app configured in Python (SessupSessionFactory) has no sessup.* settings.
+                request.registry.sessup_csrf_config = csrf_settings
             self.__dict__["_request"] = request
             request.add_response_callback(self._finish)
 
@@ -451,6 +477,9 @@ def session_factory_from_values(values: SessupSettings, store: SessionStore) -> 
                 response.headers["Vary"] = "Cookie"
             elif "cookie" not in vary.lower():
                 response.headers["Vary"] = vary + ", Cookie"
+            if "Cache-Control" not in response.headers:
+                # The body may depend on the session: keep it out of every cache.
+                response.headers["Cache-Control"] = "no-store"
             if response.status_int >= 500:
                 return  # a failed request saves nothing
             try:
@@ -460,6 +489,7 @@ def session_factory_from_values(values: SessupSettings, store: SessionStore) -> 
                     _store_down_response(request, response)
                 return
             sess.apply_cookie(response)
+            csrf.follow_session_cookie(request, response)
 
         # ISession API over the Beaker proxy, without pyramid_beaker's save-per-call.
         @property
@@ -468,6 +498,13 @@ def session_factory_from_values(values: SessupSettings, store: SessionStore) -> 
 
         def changed(self) -> None:
             self._session().changed()
+
+        # CSRF tokens need neither the stored session nor even its loading.
+        def get_csrf_token(self) -> str:
+            return csrf.get_csrf_token(self.__dict__["_request"])
+
+        def new_csrf_token(self) -> str:
+            return csrf.new_csrf_token(self.__dict__["_request"])
 
         def invalidate(self) -> None:
             self._session().invalidate()

@@ -219,7 +219,10 @@ PARAMS: tuple[Param, ...] = (
     Param("session.secret", _words, (), "secrets",
           "Whitespace-separated secrets: the first signs session cookies, all verify "
           "(rotation). Required. The SESSUP_SECRET environment variable overrides it."),
-    Param("session.name", _cookie_name, "sessup", "cookie name", "Name of the session cookie."),
+    Param("session.name", _cookie_name, "sessup", "cookie name",
+          "Name of the session cookie; the CSRF nonce cookie is this name plus _csrf. A __Host- prefix "
+          "(recommended over HTTPS: no sibling subdomain can then plant either cookie) requires "
+          "cookie.secure = true, cookie.path = / and no cookie.domain; __Secure- requires secure = true."),
     Param("session.timeout", _int_converter(1), 1800, "seconds",
           "Idle timeout, enforced server-side: a session unused this long is gone."),
     Param("session.resave", as_bool, False, "bool",
@@ -467,6 +470,7 @@ def _check_combinations(values: dict[str, Any]) -> None:
         if values["session.store"] == "memory":
             raise ConfigurationError("sessup.session.store = memory loses sessions on restart; "
                                      "production needs file, redis or postgresql")
+    _check_cookie_prefix(values)
     if values["session.cookie.samesite"] == "none" and values["session.cookie.secure"] != "true":
         raise ConfigurationError("sessup.session.cookie.samesite = none requires sessup.session.cookie.secure = true")
     store = values["session.store"]
@@ -482,6 +486,26 @@ def _check_combinations(values: dict[str, Any]) -> None:
             )
     if values["upload.max_total_size"] < values["upload.max_file_size"]:
         raise ConfigurationError("sessup.upload.max_total_size must be at least sessup.upload.max_file_size")
+
+
+def _check_cookie_prefix(values: dict[str, Any]) -> None:
+    """Browsers drop a ``__Host-``/``__Secure-`` cookie set without the attributes
+    its prefix demands: refuse such a configuration at start-up, not in production."""
+    name = values["session.name"]
+    lowered = name.lower()  # browsers match the prefixes in any case
+    if lowered.startswith("__host-"):
+        if values["session.cookie.secure"] != "true":
+            raise ConfigurationError(f"sessup.session.name = {name} (a __Host- cookie) requires "
+                                     "sessup.session.cookie.secure = true")
+        if values["session.cookie.path"] != "/":
+            raise ConfigurationError(f"sessup.session.name = {name} (a __Host- cookie) requires "
+                                     "sessup.session.cookie.path = /")
+        if values["session.cookie.domain"]:
+            raise ConfigurationError(f"sessup.session.name = {name} (a __Host- cookie) requires "
+                                     "sessup.session.cookie.domain to be empty")
+    elif lowered.startswith("__secure-") and values["session.cookie.secure"] != "true":
+        raise ConfigurationError(f"sessup.session.name = {name} (a __Secure- cookie) requires "
+                                 "sessup.session.cookie.secure = true")
 
 
 def reference_markdown() -> str:

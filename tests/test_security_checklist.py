@@ -19,7 +19,9 @@ SECURITY = ROOT / "SECURITY.md"
 
 #: The threats SECURITY.md must cover, as its rows name them.
 SESSION_THREATS = ["Tampered IDs", "Oversized IDs", "Unknown IDs", "Expired IDs", "Fixation", "Logout", "Pickle",
-                   "Cookie flags", "CSRF", "Untrusted `Host`", "Shadowed routes", "Cache leaks (`Vary: Cookie`)"]
+                   "Cookie flags", "CSRF", "Untrusted `Host`", "Shadowed routes", "Cache leaks (`Vary: Cookie`)",
+                   "CSRF token after login and logout", "Cached session answers (`no-store`)",
+                   "Anonymous visitors filling the store", "Duplicate session cookies", "Undecodable input (never a 5xx)"]
 UPLOAD_THREATS = ["Traversal", "NUL", "Long names", "Reserved names", "Bidi and Unicode tricks", "Double extensions",
                   "Stored XSS", "Spoofed types", "Part floods", "Huge headers", "CRLF junk", "Header ReDoS",
                   "Boundary errors", "Truncation", "Disconnects", "Slow bodies", "Lying Content-Length", "Disk full",

@@ -14,6 +14,7 @@ from pyramid.config import Configurator
 from pyramid.router import Router
 
 from .. import STATIC
+from ..csrf import SessupCSRFStoragePolicy
 from ..settings import SessupSettings
 
 
@@ -36,6 +37,10 @@ def main(global_config: dict[str, Any] | None, **settings: Any) -> Router:
     """The WSGI application behind ``pserve development.ini`` (``paste.app_factory``)."""
     with Configurator(settings=settings) as config:
         config.include("pyramid_sessup")
+        # The demo is the host here: a 400 (not a 500) for input that is not
+        # UTF-8, and Pyramid's require_csrf on the add-on's tokens.
+        config.include("pyramid_sessup.badrequest")
+        config.set_csrf_storage_policy(SessupCSRFStoragePolicy())
         config.include("pyramid_sessup.session_api")
         if config.registry.sessup_settings.upload.path:
             config.include("pyramid_sessup.uploads")

@@ -46,9 +46,9 @@ NAV = (
 def page_values(request: Request, csrf: bool = True) -> Page:
     """Values of the shared layout for this request.
 
-    ``csrf``: put a CSRF token in the page.  A token lives in the session, so
-    pages without a form (the home page) pass False: an anonymous visit then
-    stores nothing and sets no cookie.
+    ``csrf``: put a CSRF token in the page.  A token stores nothing but sets
+    the visitor's CSRF cookie, so pages without a form (the home page) pass
+    False: an anonymous visit then sets no cookie at all.
     """
     from . import static_spec
 
@@ -127,23 +127,32 @@ def _when(timestamp: float, request: Request) -> tuple[str, str]:
 
 
 def session_page(request: Request) -> dict[str, Any]:
-    """Count a view and show the session: the HTML beside ``GET /session``."""
+    """Show the session.  Only reads it, so an anonymous visit stores nothing;
+    the "Count a view" button (:func:`session_page_count`) writes."""
     _no_store(request)
     session = request.session
-    session["views"] = session.get("views", 0) + 1
+    views = session.get("views", 0)
     timeout = request.registry.sessup_settings.session.timeout
     created = getattr(session, "created", None) or time.time()
     created_iso, created_text = _when(created, request)
     expires_iso, expires_text = _when(time.time() + timeout, request)
     return {
         "page": page_values(request),
-        "views": session["views"],
+        "views": views,
         "created_iso": created_iso,
         "created_text": created_text,
         "expires_iso": expires_iso,
         "expires_text": expires_text,
         "timeout_minutes": max(1, round(timeout / 60)),
     }
+
+
+def session_page_count(request: Request) -> SeeOther:
+    """Count a view (CSRF-checked POST; the first one stores the session), then back to the page."""
+    require_csrf(request)
+    session = request.session
+    session["views"] = session.get("views", 0) + 1
+    return SeeOther(location=request.route_path("sessup.session_page"))
 
 
 def session_page_regenerate(request: Request) -> SeeOther:
@@ -167,6 +176,7 @@ def includeme(config: Configurator) -> None:
     config.add_view(home, route_name="home", request_method="GET",
                     renderer="pyramid_sessup.demo:templates/home.pt")
     config.add_route("sessup.session_page", "/session/page")
+    config.add_route("sessup.session_page_count", "/session/page/count")
     config.add_route("sessup.session_page_regenerate", "/session/page/regenerate")
     config.add_route("sessup.session_page_destroy", "/session/page/destroy")
     if config.registry.sessup_settings.upload.path:
@@ -175,5 +185,6 @@ def includeme(config: Configurator) -> None:
                         renderer="pyramid_sessup.demo:templates/ajax.pt")
     config.add_view(session_page, route_name="sessup.session_page", request_method="GET",
                     renderer="pyramid_sessup.demo:templates/session.pt")
+    config.add_view(session_page_count, route_name="sessup.session_page_count", request_method="POST")
     config.add_view(session_page_regenerate, route_name="sessup.session_page_regenerate", request_method="POST")
     config.add_view(session_page_destroy, route_name="sessup.session_page_destroy", request_method="POST")

@@ -17,10 +17,14 @@
 ``GET /files/{id}``
     Not tus: the result as JSON, shaped like one file of ``/upFile``'s answer.
 
-**Ownership.**  Creating an upload stores a random owner token in the
-session (``session["tus_owner"]``); the upload records its hash.  Every other
-request must come with that session, otherwise the upload does not exist for
-it (404), whoever knows the URL.
+**Ownership.**  An upload belongs to the browser that created it: to its
+CSRF visitor nonce (the ``<session name>_csrf`` cookie of
+:mod:`pyramid_sessup.csrf`, set by the creation request if absent), whose hash
+the upload records.  Nothing is written to the session store.  Every other
+request must come with that cookie, otherwise the upload does not exist for it
+(404), whoever knows the URL.  Login and logout (``regenerate()``,
+``invalidate()``) draw a new nonce, so uploads started before are no longer
+reachable from that browser.
 
 **CSRF.**  These views run with ``require_csrf=False`` and take no CSRF
 token: every request except ``OPTIONS`` must carry ``Tus-Resumable: 1.0.0``
@@ -39,14 +43,13 @@ every expired one.  After removal it is simply unknown (404).
 from __future__ import annotations
 
 import logging
-import secrets
 from typing import Any, Callable, Iterator
 
 from pyramid.config import Configurator
 from pyramid.request import Request
 from pyramid.response import Response
 
-from ..csrf import check_origin
+from ..csrf import check_origin, visitor_nonce
 from ..errors import fill_error
 from ..exceptions import SessupError
 from ..routing import ensure_base
@@ -70,8 +73,6 @@ from .state import Busy, Gone, TusStore, UploadInfo, sweep
 
 log = logging.getLogger(__name__)
 
-#: Session key of the owner token.
-OWNER_KEY = "tus_owner"
 #: Bytes read from the request body per step.  Measured with bench/tus_bench.py
 #: (1 GiB in 8 MiB PATCHes): 1 MiB blocks cost about 12 MiB of peak RSS over
 #: idle (each waitress thread's allocator keeps one), 256 KiB about 4 MiB, at
@@ -111,8 +112,7 @@ def _error(request: Request, exc: SessupError) -> Response:
 
 
 def _owner(request: Request) -> str | None:
-    token = request.session.get(OWNER_KEY)
-    return token if isinstance(token, str) and token else None
+    return visitor_nonce(request)
 
 
 def _find(request: Request, upload_id: str) -> UploadInfo:
@@ -242,10 +242,8 @@ def create(request: Request) -> Response:
     if with_body:
         parse_checksum(request.headers.get("Upload-Checksum"))  # 400 before anything is created
 
-    token = _owner(request)
-    if token is None:
-        token = secrets.token_urlsafe(32)
-        request.session[OWNER_KEY] = token
+    token = visitor_nonce(request, create=True)
+    assert token is not None
     store = get_tus_store(request)
     client_type = meta.get("filetype") or meta.get("type") or ""
     info = store.create(owner_token=token, length=length, filename=filename, filetype=client_type[:255],

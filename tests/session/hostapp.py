@@ -78,6 +78,7 @@ def plain(request: Request) -> dict[str, Any]:
 def make_host_app(settings: dict[str, Any]) -> Any:
     config = Configurator(settings=settings)
     config.include("pyramid_sessup")
+    config.include("pyramid_sessup.session_api")
     for name, view, path in [
         ("read", read, "/read"), ("write", write, "/write"), ("incr", incr, "/incr"),
         ("append", append, "/append"), ("clear", clear, "/clear"), ("bad", bad_value, "/bad"),

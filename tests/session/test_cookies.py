@@ -63,6 +63,9 @@ def test_csrf_required_on_state_changing_requests(testapp: Any) -> None:
     assert refused.headers["X-Content-Type-Options"] == "nosniff"  # error texts are never sniffed as HTML
     token = testapp.get("/csrf").json["csrf_token"]
     testapp.post("/session/regenerate", headers={"X-CSRF-Token": token}, status=200)
+    # regenerate() rotated the token: the pre-login one is dead.
+    testapp.post("/session/destroy", {"csrf_token": token}, status=403)
+    token = testapp.get("/csrf").json["csrf_token"]
     testapp.post("/session/destroy", {"csrf_token": token}, status=200)
 
 

@@ -25,11 +25,16 @@ class Reply:
 
 @dataclass
 class Client:
-    """One browser-like client: its own cookie, any server."""
+    """One browser-like client: its own cookies, any server."""
 
-    cookie: str = ""
     timeout: float = 60.0
     extra: dict[str, str] = field(default_factory=dict)
+    jar: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def cookie(self) -> str:
+        """The ``Cookie`` header this client sends."""
+        return "; ".join(f"{name}={value}" for name, value in self.jar.items())
 
     def request(self, method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> Reply:
         parts = urllib.parse.urlsplit(url)
@@ -42,9 +47,13 @@ class Client:
             res = conn.getresponse()
             data = res.read()
             headers_out = {k.lower(): v for k, v in res.getheaders()}
-            cookie = res.getheader("Set-Cookie")
-            if cookie:
-                self.cookie = cookie.split(";", 1)[0]
+            for key, value in res.getheaders():
+                if key.lower() == "set-cookie":
+                    name, _, rest = value.split(";", 1)[0].partition("=")
+                    if "Max-Age=0" in value:
+                        self.jar.pop(name, None)
+                    else:
+                        self.jar[name] = rest
             return Reply(res.status, headers_out, data)
         finally:
             conn.close()

@@ -65,7 +65,10 @@ def test_creation(testapp: webtest.TestApp, upload_dir: Path) -> None:
     assert res.headers["Upload-Offset"] == "0"
     expires = time.mktime(time.strptime(res.headers["Upload-Expires"], "%a, %d %b %Y %H:%M:%S GMT")) - time.timezone
     assert 86400 - 120 < expires - time.time() < 86400 + 120
-    assert "sessup=" in res.headers["Set-Cookie"]  # the owner token lives in the session
+    # The upload belongs to the visitor's CSRF nonce cookie; no session is stored.
+    [cookie] = res.headers.getall("Set-Cookie")
+    assert cookie.startswith("sessup_csrf=") and "HttpOnly" in cookie
+    assert testapp.app.registry.sessup_store.count() == 0
     head = testapp.head(res.headers["Location"], headers=TUS, status=200)
     assert head.headers["Upload-Offset"] == "0" and head.headers["Upload-Length"] == "100"
     assert head.headers["Cache-Control"] == "no-store"
@@ -397,7 +400,7 @@ def test_another_session_gets_404(app: Any, testapp: webtest.TestApp, create: An
     loc = create(4)
     testapp.patch(loc, b"ab", headers=patch_headers(0), status=204)
     other = webtest.TestApp(app, extra_environ={"HTTP_HOST": "example.com"})
-    other.get("/session")  # a session of its own
+    other.get("/csrf")  # a visitor cookie of its own
     other.head(loc, headers=TUS, status=404)
     other.patch(loc, b"cd", headers=patch_headers(2), status=404)
     other.delete(loc, headers=TUS, status=404)
@@ -530,7 +533,7 @@ def test_sweep_function(app: Any, create: Any, upload_dir: Path) -> None:
 
 
 def test_creation_with_upload_cut_short_keeps_the_upload(app: Any, testapp: webtest.TestApp) -> None:
-    testapp.get("/session")
+    testapp.get("/csrf")  # the visitor cookie that will own the upload
     cookie = "; ".join(f"{c.name}={c.value}" for c in testapp.cookiejar)
     environ = {"REQUEST_METHOD": "POST", "HTTP_TUS_RESUMABLE": "1.0.0", "HTTP_UPLOAD_LENGTH": "10",
                "CONTENT_TYPE": OCTETS, "CONTENT_LENGTH": "10", "HTTP_COOKIE": cookie, "HTTP_HOST": "example.com",

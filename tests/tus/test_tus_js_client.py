@@ -43,7 +43,8 @@ def test_tus_js_client_interrupted_and_resumed(tmp_path: Path) -> None:
     port = free_port()
     with running_server(tus_ini(tmp_path / "srv", tmp_path / "uploads", tmp_path / "sessions", port), port) as server:
         browser = Client()
-        assert browser.request("GET", server.url + "/session").status == 200
+        # The visitor cookie (GET /csrf sets it) will own the upload; clients send it themselves.
+        assert browser.request("GET", server.url + "/csrf").status == 200
         first = run(server.url + "/files/", str(source), browser.cookie, str(MiB), str(4 * MiB))
         url = str(first["url"])
         assert url.startswith(server.url + "/files/")

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from webob import Request
+from pyramid.request import Request
 
+from pyramid_sessup.csrf import CSRFConfig
 from pyramid_sessup.exceptions import CSRFRefused, MalformedMultipart, UnsupportedMediaType, UploadTooLarge
 from pyramid_sessup.settings import SessupSettings, parse_settings
 from pyramid_sessup.uploads.pipeline import (ANY_FIELD, ParsedUpload, UploadLimits, multipart_boundary,
@@ -82,26 +83,35 @@ def test_limits_from_settings_and_overrides(values: SessupSettings, store: Uploa
     assert leftovers(upload_dir) == []
 
 
-def test_csrf_checks_the_sessions_token(values: SessupSettings, store: UploadStorage,
-                                                upload_dir: Path) -> None:
-    class Session(dict):
-        def get_csrf_token(self) -> str:
-            return "tok"
+class NoSession:
+    """A session the CSRF check must never touch (it needs no stored session)."""
 
-    data = body(part("csrf_token", b"tok"), part("inputFile", b"x", filename="a.txt"))
-    req = make_request(data, values)
-    req.session = Session()
-    assert len(receive_upload(req, csrf=True, storage=store).files) == 1
-    req = make_request(data, values, **{"X-CSRF-Token": "bad"})
-    req.session = Session()
-    with pytest.raises(CSRFRefused):
-        receive_upload(req, csrf=True, storage=store)
-    req = make_request(body(part("csrf_token", "t\u00f6k".encode()), part("inputFile", b"x", filename="a.txt")),
-                       values)
-    req.session = Session()
-    with pytest.raises(CSRFRefused):
-        receive_upload(req, csrf=True, storage=store)
-    assert len(store.temp_files()) == 1  # only the accepted, uncommitted upload
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the CSRF check used request.session.{name}")
+
+
+def test_csrf_checks_the_visitor_token_and_never_the_session(values: SessupSettings, store: UploadStorage) -> None:
+    config = CSRFConfig.from_values(values)
+    nonce, other = "N" * 43, "O" * 43
+    cookie = {"Cookie": f"{config.cookie_name}={nonce}"}
+    token = config.token(nonce)
+
+    def attempt(fields: list[bytes], **headers: str) -> bool:
+        req = make_request(body(*fields, part("inputFile", b"x", filename="a.txt")), values, **headers)
+        req.session = NoSession()
+        try:
+            receive_upload(req, csrf=True, storage=store)
+        except CSRFRefused:
+            return False
+        return True
+
+    assert attempt([part("csrf_token", token.encode())], **cookie)
+    assert attempt([], **cookie, **{"X-CSRF-Token": token})
+    assert not attempt([part("csrf_token", token.encode())], **cookie, **{"X-CSRF-Token": "bad"})
+    assert not attempt([part("csrf_token", "t\u00f6k".encode())], **cookie)
+    assert not attempt([part("csrf_token", token.encode())])  # no nonce cookie
+    assert not attempt([part("csrf_token", config.token(other).encode())], **cookie)  # another visitor's token
+    assert len(store.temp_files()) == 2  # only the accepted, uncommitted uploads
 
 
 @pytest.mark.parametrize("content_type, error", [
