@@ -24,8 +24,9 @@ DEFAULT_RETRY_AFTER = 5
 
 def wants_json(request: Request) -> bool:
     """True if the client prefers JSON over plain text (``Accept`` header)."""
-    best = request.accept.best_match(["text/plain", "application/json", "text/html"], "text/plain")
-    return best == "application/json"
+    # acceptable_offers: best quality first, ties in our order (WebOb deprecates best_match).
+    offers = request.accept.acceptable_offers(["text/plain", "application/json", "text/html"])
+    return bool(offers) and offers[0][0] == "application/json"
 
 
 def _retry_after(request: Request) -> int:

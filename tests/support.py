@@ -112,9 +112,11 @@ def start_server(ini: Path, port: int, env: dict[str, str] | None = None, cwd: P
         if proc.poll() is not None:
             raise RuntimeError(f"pserve exited with {proc.returncode}:\n{server.log()}")
         try:
-            urllib.request.urlopen(server.url + probe, timeout=5).read()
+            with urllib.request.urlopen(server.url + probe, timeout=5) as res:
+                res.read()
             return server
-        except urllib.error.HTTPError:
+        except urllib.error.HTTPError as exc:  # an HTTP answer, even an error, means it is up
+            exc.close()
             return server
         except OSError:
             time.sleep(0.1)

@@ -41,7 +41,7 @@ def test_adopt_keeps_metadata_as_json_and_bytes_on_disk(storage: UploadStorage) 
     json.dumps(session)  # JSON only
     assert session[SESSION_KEY][entry["uid"]]["size"] == 5
     path = store.temp_path(entry["uid"])
-    assert path is not None and open(path, "rb").read() == b"hello"
+    assert path is not None and Path(path).read_bytes() == b"hello"
     assert store.get(entry["uid"])["filename"] == "a.txt"
     assert entry["uid"] in store and len(store) == 1
 

@@ -188,6 +188,7 @@ def test_process_starts_and_serves_while_the_store_is_down(backend: str, policy:
         if policy == "fail":
             with pytest.raises(urllib.error.HTTPError) as err:
                 urllib.request.urlopen(server.url + "/session", timeout=60)
+            err.value.close()
             assert err.value.code == 503 and err.value.headers["Retry-After"]
         else:
             with urllib.request.urlopen(server.url + "/session", timeout=60) as response:
