@@ -104,8 +104,9 @@ def start_server(ini: Path, port: int, env: dict[str, str] | None = None, cwd: P
     """Start ``pserve ini *args`` and wait until ``probe`` answers HTTP on ``port``."""
     log_path = Path(tempfile.mkstemp(prefix="pserve-", suffix=".log")[1])
     full_env = {**os.environ, **(env or {})}
-    proc = subprocess.Popen([pserve, str(ini), *args], cwd=str(cwd or ini.parent), env=full_env,
-                            stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
+    with open(log_path, "wb") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen([pserve, str(ini), *args], cwd=str(cwd or ini.parent), env=full_env,
+                                stdout=log, stderr=subprocess.STDOUT)
     server = Server(proc, port, log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
