@@ -45,9 +45,10 @@ _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _WRITE_FLAGS = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def partial_ids(urls: Sequence[str], collection_path: str) -> list[str]:
+def partial_ids(urls: Sequence[str], collection_paths: Sequence[str]) -> list[str]:
     """The upload ids named by ``Upload-Concat: final;...``: each URL (absolute,
-    or a path) must be ``<collection_path>/<id>``; none may repeat (400)."""
+    or a path) must be ``<collection path>/<id>``, with one of
+    ``collection_paths``; none may repeat (400)."""
     ids: list[str] = []
     for url in urls:
         try:
@@ -55,7 +56,7 @@ def partial_ids(urls: Sequence[str], collection_path: str) -> list[str]:
         except ValueError:
             path = ""
         parent, _, upload_id = path.rpartition("/")
-        if parent != collection_path or not ID_PATTERN.fullmatch(upload_id):
+        if parent not in collection_paths or not ID_PATTERN.fullmatch(upload_id):
             raise TusError(400, f"Upload-Concat: {url[:100]!r} is not an upload of this endpoint")
         if upload_id in ids:
             raise TusError(400, f"Upload-Concat names the upload {upload_id} twice")
@@ -63,13 +64,13 @@ def partial_ids(urls: Sequence[str], collection_path: str) -> list[str]:
     return ids
 
 
-def create_final(store: TusStore, *, owner_token: str, urls: Sequence[str], collection_path: str,
+def create_final(store: TusStore, *, owner_token: str, urls: Sequence[str], collection_paths: Sequence[str],
                  limit: int, declared_length: int | None = None,
                  checksum: tuple[str, bytes] | None = None, **attrs: Any) -> UploadInfo:
     """Join the partial uploads named by ``urls`` into a new, finished upload
     owned by ``owner_token`` (see the module docstring); ``attrs`` are the
     final upload's file name, type and metadata."""
-    ids = partial_ids(urls, collection_path)
+    ids = partial_ids(urls, collection_paths)
     with ExitStack() as held:
         partials = [_take_partial(store, held, upload_id, owner_token) for upload_id in ids]
         total = sum(p.length or 0 for p in partials)

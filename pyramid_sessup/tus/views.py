@@ -45,6 +45,7 @@ from __future__ import annotations
 import logging
 import secrets
 from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit
 
 from pyramid.config import Configurator
 from pyramid.csrf import check_csrf_origin
@@ -273,7 +274,7 @@ def create(request: Request) -> Response:
         request.session[OWNER_KEY] = token
     store = get_tus_store(request)
     info = store.create(owner_token=token, length=length, concat=PARTIAL if partial else "", **attrs)
-    location = _location(request, info)
+    location = _location(request, info.id)
     try:
         with store.locked(info.id) as info:
             if with_body:
@@ -294,9 +295,9 @@ def create(request: Request) -> Response:
     return _answer(201, {"Location": location, **_state_headers(request, info)})
 
 
-def _location(request: Request, info: UploadInfo) -> str:
+def _location(request: Request, upload_id: str) -> str:
     # By hand, not route_url: Pyramid caches each quoted segment for good, and ids are random.
-    return f"{request.application_url}/files/{info.id}"
+    return f"{request.application_url}/files/{upload_id}"
 
 
 def _create_final(request: Request, urls: tuple[str, ...], length: int | None, with_body: bool,
@@ -309,10 +310,11 @@ def _create_final(request: Request, urls: tuple[str, ...], length: int | None, w
     if token is None:  # no upload of this caller exists at all
         raise TusError(400, "Upload-Concat: no partial upload of yours exists")
     values = request.registry.sessup_settings
-    info = create_final(get_tus_store(request), owner_token=token, urls=urls,
-                        collection_path=request.path.rstrip("/"), limit=values["upload.max_file_size"],
-                        declared_length=length, checksum=checksum, **attrs)
-    return _answer(201, {"Location": _location(request, info), **_state_headers(request, info)})
+    # Partial URLs name this endpoint: as this request reached it, or as its Locations spell it.
+    collections = (request.path.rstrip("/"), urlsplit(_location(request, "")).path.rstrip("/"))
+    info = create_final(get_tus_store(request), owner_token=token, urls=urls, collection_paths=collections,
+                        limit=values["upload.max_file_size"], declared_length=length, checksum=checksum, **attrs)
+    return _answer(201, {"Location": _location(request, info.id), **_state_headers(request, info)})
 
 
 def head(request: Request) -> Response:

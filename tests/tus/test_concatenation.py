@@ -505,3 +505,14 @@ def test_concurrent_finals_and_deletes_never_half_join(app: Any, testapp: webtes
     assert len(stored_files(upload_dir)) == wins
     assert files_under(upload_dir, ".tmp") == []
     assert all(p.endswith((".json", ".lock")) for p in tus_state(upload_dir))  # finals' records only
+
+
+def test_joining_under_a_mount_point(app: Any, upload_dir: Path) -> None:
+    # Mounted under /app: Locations and the URLs a client sends back carry the prefix.
+    mounted = webtest.TestApp(app, extra_environ={"HTTP_HOST": "example.com", "SCRIPT_NAME": "/app"})
+    locs = [partial(mounted, b"left|"), partial(mounted, b"right")]
+    assert all(loc.startswith("http://example.com/app/files/") for loc in locs)
+    res = final(mounted, [locs[0], locs[1].replace("http://example.com", "")])
+    assert res.headers["Location"].startswith("http://example.com/app/files/")
+    assert mounted.get(res.headers["Sessup-File-Url"]).body == b"left|right"
+    final(mounted, ["/files/" + upload_id(partial(mounted, b"x"))], status=400)  # not where this endpoint lives
