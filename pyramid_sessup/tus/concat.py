@@ -27,7 +27,7 @@ import errno
 import hashlib
 import hmac
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from typing import Any
 from urllib.parse import urlsplit
@@ -64,15 +64,16 @@ def partial_ids(urls: Sequence[str], collection_paths: Sequence[str]) -> list[st
     return ids
 
 
-def create_final(store: TusStore, *, owner_token: str, urls: Sequence[str], collection_paths: Sequence[str],
-                 limit: int, declared_length: int | None = None,
+def create_final(store: TusStore, *, owner_token: str, owns: Callable[[UploadInfo], bool], urls: Sequence[str],
+                 collection_paths: Sequence[str], limit: int, declared_length: int | None = None,
                  checksum: tuple[str, bytes] | None = None, **attrs: Any) -> UploadInfo:
     """Join the partial uploads named by ``urls`` into a new, finished upload
-    owned by ``owner_token`` (see the module docstring); ``attrs`` are the
-    final upload's file name, type and metadata."""
+    owned by ``owner_token`` (see the module docstring).  ``owns`` is the
+    caller's ownership check (the same as for every other request);
+    ``attrs`` are the final upload's file name, type and metadata."""
     ids = partial_ids(urls, collection_paths)
     with ExitStack() as held:
-        partials = [_take_partial(store, held, upload_id, owner_token) for upload_id in ids]
+        partials = [_take_partial(store, held, upload_id, owns) for upload_id in ids]
         total = sum(p.length or 0 for p in partials)
         if total > limit:
             raise TusError(413, f"The joined upload ({total} bytes) is larger than sessup.upload.max_file_size "
@@ -98,11 +99,11 @@ def create_final(store: TusStore, *, owner_token: str, urls: Sequence[str], coll
     return final
 
 
-def _take_partial(store: TusStore, held: ExitStack, upload_id: str, owner_token: str) -> UploadInfo:
+def _take_partial(store: TusStore, held: ExitStack, upload_id: str, owns: Callable[[UploadInfo], bool]) -> UploadInfo:
     """Lock one named partial upload and check it can be joined."""
     unknown = TusError(400, f"Upload-Concat: no partial upload {upload_id} of yours exists")
     info = store.load(upload_id)
-    if info is None or not info.owned_by(owner_token):
+    if info is None or not owns(info):  # checked before locking: a busy foreign upload looks unknown too
         raise unknown
     try:
         info = held.enter_context(store.locked(upload_id))
@@ -110,7 +111,7 @@ def _take_partial(store: TusStore, held: ExitStack, upload_id: str, owner_token:
         raise TusError(409, f"The partial upload {upload_id} is being written or joined right now") from None
     except Gone:
         raise unknown from None
-    if not info.owned_by(owner_token):  # pragma: no cover - owners never change
+    if not owns(info):  # pragma: no cover - owners never change
         raise unknown
     if info.concat != PARTIAL:
         raise TusError(400, f"The upload {upload_id} was not created with Upload-Concat: partial")

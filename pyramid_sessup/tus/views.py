@@ -22,9 +22,13 @@
     Not tus: the result as JSON, shaped like one file of ``/upFile``'s answer.
 
 **Ownership.**  Creating an upload stores a random owner token in the
-session (``session["tus_owner"]``); the upload records its hash.  Every other
-request must come with that session, otherwise the upload does not exist for
-it (404), whoever knows the URL.
+session (``session["tus_owner.<tag>"]``); the upload records its hash.  Every
+other request must come with that session, otherwise the upload does not
+exist for it (404), whoever knows the URL.  Requests that race to create a
+session's first uploads (parallel partial uploads) each add their own token
+under their own key, which the session's per-key merge keeps, so none is
+lost; :func:`owns` is the one ownership check, for plain, partial and final
+uploads alike.
 
 **CSRF.**  These views run with ``require_csrf=False`` and take no CSRF
 token: every request except ``OPTIONS`` must carry ``Tus-Resumable: 1.0.0``
@@ -76,8 +80,10 @@ from .state import FINAL, PARTIAL, Busy, Gone, TusStore, UploadInfo
 
 log = logging.getLogger(__name__)
 
-#: Session key of the owner token.
+#: Session key (or prefix of the keys, ``tus_owner.<tag>``) of the owner tokens.
 OWNER_KEY = "tus_owner"
+#: Owner tokens honoured per session (racing first creations are the only way to get several).
+MAX_OWNER_TOKENS = 32
 #: Bytes read from the request body per step.  Measured with bench/tus_bench.py
 #: (1 GiB in 8 MiB PATCHes): 1 MiB blocks cost about 12 MiB of peak RSS over
 #: idle (each waitress thread's allocator keeps one), 256 KiB about 4 MiB, at
@@ -122,16 +128,37 @@ def _error(request: Request, exc: TusError) -> Response:
     return response
 
 
+def _owner_tokens(request: Request) -> list[str]:
+    """The session's owner tokens, oldest key name first."""
+    session = request.session
+    keys = sorted(k for k in session.keys() if k == OWNER_KEY or k.startswith(OWNER_KEY + "."))
+    tokens = [session.get(k) for k in keys[:MAX_OWNER_TOKENS]]
+    return [t for t in tokens if isinstance(t, str) and t]
+
+
 def _owner(request: Request) -> str | None:
-    token = request.session.get(OWNER_KEY)
-    return token if isinstance(token, str) and token else None
+    """The token new uploads of this session are created with, if it has one."""
+    tokens = _owner_tokens(request)
+    return tokens[0] if tokens else None
+
+
+def _new_owner(request: Request) -> str:
+    token = secrets.token_urlsafe(32)
+    # A key of its own: a concurrent request creating one too keeps its own (the session merges per key).
+    request.session[f"{OWNER_KEY}.{token[:16]}"] = token
+    return token
+
+
+def owns(request: Request, info: UploadInfo) -> bool:
+    """The one ownership check: was ``info`` created by this request's session?"""
+    return any(info.owned_by(token) for token in _owner_tokens(request))
 
 
 def _find(request: Request, upload_id: str) -> UploadInfo:
     """The caller's upload, or 404 (unknown, or someone else's) / 410 (expired)."""
     store = get_tus_store(request)
     info = store.load(upload_id)
-    if info is None or not info.owned_by(_owner(request)):
+    if info is None or not owns(request, info):
         raise TusError(404, "No such upload")
     if info.expired():
         store.discard_if_expired(info)
@@ -268,10 +295,7 @@ def create(request: Request) -> Response:
     if with_body:
         parse_checksum(request.headers.get("Upload-Checksum"))  # 400 before anything is created
 
-    token = _owner(request)
-    if token is None:
-        token = secrets.token_urlsafe(32)
-        request.session[OWNER_KEY] = token
+    token = _owner(request) or _new_owner(request)
     store = get_tus_store(request)
     info = store.create(owner_token=token, length=length, concat=PARTIAL if partial else "", **attrs)
     location = _location(request, info.id)
@@ -312,8 +336,9 @@ def _create_final(request: Request, urls: tuple[str, ...], length: int | None, w
     values = request.registry.sessup_settings
     # Partial URLs name this endpoint: as this request reached it, or as its Locations spell it.
     collections = (request.path.rstrip("/"), urlsplit(_location(request, "")).path.rstrip("/"))
-    info = create_final(get_tus_store(request), owner_token=token, urls=urls, collection_paths=collections,
-                        limit=values["upload.max_file_size"], declared_length=length, checksum=checksum, **attrs)
+    info = create_final(get_tus_store(request), owner_token=token, owns=lambda part: owns(request, part),
+                        urls=urls, collection_paths=collections, limit=values["upload.max_file_size"],
+                        declared_length=length, checksum=checksum, **attrs)
     return _answer(201, {"Location": _location(request, info.id), **_state_headers(request, info)})
 
 

@@ -516,3 +516,36 @@ def test_joining_under_a_mount_point(app: Any, upload_dir: Path) -> None:
     assert res.headers["Location"].startswith("http://example.com/app/files/")
     assert mounted.get(res.headers["Sessup-File-Url"]).body == b"left|right"
     final(mounted, ["/files/" + upload_id(partial(mounted, b"x"))], status=400)  # not where this endpoint lives
+
+
+def test_concurrent_first_creations_of_a_session_all_stay_its_own(app: Any, testapp: webtest.TestApp) -> None:
+    """A page that already has its session (GET /csrf) creates its partial
+    uploads all at once, as tus-js-client and Uppy do: none may end up owned
+    by a token the session forgot.  20 rounds of 8 creations, each round in a
+    session that has no upload yet; every upload must stay the session's."""
+    lost = 0
+    for _ in range(20):
+        client = webtest.TestApp(app, extra_environ={"HTTP_HOST": "example.com"})
+        client.get("/csrf")
+        cookie = "; ".join(f"{c.name}={c.value}" for c in client.cookiejar)
+        barrier = threading.Barrier(8)
+        locations: list[str] = []
+
+        def create() -> None:
+            barrier.wait()
+            res = _request(app, "POST", "/files/", cookie, {**TUS, "Upload-Concat": "partial", "Upload-Length": "1"})
+            locations.append(res.headers["Location"])
+
+        threads = [threading.Thread(target=create) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert len(locations) == 8
+        for i, loc in enumerate(locations):
+            if client.patch(loc, bytes([48 + i]), headers=patch_headers(0), expect_errors=True).status_int != 204:
+                lost += 1
+        if not lost:
+            res = final(client, locations)
+            assert client.get(res.headers["Sessup-File-Url"]).body == bytes(48 + i for i in range(8))
+    assert lost == 0
