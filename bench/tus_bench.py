@@ -6,8 +6,9 @@ in one upload and in 4 parallel parts (concatenation).
 
 Starts ``pserve <ini> port=<free> data=<tmp> lock=false`` (the bench INIs take
 those three variables), writes a file of random bytes, warms the server up
-with a two-chunk upload, then uploads the file the way a tus client does: POST /files/ (creation), PATCH chunk after chunk on one
-keep-alive connection, each answered before the next is sent.  With N parts
+with a two-chunk upload, then uploads the file the way a tus client does:
+POST /files/ (creation), PATCH chunk after chunk on one keep-alive
+connection, each answered before the next is sent.  With N parts
 (``--parts``; each number is one row) the file is cut into N slices, each a
 partial upload (``Upload-Concat: partial``) sent by its own thread on its own
 connection at the same time, then one ``Upload-Concat: final`` request joins

@@ -110,7 +110,7 @@ class UploadInfo:
         return not self.done or self.concat == PARTIAL
 
     @classmethod
-    def from_json(cls, data: Any) -> "UploadInfo | None":
+    def from_json(cls, data: Any) -> UploadInfo | None:
         if not isinstance(data, dict):
             return None
         kwargs = {}

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from .conftest import MiB, App, random_file, sha256_of, start_app, throttle_upload
+from .conftest import App, MiB, random_file, sha256_of, start_app, throttle_upload
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 

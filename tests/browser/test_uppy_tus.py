@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from ..support import unavailable
-from .conftest import MiB, App, random_file, sha256_of
+from .conftest import App, MiB, random_file, sha256_of
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 
@@ -53,8 +53,12 @@ def test_uppy_uploads_three_files_in_parallel_parts(app: App, tmp_path: Path) ->
              random_file(tmp_path, "three.png", 200_000)]
     page = app.new_page()
     creations: list[tuple[str, str]] = []
-    page.on("request", lambda r: creations.append((r.headers.get("upload-concat", ""), r.headers.get("x-csrf-token", "")))
-            if r.method == "POST" and r.url.startswith(app.url + "/files") else None)
+
+    def creation(request: Any) -> None:
+        if request.method == "POST" and request.url.startswith(app.url + "/files"):
+            creations.append((request.headers.get("upload-concat", ""), request.headers.get("x-csrf-token", "")))
+
+    page.on("request", creation)
     page.goto("/uppy-test/index.html")
     page.wait_for_selector("#status:has-text('ready')")
     assert page.context.cookies()[0]["name"] == "sessup"  # the session started by GET /csrf
