@@ -14,7 +14,8 @@ partial upload (``Upload-Concat: partial``) sent by its own thread on its own
 connection at the same time, then one ``Upload-Concat: final`` request joins
 them.  Prints one Markdown row per part count: throughput (file bytes / wall
 time from the first creation to the last answer, which includes the server
-joining the parts and committing the file with its sha256) and the
+joining the parts and committing the file with its sha256), the final
+request's own time (the join: copy, hashing pass, commit) and the
 server's peak RSS during the upload (VmHWM of the pserve PID, reset through
 /proc/PID/clear_refs first) beside its RSS just before.  The sha256 the server reports must match.
 Only 127.0.0.1 is contacted; the temporary directory is removed afterwards.
@@ -116,9 +117,11 @@ def upload(conn: http.client.HTTPConnection, cookie: str, source: Path, size: in
     return res.getheader("Sessup-File-Sha256", ""), patches
 
 
-def upload_parallel(port: int, cookie: str, source: Path, size: int, chunk: int, parts: int) -> tuple[str, int]:
+def upload_parallel(port: int, cookie: str, source: Path, size: int, chunk: int,
+                    parts: int) -> tuple[str, int, float]:
     """Upload ``source`` as ``parts`` partial uploads at once, then join them;
-    return the server's sha256 and the PATCH count."""
+    return the server's sha256, the PATCH count and the seconds the final
+    request took (the server joining, hashing and committing the file)."""
     step = -(-size // parts)
     slices = [(start, min(size, start + step)) for start in range(0, size, step)]
     conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=600) for _ in slices]
@@ -161,15 +164,17 @@ def upload_parallel(port: int, cookie: str, source: Path, size: int, chunk: int,
         t.join()
     if errors:
         raise SystemExit(errors[0])
+    joining = time.perf_counter()
     conns[0].request("POST", "/files/", headers={**TUS, "Cookie": cookie, "Upload-Concat": "final;" + " ".join(urls),
                                                  "Upload-Metadata": "filename YmVuY2guYmlu"})
     res = conns[0].getresponse()
     res.read()
+    joined = time.perf_counter() - joining
     if res.status != 201:
         raise SystemExit(f"final creation answered {res.status}")
     for conn in conns:
         conn.close()
-    return res.getheader("Sessup-File-Sha256", ""), sum(counts)
+    return res.getheader("Sessup-File-Sha256", ""), sum(counts), joined
 
 
 def run(ini: Path, size: int, chunk: int, parts: int = 1) -> dict[str, float]:
@@ -193,8 +198,9 @@ def run(ini: Path, size: int, chunk: int, parts: int = 1) -> dict[str, float]:
         idle = rss_mib(proc.pid)
 
         started = time.perf_counter()
+        join = float("nan")
         if parts > 1:
-            sha256, patches = upload_parallel(port, cookie, source, size, chunk, parts)
+            sha256, patches, join = upload_parallel(port, cookie, source, size, chunk, parts)
         else:
             sha256, patches = upload(conn, cookie, source, size, chunk)
         elapsed = time.perf_counter() - started
@@ -211,7 +217,7 @@ def run(ini: Path, size: int, chunk: int, parts: int = 1) -> dict[str, float]:
             proc.wait(10)
         shutil.rmtree(data, ignore_errors=True)
     return {"mib_s": size / MiB / elapsed, "seconds": elapsed, "rss_mib": rss, "idle_mib": idle,
-            "patches": patches}
+            "patches": patches, "join_s": join}
 
 
 def main() -> None:
@@ -224,13 +230,15 @@ def main() -> None:
     counts = [int(p) for p in args.parts.split(",") if p.strip()]
     if not counts or min(counts) < 1:
         raise SystemExit("--parts takes whole numbers of at least 1")
-    print("| workload | MiB/s | seconds | PATCHes | server peak RSS (MiB) | server RSS before (MiB) |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| workload | MiB/s | seconds | PATCHes | final request (s) | server peak RSS (MiB) "
+          "| server RSS before (MiB) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for parts in counts:
         result = run(Path(args.ini), args.size_mib * MiB, args.chunk_mib * MiB, parts)
         how = "one upload" if parts == 1 else f"{parts} parallel parts, joined"
         label = f"tus {args.size_mib} MiB in {args.chunk_mib} MiB chunks, {how} ({Path(args.ini).name})"
-        print(f"| {label} | {result['mib_s']:.1f} | {result['seconds']:.2f} | {result['patches']:.0f} "
+        join = "" if result["join_s"] != result["join_s"] else f"{result['join_s']:.2f}"  # NaN: no join
+        print(f"| {label} | {result['mib_s']:.1f} | {result['seconds']:.2f} | {result['patches']:.0f} | {join} "
               f"| {result['rss_mib']:.1f} | {result['idle_mib']:.1f} |", flush=True)
     load = os.getloadavg()
     print(f"\nload average after the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, nproc {os.cpu_count()}")
