@@ -294,6 +294,9 @@ PARAMS: tuple[Param, ...] = (
           "(start-up and sweep function); finished uploads' records are dropped after it too."),
     Param("upload.tus_max_chunk_size", _int_converter(1, optional=True), None, "bytes or empty",
           "Largest body of one tus PATCH (or creation-with-upload POST); empty: only the file size limits."),
+    Param("upload.tus_max_parts", _int_converter(1), 32, "count",
+          "Most partial uploads one final tus upload may join (concatenation, e.g. parallel uploads); "
+          "the joined file is held to upload.max_file_size like any other."),
     Param("upload.temp_max_age", _int_converter(1), 3600, "seconds",
           "Temporary files older than this are swept (start-up, and the sweep command); kept "
           "form uploads expire after it too."),
@@ -355,6 +358,7 @@ class UploadSettings:
     chunk_size: int
     tus_expiry: int
     tus_max_chunk_size: int | None
+    tus_max_parts: int
     temp_max_age: int
 
 

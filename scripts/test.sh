@@ -58,9 +58,11 @@ if [ ! -x .venv/bin/python ]; then log "creating .venv"; python3 -m venv .venv; 
 log "installing pyramid_sessup[testing]"
 pip_quiet .venv/bin/python -m pip install -q -e '.[testing]'
 
-# --- JavaScript test clients (tus-js-client) -------------------------------------------
-log "npm ci in tests/tus/js"
-(cd tests/tus/js && npm ci --no-audit --no-fund --silent)
+# --- JavaScript test clients (tus-js-client; Uppy bundled for the browser test) ------
+for dir in tests/tus/js tests/browser/uppy; do
+  log "npm ci in $dir"
+  (cd "$dir" && npm ci --no-audit --no-fund --silent)
+done
 
 # --- tests -----------------------------------------------------------------------------
 in_ci=""

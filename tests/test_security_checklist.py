@@ -25,7 +25,9 @@ SESSION_THREATS = ["Tampered IDs", "Oversized IDs", "Unknown IDs", "Expired IDs"
 UPLOAD_THREATS = ["Traversal", "NUL", "Long names", "Reserved names", "Bidi and Unicode tricks", "Double extensions",
                   "Stored XSS", "Spoofed types", "Part floods", "Huge headers", "CRLF junk", "Header ReDoS",
                   "Boundary errors", "Truncation", "Disconnects", "Slow bodies", "Lying Content-Length", "Disk full",
-                  "Descriptor leaks", "Predictable names", "Symlinks", "Server path leaks"]
+                  "Descriptor leaks", "Predictable names", "Symlinks", "Server path leaks",
+                  "Resumable uploads of others", "Deferred and joined sizes", "Half-joined uploads",
+                  "Abandoned partial uploads"]
 FAULT_THREATS = ["Session store outage", "Crash mid-upload", "Memory growth under load", "Read-only upload directory"]
 
 NODE_ID = re.compile(r"`(tests/[^`\s]+?\.py::[^`]+)`")

@@ -9,7 +9,8 @@ Temporary files live in ``<sessup.upload.path>/.tmp``; a worker killed
 mid-upload (``kill -9``, OOM, power loss) leaves its partial file there.  The
 application sweeps them when it starts; run this from cron for long-running
 servers.  Files still being written are recent, so they are never removed.
-Unfinished resumable (tus) uploads past ``sessup.upload.tus_expiry`` go too.
+Unfinished resumable (tus) uploads past ``sessup.upload.tus_expiry`` go too, and
+partial uploads (concatenation) that were never joined.
 
 Exit status: 0 success, 2 usage or configuration error.
 """

@@ -14,6 +14,11 @@ completion the data file is moved into a fresh ``.tmp`` name and committed with
 :meth:`UploadStorage.finalize`, so a finished upload is stored, named and
 described exactly like an ``/upFile`` result.
 
+Partial uploads (concatenation) are kept the same way; a finished partial is
+not committed but waits, still expiring, to be joined by a final upload
+(:mod:`.concat`).  A deferred length (creation-defer-length) is ``None``
+until a PATCH declares it.
+
 The committed offset in the JSON file is the truth.  Bytes beyond it in the
 data file (a process killed mid-write) are cut off by the next request that
 takes the lock, so an upload is never seen half-written.
@@ -38,11 +43,15 @@ import threading
 import time
 from collections import OrderedDict
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Iterator
 
 from ..uploads.storage import UploadStorage, storage_error_message
 from .protocol import CHECKSUM_ALGORITHMS, CHECKSUM_MISMATCH, TusError
+
+#: ``UploadInfo.concat`` values.
+PARTIAL = "partial"
+FINAL = "final"
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +75,8 @@ class UploadInfo:
 
     id: str
     owner: str
-    length: int
+    #: ``None`` while the length is deferred (creation-defer-length).
+    length: int | None
     offset: int
     created: float
     expires: float
@@ -83,25 +93,39 @@ class UploadInfo:
     #: Stored name and sha256 once finished.
     name: str = ""
     sha256: str = ""
+    #: "" (a plain upload), "partial" or "final" (concatenation).
+    concat: str = ""
+    #: A final upload's partial uploads, as the client named them (echoed by HEAD).
+    parts: list[str] = field(default_factory=list)
 
     def owned_by(self, token: str | None) -> bool:
         return bool(token) and hmac.compare_digest(self.owner, owner_digest(token or ""))
 
     def expired(self, now: float | None = None) -> bool:
-        return not self.done and self.expires < (time.time() if now is None else now)
+        # A finished partial upload still expires: it waits for its final upload.
+        return self.lingers() and self.expires < (time.time() if now is None else now)
+
+    def lingers(self) -> bool:
+        """True while the upload is not a stored file (unfinished, or a partial)."""
+        return not self.done or self.concat == PARTIAL
 
     @classmethod
-    def from_json(cls, data: Any) -> "UploadInfo | None":
+    def from_json(cls, data: Any) -> UploadInfo | None:
         if not isinstance(data, dict):
             return None
         kwargs = {}
         for f in fields(cls):
-            if f.name not in data:
-                return None
-            kwargs[f.name] = data[f.name]
+            if f.name in data:
+                kwargs[f.name] = data[f.name]
+            elif f.default is MISSING and f.default_factory is MISSING:
+                return None  # fields added later have defaults: older records still load
         info = cls(**kwargs)
-        ints_ok = all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (info.length, info.offset))
-        if not ints_ok or info.offset > info.length or not isinstance(info.done, bool):
+        length = 0 if info.length is None else info.length
+        ints_ok = all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (length, info.offset))
+        if not ints_ok or (info.length is not None and info.offset > info.length) or not isinstance(info.done, bool):
+            return None
+        if info.concat not in ("", PARTIAL, FINAL) or not isinstance(info.parts, list) \
+                or not all(isinstance(p, str) for p in info.parts):
             return None
         return info
 
@@ -154,8 +178,8 @@ class TusStore:
 
     # -- state -----------------------------------------------------------------------------
 
-    def create(self, *, owner_token: str, length: int, **attrs: Any) -> UploadInfo:
-        """A new, empty upload owned by ``owner_token``."""
+    def create(self, *, owner_token: str, length: int | None, **attrs: Any) -> UploadInfo:
+        """A new, empty upload owned by ``owner_token`` (``length`` ``None``: deferred)."""
         now = time.time()
         while True:
             upload_id = secrets.token_urlsafe(24)
@@ -282,7 +306,8 @@ class TusStore:
                 truncated = True
                 if verify is not None:
                     raise TusError(400, "The request body ended early; the chunk was discarded") from None
-            if verify is not None and not truncated and not hmac.compare_digest(verify.digest(), checksum[1]):
+            if checksum is not None and verify is not None and not truncated \
+                    and not hmac.compare_digest(verify.digest(), checksum[1]):
                 raise TusError(CHECKSUM_MISMATCH, f"{checksum[0]} checksum mismatch; the chunk was not applied")
             if self.storage.fsync:
                 os.fsync(fd)
@@ -306,10 +331,21 @@ class TusStore:
         """Extend an unfinished upload's life by ``expiry`` from now."""
         info.expires = time.time() + self.expiry
 
-    def complete(self, info: UploadInfo) -> None:
+    def complete(self, info: UploadInfo, *, digest: Any = None) -> None:
         """Commit a fully received upload (lock held): sha256, final random
-        name, metadata beside it; ``info`` records the result."""
-        digest = self._take_hash(info.id, info.offset)
+        name, metadata beside it; ``info`` records the result.  ``digest``: a
+        sha256 object already fed the whole file (skips the reading pass).
+
+        A partial upload is only marked finished: its bytes stay, and it
+        keeps expiring, until a final upload joins it."""
+        if info.concat == PARTIAL:
+            self._take_hash(info.id, info.offset)  # never needed: a partial has no sha256 of its own
+            info.done = True
+            self.touch(info)
+            self.save(info)
+            return
+        if digest is None:
+            digest = self._take_hash(info.id, info.offset)
         data_path = self.data_path(info.id)
         if digest is None or info.offset == 0:
             digest = hashlib.sha256()
@@ -360,6 +396,17 @@ class TusStore:
         with self._hash_lock:
             self._hashes.pop(upload_id, None)
 
+    def declare_length(self, info: UploadInfo, value: int, limit: int) -> None:
+        """Check a length declared by a PATCH of a deferred upload (the caller
+        sets ``info.length`` once the chunk is applied)."""
+        if info.length is not None:
+            raise TusError(400, "Upload-Length is already set; it cannot be declared again")
+        if value > limit:
+            raise TusError(413, f"Upload-Length is larger than sessup.upload.max_file_size ({limit} bytes)",
+                           {"Tus-Max-Size": str(limit)})
+        if value < info.offset:
+            raise TusError(400, f"Upload-Length {value} is less than the {info.offset} bytes already received")
+
     def discard_if_expired(self, info: UploadInfo) -> bool:
         """Remove an expired unfinished upload unless busy; True if removed."""
         try:
@@ -372,9 +419,10 @@ class TusStore:
         return False
 
     def sweep(self, now: float | None = None) -> int:
-        """Remove expired unfinished uploads, finished uploads' records older
-        than the expiry (their stored files stay), and stray files left by a
-        crash; return how many unfinished uploads were removed."""
+        """Remove expired unfinished uploads (partial ones, finished or not,
+        included), finished uploads' records older than the expiry (their
+        stored files stay), and stray files left by a crash; return how many
+        unfinished or partial uploads were removed."""
         now = time.time() if now is None else now
         removed = 0
         try:
@@ -401,7 +449,7 @@ class TusStore:
                 with self.locked(upload_id) as fresh:
                     if fresh.expires < now:
                         self._remove_files(upload_id)
-                        removed += 0 if fresh.done else 1
+                        removed += 1 if fresh.lingers() else 0
             except (Busy, Gone):
                 continue
         return removed
