@@ -83,6 +83,8 @@ def test_limits_from_mapping_and_overrides(values: dict[str, Any], store: Upload
 def test_csrf_checks_the_sessions_token(values: dict[str, Any], store: UploadStorage,
                                                 upload_dir: Path) -> None:
     class Session(dict):
+        new = False  # ISession: a session the request's cookie named
+
         def get_csrf_token(self) -> str:
             return "tok"
 
@@ -100,6 +102,12 @@ def test_csrf_checks_the_sessions_token(values: dict[str, Any], store: UploadSto
     with pytest.raises(CSRFRefused):
         receive_upload(req, csrf=True, storage=store)
     assert len(store.temp_files()) == 1  # only the accepted, uncommitted upload
+    req = make_request(data, values)
+    req.session = Session()
+    req.session.new = True  # type: ignore[attr-defined]  # no cookie: refused, whatever the body holds
+    with pytest.raises(CSRFRefused, match="no session"):
+        receive_upload(req, csrf=True, storage=store)
+    assert len(store.temp_files()) == 1
 
 
 @pytest.mark.parametrize("content_type, error", [
