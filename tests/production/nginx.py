@@ -8,6 +8,7 @@ paths under a temporary prefix) is the tests' own.
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -124,6 +125,7 @@ class Nginx:
         shutil.rmtree(self.prefix, ignore_errors=True)
 
 
+@functools.cache
 def client_context() -> ssl.SSLContext:
     """TLS without verification: the certificate is the tests' own, made a moment ago."""
     context = ssl.create_default_context()
