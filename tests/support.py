@@ -137,8 +137,14 @@ class Server:
                 self.proc.wait(10)
 
     def kill9(self) -> None:
+        """SIGKILL; then wait (bounded) for its children, which notice their
+        parent is gone and exit by themselves (gunicorn's workers within a second)."""
+        children = self.children()
         self.proc.kill()
         self.proc.wait(10)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not all(exited(pid) for pid in children):
+            time.sleep(0.05)
 
 
 def io_written(pids: Sequence[int]) -> int:
@@ -151,6 +157,14 @@ def io_written(pids: Sequence[int]) -> int:
         except (FileNotFoundError, ProcessLookupError):
             pass
     return total
+
+
+def exited(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return any(line.startswith("State:") and "Z" in line.split()[1] for line in f)
+    except FileNotFoundError:
+        return True
 
 
 def start_server(ini: Path, port: int, env: dict[str, str] | None = None, cwd: Path | None = None,

@@ -30,7 +30,7 @@ from typing import Iterator
 
 import pytest
 
-from ..support import (free_port, running_server, start_production, start_server, unavailable, write_ini,
+from ..support import (exited, free_port, running_server, start_production, start_server, unavailable, write_ini,
                        write_production_ini)
 from .conftest import wait_until
 
@@ -357,14 +357,6 @@ def _holds_file_under(pid: int, directory: Path) -> bool:
         return False
 
 
-def _gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return any(line.startswith("State:") and "Z" in line.split()[1] for line in f)
-    except FileNotFoundError:
-        return True
-
-
 @pytest.mark.slow
 @pytest.mark.server
 def test_kill_9_of_a_production_worker_during_a_large_upload(tmp_path: Path) -> None:
@@ -410,7 +402,7 @@ def test_kill_9_of_a_production_worker_during_a_large_upload(tmp_path: Path) -> 
         # The whole server crashes: its workers do not outlive the master.
         workers = server.children()
         server.kill9()
-        wait_until(lambda: all(_gone(pid) for pid in workers), 30, "the workers to exit after their master")
+        wait_until(lambda: all(exited(pid) for pid in workers), 30, "the workers to exit after their master")
     finally:
         server.stop()
     old = time.time() - 120
