@@ -81,3 +81,15 @@ def test_development_ini_still_runs_on_waitress(tmp_path: Path) -> None:
         assert Browser(server.url).request("GET", "/session")[0] == 200
         assert server.children() == []  # waitress: one process
     assert "waitress" in server.log()
+
+
+def test_deployment_guide_shows_the_shipped_configuration() -> None:
+    """docs/deployment.md quotes deploy/nginx.conf whole, and production.ini's server keys as they are."""
+    import re
+
+    guide = (ROOT / "docs" / "deployment.md").read_text()
+    assert "```nginx\n" + (ROOT / "deploy" / "nginx.conf").read_text() + "```" in guide
+    shipped = (ROOT / "production.ini").read_text().splitlines()
+    [block] = [b for b in re.findall(r"```ini\n(.*?)```", guide, re.S) if "egg:pyramid_sessup#gunicorn" in b]
+    for line in block.strip().splitlines():
+        assert line in shipped, line
