@@ -93,7 +93,7 @@ def write_production_ini(directory: Path, overrides: dict[str, str], server: dic
 PRODUCTION_SECRET = "production-profile-test-secret-7c0b1e5a9d2f4e6a8b3c"
 
 
-def start_production(ini: Path, port: int, env: dict[str, str] | None = None, **kw: object) -> "Server":
+def start_production(ini: Path, port: int, env: dict[str, str] | None = None, **kw: object) -> Server:
     """``pserve production.ini http_port=PORT`` (gunicorn: a master and its workers)."""
     return start_server(ini, port, env={"SESSUP_SECRET": PRODUCTION_SECRET, **(env or {})},  # type: ignore[arg-type]
                         args=[f"http_port={port}"], **kw)

@@ -30,8 +30,16 @@ from typing import Iterator
 
 import pytest
 
-from ..support import (exited, free_port, running_server, start_production, start_server, unavailable, write_ini,
-                       write_production_ini)
+from ..support import (
+    exited,
+    free_port,
+    running_server,
+    start_production,
+    start_server,
+    unavailable,
+    write_ini,
+    write_production_ini,
+)
 from .conftest import wait_until
 
 MiB = 1024 * 1024

@@ -89,7 +89,7 @@ class Browser:
         finally:
             conn.close()
 
-    def login(self) -> "Browser":
+    def login(self) -> Browser:
         """A session and its CSRF token (``GET /csrf``)."""
         status, _, body = self.request("GET", "/csrf", headers={"Accept": "application/json"})
         assert status == 200, body

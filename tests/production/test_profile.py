@@ -57,7 +57,8 @@ def test_one_worker_per_core_and_no_log_line_per_request(stack: Stack) -> None:
             assert browser.request("GET", "/session")[0] == 200
             assert browser.request("POST", "/upFile", body, {"Content-Type": "multipart/form-data; boundary=b",
                                                              "X-CSRF-Token": browser.token})[0] == 200
-            assert browser.request("POST", "/upFile", body, {"Content-Type": "multipart/form-data; boundary=b"})[0] == 403
+            no_token = {"Content-Type": "multipart/form-data; boundary=b"}
+            assert browser.request("POST", "/upFile", body, no_token)[0] == 403
             assert browser.request("GET", "/no/such/page")[0] == 404
 
     threads = [threading.Thread(target=load, args=(base,))

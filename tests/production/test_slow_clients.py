@@ -95,7 +95,8 @@ def test_slow_and_idle_clients_cannot_starve_the_server(stack: Stack) -> None:
         else:
             sock = open_tls(port)
             sock.sendall((f"POST /session/destroy HTTP/1.1\r\nHost: {host}\r\nOrigin: {base}\r\n"
-                          f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100000\r\n\r\n").encode())
+                          "Content-Type: application/x-www-form-urlencoded\r\n"
+                          "Content-Length: 100000\r\n\r\n").encode())
             slow.append(Slow(sock, "buffered"))
     idle = open_tls(port)
     idle.sendall(f"GET /csrf HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())

@@ -8,18 +8,33 @@ from __future__ import annotations
 
 import json
 import threading
-from contextlib import contextmanager
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-from ..support import (POSTGRES_URL, REDIS_URL, ROOT, Server, free_port, start_production, start_server, write_ini,
-                       write_production_ini)
-from .conftest import (delete_redis_prefix, drop_postgres_table, random_prefix, random_table, require_postgres,
-                       require_redis)
+from ..support import (
+    POSTGRES_URL,
+    REDIS_URL,
+    ROOT,
+    Server,
+    free_port,
+    start_production,
+    start_server,
+    write_ini,
+    write_production_ini,
+)
+from .conftest import (
+    delete_redis_prefix,
+    drop_postgres_table,
+    random_prefix,
+    random_table,
+    require_postgres,
+    require_redis,
+)
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -48,7 +63,7 @@ class Client:
                     self.cookie = rest.split(";", 1)[0]
             return json.loads(response.read())
 
-    def clone(self) -> "Client":
+    def clone(self) -> Client:
         twin = Client()
         twin.cookie = self.cookie
         return twin
