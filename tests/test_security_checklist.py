@@ -24,7 +24,7 @@ SESSION_THREATS = ["Tampered IDs", "Oversized IDs", "Unknown IDs", "Expired IDs"
                    "Anonymous visitors filling the store", "Duplicate session cookies", "Undecodable input (never a 5xx)"]
 UPLOAD_THREATS = ["Traversal", "NUL", "Long names", "Reserved names", "Bidi and Unicode tricks", "Double extensions",
                   "Stored XSS", "Spoofed types", "Part floods", "Huge headers", "CRLF junk", "Header ReDoS",
-                  "Boundary errors", "Truncation", "Disconnects", "Slow bodies", "Lying Content-Length", "Disk full",
+                  "Boundary errors", "Truncation", "Disconnects", "Slow bodies", "Refused bodies", "Lying Content-Length", "Disk full",
                   "Descriptor leaks", "Predictable names", "Symlinks", "Server path leaks",
                   "Resumable uploads of others", "Deferred and joined sizes", "Half-joined uploads",
                   "Abandoned partial uploads"]

@@ -19,13 +19,13 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from typing import Any, BinaryIO, Collection, Iterator
+from typing import Any, BinaryIO, Callable, Collection, Iterator
 
 from multipart import MultipartError, MultipartSegment, ParserLimitReached, PushMultipartParser
 from pyramid.request import Request
 
-from ..csrf import CSRF_FIELD, CSRF_HEADER, check_origin, check_token
-from ..exceptions import InsufficientStorage, MalformedMultipart, UnsupportedMediaType, UploadTooLarge
+from ..csrf import CSRF_FIELD, CSRF_HEADER, HOW_TO, check_origin, check_token, visitor_nonce
+from ..exceptions import CSRFRefused, InsufficientStorage, MalformedMultipart, UnsupportedMediaType, UploadTooLarge
 from ..settings import SessupSettings
 from . import names
 from .body import ShortBody, body_length, iter_body
@@ -63,6 +63,15 @@ class UploadLimits:
     allowed_extensions: tuple[str, ...] = ()
     allowed_types: tuple[str, ...] = ()
     chunk_size: int = 1024 * 1024
+
+    @property
+    def max_body_size(self) -> int:
+        """The longest body these limits can accept: every file byte, every
+        field byte, and each part's header block and boundary line.  A
+        ``Content-Length`` above it is refused before the body is read."""
+        parts = self.max_files + self.max_fields
+        framing = self.max_header_size + MAX_BOUNDARY + 8  # "--" boundary CRLF, and the CRLF before the next
+        return self.max_total_size + self.max_fields * self.max_field_size + (parts + 1) * framing
 
     @classmethod
     def from_values(cls, values: SessupSettings, **overrides: Any) -> "UploadLimits":
@@ -208,8 +217,13 @@ def _write_all(f: BinaryIO, data: bytes) -> None:
 class _Receiver:
     """State of one upload while it streams; owns the open temporary file."""
 
-    def __init__(self, storage: UploadStorage, limits: UploadLimits, file_fields: Collection[str]) -> None:
+    def __init__(self, storage: UploadStorage, limits: UploadLimits, file_fields: Collection[str],
+                 check_field_token: Callable[[str | None], None] | None = None) -> None:
         self.storage = storage
+        #: Set when the token comes in the body: the ``csrf_token`` field must
+        #: precede the first file and is checked when that file starts, so no
+        #: file byte is written for a request without the right token.
+        self.check_field_token = check_field_token
         self.limits = limits
         self.any_field = ANY_FIELD in file_fields
         self.file_fields = file_fields
@@ -253,6 +267,9 @@ class _Receiver:
     def _start_file(self, field: str, raw_name: str | None, filename_star: str | None,
                     client_type: str) -> None:
         limits = self.limits
+        if self.check_field_token is not None:
+            check, self.check_field_token = self.check_field_token, None
+            check(self.result.get(CSRF_FIELD))
         self.file_parts += 1
         if self.file_parts > limits.max_files:
             raise UploadTooLarge(f"Too many files: sessup.upload.max_files is {limits.max_files}")
@@ -349,7 +366,9 @@ def receive_upload(
     ``csrf``
         Require a CSRF token: the ``X-CSRF-Token`` header (checked before the
         body is read) or, without the header, a ``csrf_token`` text field
-        (checked after parsing, before returning).  A failure raises
+        sent before the first file (checked when the first file starts, and
+        after parsing).  A request without a session cookie cannot hold a
+        valid token: it is refused before the body is read.  A failure raises
         :class:`~pyramid_sessup.exceptions.CSRFRefused` (403).
         Default: ``sessup.upload.require_csrf``.
 
@@ -373,16 +392,32 @@ def receive_upload(
     storage = storage or get_storage(request)
 
     boundary = multipart_boundary(request.environ.get("CONTENT_TYPE"))
+    # Everything a refusal needs is judged before the first byte of the body
+    # is read: a server that streams the body (production) then spends no
+    # disk and no time on a request it refuses.
     header_token = request.headers.get(CSRF_HEADER) if csrf else None
     if csrf:
         check_origin(request)
         if header_token is not None:
             check_token(request, header_token)
+        elif visitor_nonce(request) is None:
+            # No visitor cookie: no token in the body can match one (and none is created here).
+            raise CSRFRefused(f"CSRF token missing (no CSRF cookie): {HOW_TO}", code="csrf_token_missing")
+    try:
+        declared = body_length(request.environ)
+    except ValueError:
+        raise MalformedMultipart("Invalid Content-Length") from None
+    if declared > limits.max_body_size:
+        raise UploadTooLarge(f"The request body ({declared} bytes) is larger than the upload limits allow "
+                             f"(sessup.upload.max_total_size {limits.max_total_size} bytes, plus fields and "
+                             f"framing: {limits.max_body_size} bytes)")
 
-    receiver = _Receiver(storage, limits, file_fields)
+    field_token = csrf and header_token is None
+    receiver = _Receiver(storage, limits, file_fields,
+                         check_field_token=(lambda supplied: check_token(request, supplied)) if field_token else None)
     try:
         _parse(request, boundary, limits, receiver)
-        if csrf and header_token is None:
+        if field_token:
             check_token(request, receiver.result.get(CSRF_FIELD))
     except BaseException as exc:
         receiver.abort()

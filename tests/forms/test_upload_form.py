@@ -182,8 +182,10 @@ def test_truncated_body_is_400_and_leaves_nothing(form: FormClient, upload_dir: 
     data = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"csrf_token\"\r\n\r\n{form.token}\r\n"
             f"--{boundary}\r\nContent-Disposition: form-data; name=\"inputFile\"; filename=\"a.txt\"\r\n\r\n"
             ).encode() + b"x" * 10000
+    # TestApp.request skips extra_environ: the Host header makes the session cookie go along.
     response = form.app.request("/upload", method="POST", body=data, status=400,
-                                headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+                                headers={"Content-Type": f"multipart/form-data; boundary={boundary}",
+                                         "Host": "example.com"})
     assert response.status_int == 400
     assert temp_files(upload_dir) == [] and stored_files(upload_dir) == []
 

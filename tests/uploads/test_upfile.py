@@ -309,3 +309,21 @@ def test_request_post_is_never_parsed(client: webtest.TestApp) -> None:
     res = req.get_response(client.app)
     assert res.status_int == 200
     assert not any(key.startswith("webob._parsed_post") for key in req.environ)
+
+
+def test_declared_length_over_the_limits_is_refused_before_the_body_is_read(
+        upapp: Callable[..., webtest.TestApp], upload_dir: Path) -> None:
+    """A Content-Length no accepted upload can reach is a 413 at once, the
+    body unread; one byte under the bound is read as usual."""
+    from pyramid_sessup.uploads.pipeline import UploadLimits
+
+    client = upapp(**{"sessup.upload.max_total_size": "1000", "sessup.upload.max_file_size": "1000"})
+    limits = UploadLimits.from_values(client.app.registry.sessup_settings)
+    data = body(part("inputFile", b"x", filename="a.txt"))
+    stream = RaisingInput(data, AssertionError("the body must not be read"))
+    res = raw_call(client.app, stream, limits.max_body_size + 1, headers={"Accept": "application/json"})
+    assert res.status_int == 413 and stream.data.tell() == 0
+    assert str(limits.max_body_size) in res.json["error"]
+    res = raw_call(client.app, io.BytesIO(data + b" " * (limits.max_body_size - len(data))), limits.max_body_size)
+    assert res.status_int == 200, res.text
+    assert len(leftovers(upload_dir)) == 2  # the stored file and its metadata
