@@ -54,7 +54,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 class Browser:
-    """One client with its session cookie and CSRF token, over HTTP or HTTPS."""
+    """One client with its cookies (session, CSRF visitor) and CSRF token, over HTTP or HTTPS."""
 
     def __init__(self, base: str, timeout: float = 30.0) -> None:
         parts = urllib.parse.urlsplit(base)
@@ -62,8 +62,13 @@ class Browser:
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or (443 if self.https else 80)
         self.timeout = timeout
         self.origin = f"{parts.scheme}://{parts.netloc}"
-        self.cookie = ""
+        self.cookies: dict[str, str] = {}
         self.token = ""
+
+    @property
+    def cookie(self) -> str:
+        """The ``Cookie`` header this client sends."""
+        return "; ".join(f"{name}={value}" for name, value in self.cookies.items())
 
     def connection(self) -> http.client.HTTPConnection:
         if self.https:
@@ -83,8 +88,11 @@ class Browser:
             res = conn.getresponse()
             data = res.read()
             got = {k.lower(): v for k, v in res.getheaders()}
-            if got.get("set-cookie", "").startswith("sessup="):
-                self.cookie = got["set-cookie"].split(";", 1)[0]
+            for name, value in res.getheaders():
+                if name.lower() == "set-cookie":
+                    pair = value.split(";", 1)[0]
+                    key, _, val = pair.partition("=")
+                    self.cookies[key.strip()] = val.strip()
             return res.status, got, data
         finally:
             conn.close()
