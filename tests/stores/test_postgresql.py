@@ -76,7 +76,7 @@ def test_concurrent_first_use_from_many_stores(make: Callable[..., PostgresStore
     def first_use(store: PostgresStore) -> None:
         try:
             barrier.wait(30)
-            store.replace(new_sid(), {"a": 1})
+            store.create(new_sid(), {"a": 1})
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
