@@ -93,23 +93,27 @@ class _Incidents:
     not one per request."""
 
     def __init__(self) -> None:
-        self._down = False
+        self._down_since: float | None = None  # monotonic time of the first failure
         self._lock = threading.Lock()
 
     def failed(self, exc: BaseException, policy: str) -> None:
         with self._lock:
-            if self._down:
+            if self._down_since is not None:
                 return
-            self._down = True
+            self._down_since = time.monotonic()
         action = "answering 503" if policy == "fail" else "serving requests without a session"
         log.error("session store unavailable (%s); %s until it recovers", exc, action)
 
-    def succeeded(self) -> None:
-        if self._down:
+    def succeeded(self, started: float) -> None:
+        """A store call that ``started`` (monotonic time) has just succeeded."""
+        if self._down_since is not None:
             with self._lock:
-                if not self._down:
+                # A call already under way when the outage was noticed (it finished
+                # as the server went down) proves nothing: without this, one
+                # incident was logged as two, "back" a few milliseconds after "down".
+                if self._down_since is None or started < self._down_since:
                     return
-                self._down = False
+                self._down_since = None
             log.warning("session store reachable again")
 
 
@@ -192,12 +196,13 @@ class SessupSession(BeakerSession):
 
     # -- loading and locking ---------------------------------------------------------
     def _store_call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        started = time.monotonic()
         try:
             result = fn(*args, **kw)
         except StoreUnavailable as exc:
             self.incidents.failed(exc, self.config.on_store_error)
             raise
-        self.incidents.succeeded()
+        self.incidents.succeeded(started)
         return result
 
     def _load_existing(self, sid: str) -> dict[str, Any] | None:

@@ -156,12 +156,11 @@ class FileStore(SessionStore):
 
     def _remove_expired(self, path: str) -> bool | None:
         """Remove the file at ``path`` if it expired: True if removed, False if it is
-        live (a record or tombstone), None if there was none."""
-        def check(fd: int, st: os.stat_result) -> bool:
+        live (a record or tombstone), None if there was none to remove."""
+        def check(fd: int, st: os.stat_result) -> bool | None:
             if not self._expired(st, time.time()):
                 return False
-            self._unlink_expired(path, st)
-            return True
+            return True if self._unlink_expired(path, st) else None
 
         return self._with_record(path, True, check)
 
@@ -210,22 +209,20 @@ class FileStore(SessionStore):
             return None
         path = self._record_path(sid)
 
-        def read(fd: int, st: os.stat_result) -> bytes | None:
+        def read(fd: int, st: os.stat_result) -> bytes | bool:
             if self._expired(st, time.time()):
-                return None
+                return False
             raw = _read_all(fd, st.st_size)
             if _dead(raw):
-                return b""
+                return True
             if touch:
                 os.utime(fd)
             return raw
 
         raw = self._with_record(path, False, read)
-        if raw is None:
-            # Absent, or expired: then remove it (under its exclusive lock).
-            self._remove_expired(path)
-            return None
-        if not raw:
+        if raw is False:
+            self._remove_expired(path)  # under its exclusive lock, re-checked there
+        if not isinstance(raw, bytes):  # absent, expired or dead
             return None
         return loads(raw.decode("utf-8", "replace"), sid)
 

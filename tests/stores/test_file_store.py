@@ -126,8 +126,9 @@ def test_unusable_folder_answers_by_the_store_down_policy(file_app: Callable[...
     cookie = client.cookies["sessup"]
     shutil.rmtree(folder)
     folder.write_text("not a folder")  # root ignores permissions; a file in the way stops it too
-    for path, headers in [("/test/incr", {"Cookie": f"sessup={cookie}"}), ("/test/info", {"Cookie": f"sessup={cookie}"}),
-                          ("/test/incr", {})]:  # (a cookieless read needs no store at all)
+    with_cookie = {"Cookie": f"sessup={cookie}"}
+    # (A cookieless read needs no store at all: not among these.)
+    for path, headers in [("/test/incr", with_cookie), ("/test/info", with_cookie), ("/test/incr", {})]:
         res = _in_fresh_thread(lambda: webtest.TestApp(client.app, extra_environ={"HTTP_HOST": "example.com"}).get(
             path, headers=headers, expect_errors=True))
         if policy == "fail":
