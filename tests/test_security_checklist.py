@@ -18,7 +18,7 @@ from .support import ROOT
 SECURITY = ROOT / "SECURITY.md"
 
 #: The threats SECURITY.md must cover, as its rows name them.
-SESSION_THREATS = ["Tampered IDs", "Oversized IDs", "Unknown IDs", "Expired IDs", "Fixation", "Logout", "Pickle",
+SESSION_THREATS = ["Tampered IDs", "Oversized IDs", "Unknown IDs", "Expired IDs", "Fixation", "Logout", "Logout races", "Pickle",
                    "Cookie flags", "CSRF", "Untrusted `Host`", "Shadowed routes", "Cache leaks (`Vary: Cookie`)",
                    "CSRF token after login and logout", "Cached session answers (`no-store`)",
                    "Anonymous visitors filling the store", "Duplicate session cookies", "Undecodable input (never a 5xx)"]
@@ -28,7 +28,8 @@ UPLOAD_THREATS = ["Traversal", "NUL", "Long names", "Reserved names", "Bidi and 
                   "Descriptor leaks", "Predictable names", "Symlinks", "Server path leaks",
                   "Resumable uploads of others", "Deferred and joined sizes", "Half-joined uploads",
                   "Abandoned partial uploads"]
-FAULT_THREATS = ["Session store outage", "Crash mid-upload", "Memory growth under load", "Read-only upload directory"]
+FAULT_THREATS = ["Session store outage", "Crash mid-upload", "Memory growth under load", "Read-only upload directory",
+                 "Deleted working folders", "Crashed lock holder"]
 
 NODE_ID = re.compile(r"`(tests/[^`\s]+?\.py::[^`]+)`")
 

@@ -41,7 +41,7 @@ def test_pserve_development_ini_serves_sessions(tmp_path: Path) -> None:
         request = urllib.request.Request(server.url + "/session/destroy", method="POST",
                                          headers={"X-CSRF-Token": token})
         assert json.load(opener.open(request)) == {"destroyed": True}
-        assert not record.exists()
+        assert json.loads(record.read_text()) is None  # a tombstone: the ID stays dead
 
 
 @pytest.mark.server
