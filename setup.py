@@ -17,6 +17,7 @@ requires = [
     "multipart>=2.0.1",
     "redis>=5.0",
     "psycopg[binary,pool]>=3.1",
+    "python-magic>=0.4.27",
 ]
 
 tests_require = [

@@ -12,7 +12,7 @@ from pyramid.exceptions import BadCSRFOrigin, BadCSRFToken
 from pyramid.request import Request
 from pyramid.response import Response
 
-from .exceptions import SessionLockTimeout, StoreUnavailable, SessupError
+from .exceptions import SessupError
 
 log = logging.getLogger("pyramid_sessup")
 
@@ -38,8 +38,8 @@ def error_response(request: Request, status: int, message: str, **extra: object)
 
 def sessup_error_view(exc: SessupError, request: Request) -> Response:
     response = error_response(request, exc.status_code, str(exc) or type(exc).__name__)
-    if isinstance(exc, (StoreUnavailable, SessionLockTimeout)):
-        response.headers["Retry-After"] = "5"
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = str(exc.retry_after)
     return response
 
 

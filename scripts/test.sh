@@ -26,6 +26,7 @@ need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v pg_ctlcluster >/dev/null || need+=(postgresql)
 command -v npm >/dev/null || need+=(nodejs npm)
+{ [ -x /usr/sbin/clamd ] && ldconfig -p | grep -q 'libmagic\.so\.1'; } || need+=(clamav-daemon libmagic1)
 if [ ${#need[@]} -gt 0 ]; then log "apt-get install ${need[*]}"; apt_install "${need[@]}"; fi
 
 # --- services --------------------------------------------------------------------------

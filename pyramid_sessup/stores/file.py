@@ -5,6 +5,8 @@ Layout under ``sessup.session.file.path``::
     ab/abXXXX…XXXX.json   the record
     ab/abXXXX…XXXX.lock   the session lock of ``sessup.session.lock`` (flock)
     .merge/NN.lock        short reader/writer locks, striped over 16 files
+    .quota/<key>.json     counters (upload quotas), each flock()ed while it changes;
+                          the file's modification time is its expiry
 
 The file's modification time is the last access: a read-only request only
 ``utime``s the file (touch without rewrite), and a record whose mtime is older
@@ -33,7 +35,7 @@ from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, Mapping
 
 from ..exceptions import SessionLockTimeout, StoreUnavailable
-from .base import SessionStore, dumps, loads, merge, valid_session_id
+from .base import CounterFn, SessionStore, dumps, loads, merge, valid_counter_key, valid_session_id
 
 _STRIPES = 16
 _POLL = 0.005  # seconds between two tries of a held session lock
@@ -99,6 +101,7 @@ class FileStore(SessionStore):
         super().__init__(timeout=timeout)
         self.path = path
         self._merge_dir = os.path.join(path, ".merge")
+        self._counter_dir = os.path.join(path, ".quota")
         os.makedirs(self._merge_dir, mode=0o700, exist_ok=True)
         # Each thread keeps its own descriptor per stripe: flock excludes open
         # file descriptions, so threads must not share one, and reopening the
@@ -293,6 +296,74 @@ class FileStore(SessionStore):
     def release_lock(self, sid: str, token: Any) -> None:
         token.release()
 
+    # -- counters ----------------------------------------------------------------------
+    def _open_counter(self, path: str) -> int:
+        """Open and flock the counter file at ``path`` (created if absent); the
+        descriptor returned is locked on the file that is at ``path`` now."""
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            except FileNotFoundError:
+                os.makedirs(self._counter_dir, mode=0o700, exist_ok=True)
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                # A purge may have removed the file between our open and our
+                # lock: then we hold a dead inode and must start over.
+                if os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                    return fd
+            except FileNotFoundError:
+                pass
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+
+    def modify_counter(self, key: str, fn: CounterFn, ttl: float) -> Any:
+        if not valid_counter_key(key):
+            raise ValueError("not a counter key")
+        path = os.path.join(self._counter_dir, key + ".json")
+        try:
+            fd = self._open_counter(path)
+            try:
+                st = os.fstat(fd)
+                now = time.time()
+                # mtime is the expiry; an empty file is one just created.
+                current = loads(_read_all(fd, st.st_size), key) if st.st_size and st.st_mtime > now else None
+                new, result = fn(current)
+                if new is not None:
+                    _overwrite(fd, dumps(new).encode("utf-8"), st.st_size)
+                    expires = now + ttl
+                    os.utime(fd, (expires, expires))
+                return result
+            finally:
+                os.close(fd)  # releases the flock
+        except OSError as exc:
+            raise StoreUnavailable(f"file store: {exc.strerror}") from None
+
+    def _purge_counters(self, now: float) -> None:
+        try:
+            names = os.listdir(self._counter_dir)
+        except FileNotFoundError:
+            return
+        for name in names:
+            path = os.path.join(self._counter_dir, name)
+            try:
+                if os.stat(path, follow_symlinks=False).st_mtime > now:
+                    continue
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                # Still expired, and still the file at that name, under the lock.
+                if os.fstat(fd).st_mtime <= now and os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                    os.unlink(path)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+
     def _entries(self) -> Iterator[tuple[str, str]]:
         try:
             shards = os.listdir(self.path)
@@ -339,4 +410,5 @@ class FileStore(SessionStore):
                     self._unlink(path)
             elif name.endswith(".tmp") and age > 60:
                 self._unlink(path)  # left by a crash mid-write
+        self._purge_counters(now)
         return purged

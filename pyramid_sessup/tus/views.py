@@ -48,7 +48,7 @@ from pyramid.exceptions import BadCSRFOrigin
 from pyramid.request import Request
 from pyramid.response import Response
 
-from ..uploads import names
+from ..uploads import names, quota
 from ..uploads.body import body_length, iter_body
 from ..uploads.storage import UploadStorage, storage_error_message
 from ..uploads.views import download_path
@@ -195,7 +195,7 @@ def _write(request: Request, store: TusStore, info: UploadInfo) -> None:
     result = store.append(info, blocks, checksum=checksum)
     store.touch(info)
     if info.offset == info.length:
-        store.complete(info)
+        store.complete(info, request)
     else:
         store.save(info)
     if result.truncated_body:
@@ -246,6 +246,9 @@ def create(request: Request) -> Response:
     if with_body:
         parse_checksum(request.headers.get("Upload-Checksum"))  # 400 before anything is created
 
+    # Counted at creation, before any state exists: creating uploads (even
+    # empty or never finished ones) cannot get past the quota.
+    quota.charge(request, 1, length)
     token = _owner(request)
     if token is None:
         token = secrets.token_urlsafe(32)
@@ -262,17 +265,15 @@ def create(request: Request) -> Response:
             if with_body:
                 _write(request, store, info)
             elif info.length == 0:
-                store.complete(info)
+                store.complete(info, request)
     except TusError as exc:
         if exc.status == 400 and "Upload-Offset" in exc.headers:
             exc.headers["Location"] = location  # body cut short: the upload keeps what arrived
             raise
-        with store.locked(info.id) as fresh:
-            store.terminate(fresh)
+        store.remove(info.id)
         raise
     except BaseException:
-        with store.locked(info.id) as fresh:
-            store.terminate(fresh)
+        store.remove(info.id)  # (a refused file is already gone with its upload)
         raise
     return _answer(201, {"Location": location, **_state_headers(request, info)})
 

@@ -18,6 +18,7 @@ from ..errors import error_response, wants_json
 from ..exceptions import MalformedMultipart
 from . import names
 from .pipeline import CSRF_FIELD, get_storage, receive_upload
+from .preconditions import rfc9110_download
 from .storage import NAME_PATTERN, UploadStorage
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ def download(request: Request) -> Response:
     response.headers["Content-Security-Policy"] = "sandbox"
     response.headers["Accept-Ranges"] = "bytes"
     response.headers["Cache-Control"] = "private, no-cache"
-    return response
+    return rfc9110_download(request, response, st.st_size)
 
 
 def includeme(config: Configurator) -> None:
