@@ -71,6 +71,7 @@ ALIASES: dict[str, frozenset[str]] = {
     "image/x-icon": frozenset({"image/vnd.microsoft.icon"}),
     "application/zip": frozenset({"application/x-zip-compressed"}),
     "application/gzip": frozenset({"application/x-gzip"}),
+    "application/x-gtar-compressed": frozenset({"application/gzip", "application/x-gzip"}),
     "application/x-gzip": frozenset({"application/gzip"}),
     "audio/x-wav": frozenset({"audio/wav", "audio/vnd.wave"}),
     "audio/wav": frozenset({"audio/x-wav", "audio/vnd.wave"}),
@@ -173,7 +174,10 @@ def content_problem(head: bytes, complete: bool, claimed: str, ext: str) -> str 
         if claimed == "image/svg+xml" and detected != "image/svg+xml":
             return "is not an SVG image"
         return None
-    if detected == claimed or detected in ALIASES.get(claimed, ()):
+    # The system's type table may name a type otherwise than Python's built-in one
+    # (.tgz: application/x-gtar-compressed): the extension's own claim counts too.
+    extra = EXTRA_CLAIMS.get(ext, claimed)
+    if detected in (claimed, extra) or detected in ALIASES.get(claimed, ()) or detected in ALIASES.get(extra, ()):
         return None
     if ext and "." + ext in mimetypes.guess_all_extensions(detected):
         return None
