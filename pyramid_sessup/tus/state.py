@@ -46,7 +46,7 @@ from pyramid.request import Request
 from ..exceptions import InsufficientStorage
 from ..uploads.events import notify_stored
 from ..uploads.pipeline import StoredFile, finalize_all, commit_files, refuses_the_file
-from ..uploads.storage import UploadStorage, storage_error_message, working_dir
+from ..uploads.storage import UploadStorage, in_working_dir, storage_error_message, working_dir
 from .protocol import CHECKSUM_ALGORITHMS, CHECKSUM_MISMATCH, TusError
 
 log = logging.getLogger(__name__)
@@ -166,15 +166,19 @@ class TusStore:
         """A new, empty upload owned by ``owner_token``."""
         now = time.time()
         flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-        with working_dir(self.dir) as dir_fd:
+
+        def new_lock(dir_fd: int) -> str:
             while True:
                 upload_id = secrets.token_urlsafe(24)
                 try:
                     os.close(os.open(upload_id + ".lock", flags, 0o600, dir_fd=dir_fd))
                 except FileExistsError:  # pragma: no cover - 192 random bits
                     continue
-                break
+                return upload_id
+
+        upload_id = in_working_dir(self.dir, new_lock)
         try:
+            # (the lock file keeps the folder from being removed as empty from here on)
             with working_dir(self.dir) as dir_fd:
                 os.close(os.open(upload_id + ".part", flags, 0o600, dir_fd=dir_fd))
             info = UploadInfo(id=upload_id, owner=owner_digest(owner_token), length=length, offset=0,

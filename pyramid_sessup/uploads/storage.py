@@ -29,7 +29,7 @@ import secrets
 import stat
 import time
 from contextlib import contextmanager
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator, TypeVar
 
 from ..exceptions import InsufficientStorage
 
@@ -116,6 +116,24 @@ def working_dir(path: str) -> Iterator[int]:
         os.close(fd)
 
 
+T = TypeVar("T")
+
+
+def in_working_dir(path: str, action: Callable[[int], T], attempts: int = 10) -> T:
+    """``action(dir_fd)`` in the working folder ``path`` (see
+    :func:`open_working_dir`), which creates something in it.  An empty folder
+    can be removed between our open and our create (which then fails with
+    ``ENOENT`` in the dead directory): open it again and retry."""
+    for attempt in range(attempts):
+        with working_dir(path) as dir_fd:
+            try:
+                return action(dir_fd)
+            except FileNotFoundError:
+                if attempt == attempts - 1:
+                    raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 class UploadStorage:
     """Files of one upload directory.
 
@@ -146,7 +164,7 @@ class UploadStorage:
         """Create a new, empty temporary file; return it open for writing
         (unbuffered) and its path.  The caller must close it and then
         :meth:`finalize` or :meth:`discard` the path."""
-        with working_dir(self.tmp_dir) as dir_fd:
+        def create(dir_fd: int) -> tuple[BinaryIO, str]:
             while True:
                 name = _token() + ".part"
                 try:
@@ -154,6 +172,8 @@ class UploadStorage:
                 except FileExistsError:  # pragma: no cover - 192 random bits
                     continue
                 return os.fdopen(fd, "wb", buffering=0), os.path.join(self.tmp_dir, name)
+
+        return in_working_dir(self.tmp_dir, create)
 
     def temp_id(self, temp_path: str) -> str:
         """The id of a temporary file (its name without ``.part``), e.g. to
@@ -288,7 +308,8 @@ class UploadStorage:
             raise ValueError("not a stored file name")
         data = json.dumps(metadata, ensure_ascii=False, sort_keys=True).encode("utf-8")
         tmp = f".{_token()}.tmp"
-        with working_dir(self.meta_dir) as dir_fd:
+
+        def write(dir_fd: int) -> None:
             fd = os.open(tmp, _CREATE_FLAGS, 0o600, dir_fd=dir_fd)
             try:
                 with os.fdopen(fd, "wb") as f:
@@ -303,6 +324,8 @@ class UploadStorage:
                 except FileNotFoundError:
                     pass
                 raise
+
+        in_working_dir(self.meta_dir, write)
 
     def _meta_path(self, name: str) -> str:
         return os.path.join(self.meta_dir, name + ".json")
