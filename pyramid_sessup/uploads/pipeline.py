@@ -22,11 +22,12 @@ check passed.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
 from dataclasses import dataclass, field as dc_field
-from typing import Any, BinaryIO, Collection, Iterator, Mapping
+from typing import Any, BinaryIO, Callable, Collection, Iterator, Mapping
 
 from multipart import MultipartError, MultipartSegment, ParserLimitReached, PushMultipartParser
 from pyramid.csrf import check_csrf_origin
@@ -202,13 +203,13 @@ def check_files(request: Request, storage: UploadStorage, files: list[StoredFile
     values = request.registry.sessup_settings
     allowed_extensions = limits.allowed_extensions if limits is not None else values["upload.allowed_extensions"]
     allowed_types = limits.allowed_types if limits is not None else values["upload.allowed_types"]
-    checks = []
+    checks: list[Callable[[StoredFile], None]] = []
     if verify.content_check_applies(values["upload.content_check"], allowed_extensions, allowed_types):
-        checks.append(lambda f: verify.check_content(f))
+        checks.append(verify.check_content)
     if values["upload.clamav"]:
         checks.append(lambda f: clamav.scan_files(request, [f]))
     for verifier in values["upload.verifiers"]:
-        checks.append(lambda f, verifier=verifier: verifier(f, request))
+        checks.append(functools.partial(_call_verifier, verifier, request))
     for check in checks:
         for f in files:
             try:
@@ -218,6 +219,10 @@ def check_files(request: Request, storage: UploadStorage, files: list[StoredFile
                     storage.discard(f.temp_path)
                     f.temp_path = ""
                 raise
+
+
+def _call_verifier(verifier: Callable[..., Any], request: Request, file: StoredFile) -> None:
+    verifier(file, request)
 
 
 def commit_files(request: Request, storage: UploadStorage, files: list[StoredFile], *,

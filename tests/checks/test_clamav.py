@@ -9,16 +9,16 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from pyramid_sessup.uploads.clamav import BLOCK, ClamdClient, ScanError
 
 from .. import samples
-from .conftest import (BODY_SIGNATURE, HASH_SIGNATURE, MALWARE, MARKER, PATHS, Clamd, everything,
-                       refused_message, stored)
+from .conftest import BODY_SIGNATURE, HASH_SIGNATURE, MALWARE, MARKER, PATHS, Clamd, everything, refused_message, stored
 
 
 def scanning(clamd: Clamd, **extra: str) -> dict[str, str]:

@@ -7,14 +7,21 @@ import http.client
 import json
 import threading
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from ..stores.conftest import (delete_redis_prefix, drop_postgres_table, random_prefix, random_table,
-                               require_postgres, require_redis)
+from ..stores.conftest import (
+    delete_redis_prefix,
+    drop_postgres_table,
+    random_prefix,
+    random_table,
+    require_postgres,
+    require_redis,
+)
 from ..support import POSTGRES_URL, REDIS_URL, Server, free_port, start_server, write_ini
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]

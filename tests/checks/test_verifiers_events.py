@@ -12,8 +12,8 @@ from pyramid.exceptions import ConfigurationError
 
 from pyramid_sessup import main
 
-from . import hooks
 from .. import samples
+from . import hooks
 from .conftest import PATHS, Paths, everything, refused_message, stored
 
 JS_PDF = samples.pdf().replace(b"/Type /Catalog", b"/Type /Catalog /OpenAction << /S /JavaScript /JS (app.alert(1)) >>")
