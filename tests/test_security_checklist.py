@@ -23,8 +23,10 @@ SESSION_THREATS = ["Tampered IDs", "Oversized IDs", "Unknown IDs", "Expired IDs"
 UPLOAD_THREATS = ["Traversal", "NUL", "Long names", "Reserved names", "Bidi and Unicode tricks", "Double extensions",
                   "Stored XSS", "Spoofed types", "Part floods", "Huge headers", "CRLF junk", "Header ReDoS",
                   "Boundary errors", "Truncation", "Disconnects", "Slow bodies", "Lying Content-Length", "Disk full",
-                  "Descriptor leaks", "Predictable names", "Symlinks", "Server path leaks"]
-FAULT_THREATS = ["Session store outage", "Crash mid-upload", "Memory growth under load", "Read-only upload directory"]
+                  "Descriptor leaks", "Predictable names", "Symlinks", "Server path leaks", "Malware", "Unverified files",
+                  "Upload floods", "Ambiguous multipart", "Range and conditional requests"]
+FAULT_THREATS = ["Session store outage", "Crash mid-upload", "Memory growth under load", "Read-only upload directory",
+                 "Vanishing folders", "Virus scanner outage", "Many files in one form"]
 
 NODE_ID = re.compile(r"`(tests/[^`\s]+?\.py::[^`]+)`")
 
