@@ -111,21 +111,31 @@ _BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
 _local = threading.local()
 
 
-def _magic() -> Any:
+def _magic(formats_only: bool) -> Any:
     # One libmagic handle per thread: a handle is not safe to share, and
     # python-magic's own lock would serialise every upload thread on it.
-    handle = getattr(_local, "magic", None)
+    name = "formats" if formats_only else "full"
+    handle = getattr(_local, name, None)
     if handle is None:
         import magic
 
-        handle = _local.magic = magic.Magic(mime=True)
+        handle = magic.Magic(mime=True)
+        if formats_only:
+            # Without libmagic's text analysis: UTF-8 text with non-ASCII
+            # characters costs it milliseconds per file (measured: 7 ms for 64 KiB),
+            # against well under one for the format signatures alone.
+            handle.flags |= magic.MAGIC_NO_CHECK_TEXT | magic.MAGIC_NO_CHECK_ENCODING
+            magic.magic_setflags(handle.cookie, handle.flags)
+        setattr(_local, name, handle)
     return handle
 
 
-def detect(head: bytes) -> str:
-    """libmagic's media type for ``head`` (lower case, no parameters)."""
+def detect(head: bytes, formats_only: bool = False) -> str:
+    """libmagic's media type for ``head`` (lower case, no parameters).  With
+    ``formats_only``, only formats with a signature are recognised: text gives
+    ``application/octet-stream``."""
     try:
-        found = _magic().from_buffer(head)
+        found = _magic(formats_only).from_buffer(head)
     except Exception as exc:  # python-magic raises MagicException, a plain Exception
         log.warning("libmagic could not identify a file: %s", exc)
         return "application/octet-stream"
@@ -165,15 +175,16 @@ def content_problem(head: bytes, complete: bool, claimed: str, ext: str) -> str 
     alternative names)."""
     if claimed == "application/octet-stream":
         return None  # claims nothing: nothing to compare
-    detected = detect(head)
     if is_text_type(claimed):
         if not looks_like_text(head, complete):
             return "is not text"
-        if not _textual_detection(detected):
+        detected = detect(head, formats_only=True)
+        if detected != "application/octet-stream" and not _textual_detection(detected):
             return f"looks like {detected}"
         if claimed == "image/svg+xml" and detected != "image/svg+xml":
             return "is not an SVG image"
         return None
+    detected = detect(head)
     # The system's type table may name a type otherwise than Python's built-in one
     # (.tgz: application/x-gtar-compressed): the extension's own claim counts too.
     extra = EXTRA_CLAIMS.get(ext, claimed)
