@@ -303,8 +303,8 @@ PARAMS: tuple[Param, ...] = (
           "clamd to scan each file with before it is stored (INSTREAM): unix:///run/clamav/clamd.ctl "
           "or tcp://host:port. An infected file is 422 naming the file. Empty: no scanning."),
     Param("upload.clamav_timeout", _float_converter(0.1), 30.0, "seconds",
-          "How long clamd may stay silent (connect, each block sent, the verdict) before the scan counts "
-          "as failed."),
+          "How long clamd may stay silent (connect, each block sent, the verdict; the verdict gets one "
+          "more second per MiB of the file) before the scan counts as failed."),
     Param("upload.clamav_on_error", _choice("fail", "allow"), "fail", "fail | allow",
           "clamd unreachable or too slow: fail answers 503 with Retry-After and stores nothing; allow "
           "stores the file unscanned (and logs a warning)."),

@@ -40,6 +40,9 @@ log = logging.getLogger("pyramid_sessup.uploads")
 BLOCK = 1024 * 1024
 #: Longest answer read from clamd.
 MAX_REPLY = 4096
+#: Bytes per second clamd is assumed to scan at least, to wait for its verdict
+#: on a large file (measured: about 30 MiB/s on two shared cores).
+SCAN_RATE = 1024 * 1024
 
 
 class ScanError(Exception):
@@ -52,7 +55,8 @@ class ClamdClient:
     ``url``
         ``unix:///path/to/clamd.ctl`` or ``tcp://host:port``.
     ``timeout``
-        Seconds any one step (connect, each block sent, the verdict) may take.
+        Seconds any one step (connect, each block sent, the verdict) may take;
+        the verdict gets one more second per MiB of the file.
     """
 
     def __init__(self, url: str, timeout: float = 30.0) -> None:
@@ -117,6 +121,8 @@ class ClamdClient:
                         raise ScanError("the file changed while it was scanned")
                     offset += n
                 sock.sendall(b"\0\0\0\0")
+                # clamd is silent while it scans: a large file earns more time.
+                sock.settimeout(self.timeout + size / SCAN_RATE)
                 reply = self._reply(sock)
             except OSError as exc:
                 # clamd closes early on its own errors (size limit): read why, if it said.

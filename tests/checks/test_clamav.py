@@ -228,3 +228,30 @@ def test_scanning_and_content_check_together(clamd: Clamd, visitor: Any, upload_
     assert client.upfile([("b.png", infected_png)]).status_int == 422
     assert client.upfile([("c.png", samples.png())]).status_int == 200
     assert len(stored(upload_dir)) == 1
+
+
+def test_tus_completion_while_the_scanner_is_down_can_be_retried(visitor: Any, upload_dir: Path) -> None:
+    own = Clamd()
+    own.start()
+    try:
+        client = visitor(**{"sessup.upload.clamav": own.url})
+        data = os.urandom(10_000)
+        location = client.tus_create(len(data), "later.bin").headers["Location"].replace("http://example.com", "")
+        headers = {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream", "Host": "example.com"}
+        assert client.app.request(location, method="PATCH", body=data[:6000], status="*",
+                                  headers={**headers, "Upload-Offset": "0"}).status_int == 204
+        own.stop()
+        down = client.app.request(location, method="PATCH", body=data[6000:], status="*",
+                                  headers={**headers, "Upload-Offset": "6000"})
+        assert down.status_int == 503 and down.headers["Retry-After"]
+        assert stored(upload_dir) == []
+        # The upload is still there, at the offset before the refused chunk; send it again.
+        head = client.app.request(location, method="HEAD", headers=headers, status="*")
+        assert head.status_int == 200 and head.headers["Upload-Offset"] == "6000"
+        own.start()
+        again = client.app.request(location, method="PATCH", body=data[6000:], status="*",
+                                   headers={**headers, "Upload-Offset": "6000"})
+        assert again.status_int == 204, again.text
+        assert [(upload_dir / n).read_bytes() for n in stored(upload_dir)] == [data]
+    finally:
+        own.remove()
