@@ -501,9 +501,12 @@ def receive_upload(
     Returns a :class:`ParsedUpload` whose files are still temporary: call
     :meth:`ParsedUpload.commit` to keep them or :meth:`ParsedUpload.discard`.
     Raises :class:`UnsupportedMediaType` (415, not multipart or a disallowed
-    file), :class:`MalformedMultipart` (400), :class:`UploadTooLarge` (413, the
-    limit named), :class:`InsufficientStorage` (507) or ``BadCSRFToken``; in
-    every case nothing of the request is left on disk.
+    file), :class:`MalformedMultipart` (400, also for ambiguous part headers),
+    :class:`UploadTooLarge` (413, the limit named), :class:`QuotaExceeded`
+    (429, the visitor's quota is used up: checked before the body is read),
+    :class:`InsufficientStorage` (507) or ``BadCSRFToken``; in every case
+    nothing of the request is left on disk.  The content check, virus scan,
+    verifiers and the quota charge run at :meth:`ParsedUpload.commit`.
     """
     values = request.registry.sessup_settings if limits is None or csrf is None or file_fields is None else None
     if limits is None:
