@@ -5,6 +5,7 @@ import logging
 import secrets
 import threading
 from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -158,7 +159,7 @@ def test_lock_ttl_follows_lock_timeout_setting(redis_namespace: str) -> None:
         kwargs = store.pool.connection_kwargs
         assert kwargs["socket_connect_timeout"] == 0.5
         assert kwargs["socket_timeout"] == 0.7
-        assert kwargs["db"] == 15
+        assert kwargs["db"] == int(urlsplit(REDIS_URL).path.lstrip("/") or 0)
     finally:
         store.close()
 
