@@ -83,7 +83,9 @@ def open_working_dir(path: str) -> int:
     path) when the folder cannot be had, the upload directory being gone in
     particular.
     """
-    for _ in range(3):
+    # Bounded, but generous: a cleanup job may remove the fresh, still empty
+    # folder again between our mkdir and our open.
+    for _ in range(100):
         try:
             return os.open(path, _DIR_FLAGS)
         except FileNotFoundError:
