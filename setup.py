@@ -15,6 +15,7 @@ requires = [
     "deform>=2.0.15",
     "pyramid_chameleon>=0.3",
     "multipart>=2.0.1",
+    "python-magic>=0.4.27",
 ]
 
 # Store drivers are extras: only apps that use that store need them

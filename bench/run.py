@@ -16,7 +16,9 @@ processes wrote to storage (write_bytes of /proc/PID/io) and the CPU they
 used together (1.00 = one core busy for the whole workload), also per request.
 
 Workload names for --only: ceilings, nosession, session, increments,
-upload-big, upload-many, upload-small.  Every load loop is bounded by a
+upload-big, upload-many, upload-small, upload-checks (the 4 KiB and big
+uploads again with the content check, and with clamd scanning each file).
+Every load loop is bounded by a
 duration or a count, and only 127.0.0.1 is contacted.  Results are also
 written to bench/results/ (git-ignored).
 """
@@ -58,7 +60,15 @@ POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 POSTGRES_TABLE = "sessup_bench_sessions"
 STORES = ("memory", "file", "redis", "postgresql")
 STATIC_FILE = "/static/sessup.css"
-WORKLOADS = ("ceilings", "nosession", "session", "increments", "upload-big", "upload-many", "upload-small")
+WORKLOADS = ("ceilings", "nosession", "session", "increments", "upload-big", "upload-many", "upload-small",
+             "upload-checks")
+#: The checks the upload-checks rows turn on, as sessup settings (the scanner's
+#: socket is filled in when clamd runs).
+VARIANTS = {"checked": {"sessup.upload.content_check": "always"},
+            "scanned": {"sessup.upload.clamav": "unix://{clamd}"}}
+#: A valid PNG header (signature and IHDR chunk) for the content-checked uploads: libmagic
+#: reads only a file's head, so the random bytes after it cost the check nothing.
+PNG_HEAD = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000100000001008020000009091683600000000")
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,9 @@ FULL = Profile(duration=5, warmup=1, big_size=GiB, many_repeats=3, increment_rou
                repeats=2)
 QUICK = Profile(duration=1, warmup=0, big_size=256 * MiB, many_repeats=2, increment_rounds=2,
                 ceiling_bytes=512 * MiB, repeats=1)
+#: Only proves the code paths run (numbers meaningless): 8 MiB "big" upload.
+TINY = Profile(duration=1, warmup=0, big_size=8 * MiB, many_repeats=1, increment_rounds=1,
+               ceiling_bytes=32 * MiB, repeats=1)
 
 
 # --------------------------------------------------------------------------- measurements
@@ -266,6 +279,53 @@ def sessup_server(store: str, data: Path, logdir: Path, lock: bool = False) -> c
     argv = [str(PSERVE), str(HERE / f"{store}.ini"), f"port={port}", f"data={data}", f"lock={str(lock).lower()}"]
     # PYTHONPATH: serve the pyramid_sessup of this checkout, even from a copy of the tree.
     return serving(f"sessup-{store}{'-lock' if lock else ''}", argv, logdir, port, env={"PYTHONPATH": str(ROOT)})
+
+
+def sessup_variant_server(store: str, settings: dict[str, str], data: Path, logdir: Path,
+                          name: str) -> contextlib.AbstractContextManager[Server]:
+    """``bench/<store>.ini`` with extra ``[app:main]`` settings, from a copy in ``data``."""
+    port = free_port()
+    text = (HERE / f"{store}.ini").read_text()
+    extra = "".join(f"{key} = {value}\n" for key, value in settings.items())
+    ini = data / f"{store}-{name}.ini"
+    ini.write_text(text.replace("[app:main]\n", "[app:main]\n" + extra, 1))
+    argv = [str(PSERVE), str(ini), f"port={port}", f"data={data}", "lock=false"]
+    return serving(f"sessup-{store}+{name}", argv, logdir, port, env={"PYTHONPATH": str(ROOT)})
+
+
+def clamd_server(directory: Path, logdir: Path) -> contextlib.AbstractContextManager[Server]:
+    """Debian's clamd through scripts/run-clamd.sh, on a one-signature database of
+    the bench's own (official updates may not be reachable): the cost measured is
+    the protocol and clamd's per-byte work, not a full database's."""
+    db = directory / "db"
+    db.mkdir(parents=True, exist_ok=True)
+    (db / "bench.ndb").write_text("Sessup.Bench.Marker:0:*:" + b"SESSUP-BENCH-NEVER-SENT".hex() + "\n")
+    return clamd_serving(directory, logdir)
+
+
+@contextlib.contextmanager
+def clamd_serving(directory: Path, logdir: Path) -> Iterator[Server]:
+    server = Server("clamd", ["bash", str(ROOT / "scripts" / "run-clamd.sh"), str(directory)], 0, logdir)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if server.proc.poll() is not None:
+                raise RuntimeError(f"clamd exited with {server.proc.returncode}: {server.log_tail()}")
+            try:
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.settimeout(2)
+                    s.connect(str(directory / "clamd.sock"))
+                    s.sendall(b"zPING\0")
+                    if s.recv(8) == b"PONG\0":
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"clamd did not answer within 120 s: {server.log_tail()}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        server.stop()
 
 
 def node_server(store: str, upload_dir: Path, logdir: Path) -> contextlib.AbstractContextManager[Server]:
@@ -508,7 +568,12 @@ class Bench:
             (data / "sessions").mkdir(parents=True, exist_ok=True)
             kind, _, rest = name.partition("-")
             try:
-                if kind == "sessup":
+                if kind == "sessup" and "+" in rest:
+                    store, _, variant = rest.partition("+")
+                    settings = {k: v.format(clamd=self.clamd_socket()) if "{clamd}" in v else v
+                                for k, v in VARIANTS[variant].items()}
+                    starter = sessup_variant_server(store, settings, data, self.logdir, variant)
+                elif kind == "sessup":
                     store, _, lock = rest.partition("-")
                     starter = sessup_server(store, data, self.logdir, lock=bool(lock))
                 elif kind == "node":
@@ -529,6 +594,21 @@ class Bench:
 
     def stop_servers(self) -> None:
         self._stack.close()
+
+    def clamd_socket(self) -> Path:
+        """The socket of the run's clamd, started on first use."""
+        if "clamd" not in self._servers:
+            directory = self.tmp / "clamd"
+            self._servers["clamd"] = self._stack.enter_context(clamd_server(directory, self.logdir))
+            self.log(f"started clamd: pid {self._servers['clamd'].pid}")
+        return self.tmp / "clamd" / "clamd.sock"
+
+    def clamd_cpu(self) -> float | None:
+        entry = self._servers.get("clamd")
+        if isinstance(entry, Server):
+            with contextlib.suppress(OSError):
+                return cpu_seconds(entry.pid)
+        return None
 
     def ensure_node_modules(self) -> None:
         if not (NODE_DIR / "node_modules").is_dir():
@@ -646,7 +726,10 @@ class Bench:
             path = self.tmp / "big.bin"
             self.log(f"writing {self.profile.big_size // MiB} MiB of random bytes")
             with open(path, "wb") as f:
-                remaining = self.profile.big_size
+                # A PNG's head, so the content-checked row has something to check (libmagic
+                # reads only the head; the parser does not care).
+                f.write(PNG_HEAD)
+                remaining = self.profile.big_size - len(PNG_HEAD)
                 while remaining:
                     chunk = os.urandom(min(16 * MiB, remaining))
                     f.write(chunk)
@@ -717,6 +800,73 @@ class Bench:
 
         self.compare("upload-small", "4 KiB single-file uploads, 16 conn", "sessup >= node",
                      self.upload_runs(run), self.profile.repeats)
+
+    def upload_checks(self) -> None:
+        """The 4 KiB and big uploads again, sessup only, with each file checked
+        before it is stored: the content check (libmagic on a PNG's head) and the
+        clamd scan (INSTREAM).  Compare with the upload-small and upload-big rows."""
+        content = PNG_HEAD + os.urandom(4 * KiB - len(PNG_HEAD))
+        boundary = "sessupbench" + secrets.token_hex(16)
+
+        def small(variant: str, filename: str) -> Callable[[], Cell]:
+            heads, tail, _ = multipart_framing([(filename, content)], boundary)
+            body_file = self.tmp / f"small-body-{variant}.bin"
+            body_file.write_bytes(heads[0] + content + b"\r\n" + tail)
+            name = f"sessup-file+{variant}"
+
+            def run() -> Cell:
+                os.sync()
+                server = self.server(name)
+                script = upload_script(self.tmp / f"upload-{name}.lua", body_file,
+                                       f"multipart/form-data; boundary={boundary}", csrf_headers(server.port))
+                clamd0 = self.clamd_cpu() if variant == "scanned" else None
+                cell = self.measured_wrk(server, "/upFile", 16, script)
+                count = len(dir_files(self.upload_dir(name)))
+                empty_dir(self.upload_dir(name))
+                cell.note = (cell.note + "; " if cell.note else "") + f"{count} files stored"
+                return self._with_clamd_cpu(cell, clamd0)
+
+            return run
+
+        def big(variant: str, filename: str) -> Callable[[], Cell]:
+            name = f"sessup-file+{variant}"
+
+            def run() -> Cell:
+                os.sync()
+                server, size = self.server(name), self.profile.big_size
+                empty_dir(self.upload_dir(name))  # late answers of the 4 KiB run
+                headers = csrf_headers(server.port)
+                clamd0 = self.clamd_cpu() if variant == "scanned" else None
+                with Meter(server.pid) as meter:
+                    posted = post_multipart(server.port, [(filename, self.big_file)], headers)
+                if posted.status != 200:
+                    raise RuntimeError(f"answer {posted.status} {posted.body[:120]!r}")
+                stored = [p.stat().st_size for p in dir_files(self.upload_dir(name))]
+                empty_dir(self.upload_dir(name))
+                cell = meter.fill(Cell(value=size / MiB / posted.seconds, unit="MiB/s", p50=posted.seconds,
+                                       p99=posted.seconds))
+                cell.note = f"answer {posted.seconds - posted.sent:.2f} s after the last byte"
+                if stored != [size]:
+                    cell.note += f"; upload dir held {len(stored)} files (expected one of {size} bytes)"
+                return self._with_clamd_cpu(cell, clamd0)
+
+            return run
+
+        size = self.profile.big_size // MiB
+        self.compare("upload-small-checked", "4 KiB single-file uploads, 16 conn, content check (PNG)", "",
+                     {"sessup": small("checked", "small.png")}, self.profile.repeats)
+        self.compare("upload-small-scanned", "4 KiB single-file uploads, 16 conn, clamd scan", "",
+                     {"sessup": small("scanned", "small.bin")}, self.profile.repeats)
+        self.compare("upload-big-checked", f"one {size} MiB upload, content check (PNG)", "",
+                     {"sessup": big("checked", "big.png")}, self.profile.repeats)
+        self.compare("upload-big-scanned", f"one {size} MiB upload, clamd scan", "",
+                     {"sessup": big("scanned", "big.bin")}, self.profile.repeats)
+
+    def _with_clamd_cpu(self, cell: Cell, before: float | None) -> Cell:
+        after = self.clamd_cpu()
+        if before is not None and after is not None:
+            cell.note = (cell.note + "; " if cell.note else "") + f"clamd used {after - before:.2f} s CPU"
+        return cell
 
     # -- increments ------------------------------------------------------------------
 
@@ -795,6 +945,8 @@ class Bench:
                     self.upload_small()
                 if self.wants("upload-many"):
                     self.upload_many()
+                if self.wants("upload-checks"):
+                    self.upload_checks()
                 if self.wants("upload-big"):
                     self.upload_big()
             if self.wants("increments"):
@@ -956,13 +1108,18 @@ def judge(report: Report, big_size: int) -> None:
             row.verdict = f"{row.node.p50 / s.p50:.2f}x node speed: " + ("met" if s.p50 <= row.node.p50 else "NOT met")
         elif row.key == "upload-small" and n:
             row.verdict = f"{s.value / n:.2f}x node: " + ("met" if s.value >= n else "NOT met")
+        elif row.key.startswith(("upload-small-", "upload-big-")):
+            base = val(row.key.rsplit("-", 1)[0], "sessup")
+            if base:
+                row.verdict = f"{s.value / base:.2f}x without the check"
         elif row.key.startswith("increments") and row.key.endswith("-lock"):
             row.verdict = "met" if s.value >= 100 else "NOT met"
 
 
 ORDER = (["ceil-tcp", "ceil-file", "ceil-wsgi", "bare-pyramid", "nosession", "home"]
          + [f"session-{s}-{c}" for s in STORES for c in (16, 64)]
-         + ["upload-big", "upload-many", "upload-small"]
+         + ["upload-big", "upload-big-checked", "upload-big-scanned", "upload-many", "upload-small",
+            "upload-small-checked", "upload-small-scanned"]
          + [f"increments-{s}-{m}" for s in STORES for m in ("nolock", "lock")])
 
 
@@ -1016,6 +1173,8 @@ def machine_info() -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short runs (under a minute), 256 MiB big upload")
+    parser.add_argument("--tiny", action="store_true",
+                        help="only check that the code runs: 1 s runs, 8 MiB big upload (numbers meaningless)")
     parser.add_argument("--only", default="", help="comma-separated workloads: " + ", ".join(WORKLOADS))
     parser.add_argument("--stores", default=",".join(STORES), help="comma-separated sessup stores")
     parser.add_argument("--no-node", action="store_true", help="skip the Node anchor")
@@ -1031,7 +1190,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown workload or store: {sorted(unknown | (set(stores) - set(STORES)))}")
     if not shutil.which("wrk"):
         parser.error("wrk is not installed (Debian: apt-get install wrk)")
-    profile = QUICK if args.quick else FULL
+    profile = TINY if args.tiny else QUICK if args.quick else FULL
     machine = machine_info()
     tmp = Path(tempfile.mkdtemp(prefix="sessup-bench-"))
     clean_services()
@@ -1047,7 +1206,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
     judge(bench.report, profile.big_size)
     machine["run time"] = f"{time.monotonic() - started:.0f} s"
-    table = render(bench.report, machine, "quick" if args.quick else "full")
+    table = render(bench.report, machine, "tiny" if args.tiny else "quick" if args.quick else "full")
     print(table)
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

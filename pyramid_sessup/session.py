@@ -486,6 +486,10 @@ def session_factory_from_values(values: SessupSettings, store: SessionStore) -> 
     class SessupSessionObject(base):  # type: ignore[misc, valid-type]
         """``request.session``: created lazily, persisted by one response callback."""
 
+        #: Changes inside a stored value (a dict changed in place) are found
+        #: when the response is saved: no need to call ``changed()``.
+        detects_nested_changes = True
+
         def __init__(self, request: Request) -> None:
             SessionObject.__init__(self, request.environ, **self._options)
             if getattr(request.registry, "sessup_csrf_config", None) is None:

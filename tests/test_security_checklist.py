@@ -27,9 +27,11 @@ UPLOAD_THREATS = ["Traversal", "NUL", "Long names", "Reserved names", "Bidi and 
                   "Boundary errors", "Truncation", "Disconnects", "Slow bodies", "Refused bodies", "Lying Content-Length", "Disk full",
                   "Descriptor leaks", "Predictable names", "Symlinks", "Server path leaks",
                   "Resumable uploads of others", "Deferred and joined sizes", "Half-joined uploads",
-                  "Abandoned partial uploads"]
+                  "Abandoned partial uploads", "Malware", "Unverified files", "Upload floods",
+                  "Ambiguous multipart", "Range and conditional requests"]
 FAULT_THREATS = ["Session store outage", "Crash mid-upload", "Memory growth under load", "Read-only upload directory",
-                 "Deleted working folders", "Crashed lock holder"]
+                 "Deleted working folders", "Crashed lock holder", "Vanishing folders",
+                 "Virus scanner outage", "Many files in one form"]
 
 NODE_ID = re.compile(r"`(tests/[^`\s]+?\.py::[^`]+)`")
 

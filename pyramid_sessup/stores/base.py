@@ -20,6 +20,12 @@ semantic it promises holds for every store:
 * ``ids``, ``count`` and ``sessup-sessions`` see live records only;
   ``purge_expired`` removes expired tombstones too;
 * a store that cannot be reached raises :class:`StoreUnavailable`.
+
+Besides sessions, a store keeps *counters* (upload quotas,
+:mod:`pyramid_sessup.uploads.quota`) in a namespace of their own that no
+session ID can reach: :meth:`SessionStore.modify_counter` changes one
+atomically across every process that shares the store, and never creates or
+touches a session record.
 """
 from __future__ import annotations
 
@@ -28,7 +34,7 @@ import json
 import logging
 import re
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
 from ..exceptions import StoreUnavailable
 
@@ -40,6 +46,20 @@ log = logging.getLogger("pyramid_sessup.stores")
 #: Session IDs are ``secrets.token_urlsafe(32)``: 43 URL-safe characters (256 bits).
 #: Anything else is refused before a store or the filesystem ever sees it.
 SESSION_ID_RE = re.compile(r"[A-Za-z0-9_-]{43}\Z")
+
+#: Counter keys: lower-case hex digests (the quota module hashes what it counts).
+COUNTER_KEY_RE = re.compile(r"[0-9a-f]{16,64}\Z")
+
+T = TypeVar("T")
+
+#: ``modify_counter``'s function: current data (``None`` if absent or expired)
+#: -> (data to store, or ``None`` to leave the counter as it is; a result).
+CounterFn = Callable[["dict[str, Any] | None"], "tuple[dict[str, Any] | None, Any]"]
+
+
+def valid_counter_key(key: str) -> bool:
+    """True if ``key`` has the shape of a counter key."""
+    return isinstance(key, str) and COUNTER_KEY_RE.match(key) is not None
 
 
 #: The stored form of a dead ID.  A record is always a JSON object, so the JSON
@@ -175,6 +195,21 @@ class SessionStore(abc.ABC):
         finally:
             self.release_lock(sid, token)
 
+    # -- counters (upload quotas) ---------------------------------------------------------
+    @abc.abstractmethod
+    def modify_counter(self, key: str, fn: CounterFn, ttl: float) -> Any:
+        """Atomically read-modify-write the counter ``key`` (see :data:`COUNTER_KEY_RE`).
+
+        ``fn(data)`` gets the counter's JSON object (``None`` when absent or
+        expired) and returns ``(new_data, result)``; ``new_data`` (unless
+        ``None``) is stored to expire ``ttl`` seconds from now, and ``result``
+        is returned.  No other call for the same key, in any process sharing
+        the store, runs between the read and the write.  ``fn`` may run more
+        than once (optimistic stores retry on a conflict), so it must not have
+        side effects.  Counters live apart from sessions: they are never
+        listed, counted or loaded as a session.
+        """
+
     # -- operations (sessup-sessions) ---------------------------------------------------
     @abc.abstractmethod
     def ids(self) -> Iterator[str]:
@@ -197,6 +232,7 @@ __all__ = [
     "SESSION_ID_RE",
     "TOMBSTONE",
     "valid_session_id",
+    "valid_counter_key",
     "dumps",
     "loads",
     "merge",

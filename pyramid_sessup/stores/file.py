@@ -5,6 +5,8 @@ deleting them while the application runs only deletes sessions)::
 
     ab/abXXXX…XXXX.json   the record, or the tombstone ``null`` of a dead ID
     ab/abXXXX…XXXX.lock   the session lock of ``sessup.session.lock`` (flock)
+    .quota/<key>.json     counters (upload quotas), each flock()ed while it changes;
+                          the file's modification time is its expiry
 
 The file's modification time is the last access: a read-only request only
 ``utime``s the file (touch without rewrite), and a record (or tombstone) whose
@@ -39,7 +41,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
 from ..exceptions import SessionLockTimeout, StoreUnavailable
 from ..settings import SessupSettings
-from .base import TOMBSTONE, SessionStore, dumps, loads, merge, valid_session_id
+from .base import TOMBSTONE, CounterFn, SessionStore, dumps, loads, merge, valid_counter_key, valid_session_id
 
 T = TypeVar("T")
 
@@ -106,6 +108,7 @@ class FileStore(SessionStore):
         super().__init__(timeout=timeout)
         self.path = path
         os.makedirs(path, mode=0o700, exist_ok=True)
+        self._counter_dir = os.path.join(path, ".quota")
 
     @classmethod
     def from_settings(cls, values: SessupSettings) -> "FileStore":
@@ -383,6 +386,74 @@ class FileStore(SessionStore):
         finally:
             os.close(fd)
 
+    # -- counters ----------------------------------------------------------------------
+    def _open_counter(self, path: str) -> int:
+        """Open and flock the counter file at ``path`` (created if absent); the
+        descriptor returned is locked on the file that is at ``path`` now."""
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            except FileNotFoundError:
+                os.makedirs(self._counter_dir, mode=0o700, exist_ok=True)
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                # A purge may have removed the file between our open and our
+                # lock: then we hold a dead inode and must start over.
+                if os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                    return fd
+            except FileNotFoundError:
+                pass
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+
+    def modify_counter(self, key: str, fn: CounterFn, ttl: float) -> Any:
+        if not valid_counter_key(key):
+            raise ValueError("not a counter key")
+        path = os.path.join(self._counter_dir, key + ".json")
+        try:
+            fd = self._open_counter(path)
+            try:
+                st = os.fstat(fd)
+                now = time.time()
+                # mtime is the expiry; an empty file is one just created.
+                current = loads(_read_all(fd, st.st_size), key) if st.st_size and st.st_mtime > now else None
+                new, result = fn(current)
+                if new is not None:
+                    _overwrite(fd, dumps(new).encode("utf-8"), st.st_size)
+                    expires = now + ttl
+                    os.utime(fd, (expires, expires))
+                return result
+            finally:
+                os.close(fd)  # releases the flock
+        except OSError as exc:
+            raise StoreUnavailable(f"file store: {exc.strerror}") from None
+
+    def _purge_counters(self, now: float) -> None:
+        try:
+            names = os.listdir(self._counter_dir)
+        except FileNotFoundError:
+            return
+        for name in names:
+            path = os.path.join(self._counter_dir, name)
+            try:
+                if os.stat(path, follow_symlinks=False).st_mtime > now:
+                    continue
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                # Still expired, and still the file at that name, under the lock.
+                if os.fstat(fd).st_mtime <= now and os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                    os.unlink(path)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+
     # -- operations (sessup-sessions) ------------------------------------------------------
     def _entries(self) -> Iterator[tuple[str, str]]:
         try:
@@ -427,4 +498,5 @@ class FileStore(SessionStore):
                     self._remove_unused_lock_file(path)
             elif name.endswith(".tmp") and age > 60:
                 self._unlink(path)  # left by a crash mid-write
+        self._purge_counters(now)
         return purged

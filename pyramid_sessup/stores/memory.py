@@ -15,7 +15,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from ..exceptions import SessionLockTimeout
 from ..settings import SessupSettings
-from .base import SessionStore, dumps, loads, merge, valid_session_id
+from .base import CounterFn, SessionStore, dumps, loads, merge, valid_counter_key, valid_session_id
 
 _SWEEP_EVERY = 4096  # writes between two sweeps of expired records
 
@@ -31,6 +31,7 @@ class MemoryStore(SessionStore):
         self._locks: dict[str, tuple[str, float]] = {}  # sid -> (token, held until)
         self._lock_changed = threading.Condition(self._mutex)
         self._writes = 0
+        self._counters: dict[str, tuple[str, float]] = {}  # key -> (json, expires_at), apart from sessions
 
     @classmethod
     def from_settings(cls, values: SessupSettings) -> "MemoryStore":
@@ -139,6 +140,24 @@ class MemoryStore(SessionStore):
                 del self._locks[sid]
                 self._lock_changed.notify_all()
 
+    def modify_counter(self, key: str, fn: CounterFn, ttl: float) -> Any:
+        if not valid_counter_key(key):
+            raise ValueError("not a counter key")
+        with self._mutex:
+            now = time.time()
+            entry = self._counters.get(key)
+            current = loads(entry[0], key) if entry is not None and entry[1] > now else None
+            new, result = fn(current)
+            if new is not None:
+                self._counters[key] = (dumps(new), now + ttl)
+                self._writes += 1
+                if self._writes % _SWEEP_EVERY == 0:
+                    for stale in [k for k, (_, exp) in self._counters.items() if exp <= now]:
+                        del self._counters[stale]
+            elif entry is not None and entry[1] <= now:
+                del self._counters[key]
+            return result
+
     def ids(self) -> Iterator[str]:
         now = time.time()
         with self._mutex:
@@ -151,4 +170,6 @@ class MemoryStore(SessionStore):
             expired = [sid for sid, (_, exp) in self._records.items() if exp <= now]
             for sid in expired:
                 del self._records[sid]
+            for key in [k for k, (_, exp) in self._counters.items() if exp <= now]:
+                del self._counters[key]
         return len(expired)

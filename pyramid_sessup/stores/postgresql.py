@@ -14,8 +14,10 @@ Every read and write skips such a row; ``create`` cannot take it over until it
 has expired.
 
 Session locks (``sessup.session.lock``) are rows of the same table with the ID
-``lock:<session id>`` (never a valid session ID) and their own expiry, so one
-table is all there is to create, grant, back up or drop.
+``lock:<session id>`` (never a valid session ID) and their own expiry, and so
+are counters (upload quotas, ``quota:<key>``), so one table is all there is to
+create, grant, back up or drop.  Session IDs never hold ``:``, which is how
+every session query tells the other rows apart.
 
 Every per-request operation is one statement, so one round trip: ``load`` with
 touch is ``UPDATE … RETURNING data`` (committed without waiting for the WAL
@@ -50,7 +52,7 @@ from pyramid.exceptions import ConfigurationError
 
 from ..exceptions import SessionLockTimeout, SessionValueError, StoreUnavailable
 from ..settings import SessupSettings
-from .base import TOMBSTONE, SessionStore, dumps, loads, valid_session_id
+from .base import TOMBSTONE, CounterFn, SessionStore, dumps, loads, valid_counter_key, valid_session_id
 
 log = logging.getLogger("pyramid_sessup.stores.postgresql")
 
@@ -66,9 +68,11 @@ _TABLE_RE = re.compile(r"(?:([A-Za-z_][A-Za-z0-9_]{0,62})\.)?([A-Za-z_][A-Za-z0-
 #: connection that was closed under us.
 _UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError)
 
-#: Lock rows share the table; their IDs start with this (":" never occurs in a session ID).
+#: Lock and counter rows share the table; their IDs start with these (":" never
+#: occurs in a session ID).
 _LOCK_PREFIX = "lock:"
-_NOT_LOCK = f"left(id, {len(_LOCK_PREFIX)}) <> '{_LOCK_PREFIX}'"
+_COUNTER_PREFIX = "quota:"
+_SESSION_ROW = "strpos(id, ':') = 0"
 
 #: A row that is not a tombstone.
 _ALIVE = f"data <> '{TOMBSTONE}'::jsonb"
@@ -230,10 +234,21 @@ class PostgresStore(SessionStore):
             "unlock": q(
                 "DELETE FROM {t} WHERE id = %(lock_id)s AND data = to_jsonb(%(token)s::text) AND {no_wait}"
             ),
-            "ids": q(f"SELECT id FROM {{t}} WHERE expires_at > now() AND {_NOT_LOCK} AND {{alive}}"),
-            "count": q(f"SELECT count(*) FROM {{t}} WHERE expires_at > now() AND {_NOT_LOCK} AND {{alive}}"),
-            "purge": q(f"DELETE FROM {{t}} WHERE expires_at <= now() AND {_NOT_LOCK}"),
-            "purge_locks": q(f"DELETE FROM {{t}} WHERE expires_at <= now() AND NOT {_NOT_LOCK}"),
+            # A counter row is created if absent and locked in one statement (the
+            # no-op DO UPDATE takes the row lock); an expired one reads as empty.
+            "counter_lock": q(
+                "INSERT INTO {t} AS s (id, data, version, expires_at) VALUES (%(id)s, '{{}}'::jsonb, 1, now())"
+                " ON CONFLICT (id) DO UPDATE SET version = s.version"
+                " RETURNING CASE WHEN s.expires_at > now() THEN s.data::text END"
+            ),
+            "counter_set": q(
+                "UPDATE {t} SET data = %(data)s::jsonb, version = version + 1, expires_at = {expiry}"
+                " WHERE id = %(id)s"
+            ),
+            "ids": q(f"SELECT id FROM {{t}} WHERE expires_at > now() AND {_SESSION_ROW} AND {{alive}}"),
+            "count": q(f"SELECT count(*) FROM {{t}} WHERE expires_at > now() AND {_SESSION_ROW} AND {{alive}}"),
+            "purge": q(f"DELETE FROM {{t}} WHERE expires_at <= now() AND {_SESSION_ROW}"),
+            "purge_locks": q(f"DELETE FROM {{t}} WHERE expires_at <= now() AND NOT {_SESSION_ROW}"),
         }
 
     # -- connection handling --------------------------------------------------------------
@@ -378,6 +393,23 @@ class PostgresStore(SessionStore):
 
     def release_lock(self, sid: str, token: Any) -> None:
         self._rowcount("unlock", {"lock_id": _LOCK_PREFIX + sid, "token": token})
+
+    # -- counters: rows "quota:<key>", read-modify-written under their row lock -----------
+    def modify_counter(self, key: str, fn: CounterFn, ttl: float) -> Any:
+        if not valid_counter_key(key):
+            raise ValueError("not a counter key")
+        row_id = _COUNTER_PREFIX + key
+
+        def run(conn: psycopg.Connection[Any]) -> Any:
+            with conn.transaction():
+                row = conn.execute(self._q["counter_lock"], {"id": row_id}).fetchone()
+                current = loads(row[0], key) if row is not None and row[0] is not None else None
+                new, result = fn(current)
+                if new is not None:
+                    conn.execute(self._q["counter_set"], {"id": row_id, "data": dumps(new), "ttl": ttl})
+                return result
+
+        return self._run(run)
 
     # -- operations ------------------------------------------------------------------------
     def ids(self) -> Iterator[str]:

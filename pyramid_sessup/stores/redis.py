@@ -3,7 +3,8 @@
 Layout: key ``key_prefix + sid`` holds the record as a JSON string (never a
 pickle); its TTL is the idle timeout, so Redis itself removes expired
 sessions.  Locks live at ``key_prefix + "lock:" + sid``; that suffix is never a
-valid session ID, so :meth:`RedisStore.ids` cannot mistake a lock for a session.
+valid session ID, so :meth:`RedisStore.ids` cannot mistake a lock for a session;
+counters (upload quotas) at ``key_prefix + "quota:" + key``, likewise.
 
 One round trip per request where possible: ``GETEX … EX`` loads and slides
 the expiry at once, ``SET … NX EX`` creates, ``EXPIRE`` touches.  ``update``
@@ -37,7 +38,7 @@ from redis.retry import Retry
 
 from ..exceptions import SessionLockTimeout, StoreUnavailable
 from ..settings import SessupSettings
-from .base import TOMBSTONE, SessionStore, dumps, loads, merge, valid_session_id
+from .base import TOMBSTONE, CounterFn, SessionStore, dumps, loads, merge, valid_counter_key, valid_session_id
 
 log = logging.getLogger("pyramid_sessup.stores.redis")
 
@@ -310,6 +311,34 @@ class RedisStore(SessionStore):
             raise self._unavailable(exc) from exc
 
     # -- operations ------------------------------------------------------------------------
+    def modify_counter(self, key: str, fn: CounterFn, ttl: float) -> Any:
+        if not valid_counter_key(key):
+            raise ValueError("not a counter key")
+        name = self.key_prefix + "quota:" + key
+        ttl_ms = max(1, int(ttl * 1000))
+        try:
+            with self.client.pipeline(transaction=True) as pipe:
+                for _ in range(_MAX_UPDATE_ATTEMPTS):
+                    try:
+                        pipe.watch(name)
+                        try:
+                            raw = pipe.get(name)
+                        except ResponseError:
+                            raw = None
+                        new, result = fn(loads(raw, key) if raw is not None else None)
+                        if new is None:
+                            pipe.unwatch()
+                            return result
+                        pipe.multi()
+                        pipe.set(name, dumps(new), px=ttl_ms)
+                        pipe.execute()
+                        return result
+                    except WatchError:
+                        continue  # another process changed it between GET and EXEC: redo on its value
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise self._unavailable(exc) from exc
+        raise StoreUnavailable(f"counter {key[:8]}…: kept conflicting after {_MAX_UPDATE_ATTEMPTS} attempts")
+
     def ids(self) -> Iterator[str]:
         start = len(self.key_prefix)
         try:

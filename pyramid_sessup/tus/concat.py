@@ -32,6 +32,8 @@ from contextlib import ExitStack
 from typing import Any
 from urllib.parse import urlsplit
 
+from pyramid.request import Request
+
 from .protocol import CHECKSUM_ALGORITHMS, CHECKSUM_MISMATCH, TusError
 from .state import FINAL, ID_PATTERN, PARTIAL, Busy, Gone, TusStore, UploadInfo
 
@@ -66,7 +68,8 @@ def partial_ids(urls: Sequence[str], collection_paths: Sequence[str]) -> list[st
 
 def create_final(store: TusStore, *, owner_token: str, owns: Callable[[UploadInfo], bool], urls: Sequence[str],
                  collection_paths: Sequence[str], limit: int, declared_length: int | None = None,
-                 checksum: tuple[str, bytes] | None = None, **attrs: Any) -> UploadInfo:
+                 checksum: tuple[str, bytes] | None = None, request: Request | None = None,
+                 **attrs: Any) -> UploadInfo:
     """Join the partial uploads named by ``urls`` into a new, finished upload
     owned by ``owner_token`` (see the module docstring).  ``owns`` is the
     caller's ownership check (the same as for every other request);
@@ -86,7 +89,7 @@ def create_final(store: TusStore, *, owner_token: str, owns: Callable[[UploadInf
             with store.locked(final.id) as final:
                 digest = join(store, final, partials, checksum)
                 final.offset = total
-                store.complete(final, digest=digest)
+                store.complete(final, request, digest=digest)
         except BaseException:
             try:
                 with store.locked(final.id) as fresh:

@@ -46,7 +46,12 @@ from contextlib import contextmanager
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Iterator
 
-from ..uploads.storage import UploadStorage, storage_error_message
+from pyramid.request import Request
+
+from ..exceptions import InsufficientStorage
+from ..uploads.events import notify_stored
+from ..uploads.pipeline import StoredFile, finalize_all, commit_files, refuses_the_file
+from ..uploads.storage import UploadStorage, in_working_dir, storage_error_message, working_dir
 from .protocol import CHECKSUM_ALGORITHMS, CHECKSUM_MISMATCH, TusError
 
 #: ``UploadInfo.concat`` values.
@@ -162,7 +167,10 @@ class TusStore:
         self.storage = storage
         self.expiry = expiry
         self.dir = os.path.join(storage.root, TUS_DIR)
-        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        try:
+            os.mkdir(self.dir, 0o700)  # recreated on demand if removed later (working_dir)
+        except FileExistsError:
+            pass
         self._hashes: OrderedDict[str, tuple[int, Any]] = OrderedDict()
         self._hash_lock = threading.Lock()
 
@@ -181,17 +189,22 @@ class TusStore:
     def create(self, *, owner_token: str, length: int | None, **attrs: Any) -> UploadInfo:
         """A new, empty upload owned by ``owner_token`` (``length`` ``None``: deferred)."""
         now = time.time()
-        while True:
-            upload_id = secrets.token_urlsafe(24)
-            try:
-                os.close(os.open(self._path(upload_id, ".lock"), os.O_CREAT | os.O_EXCL | os.O_WRONLY
-                                 | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
-            except FileExistsError:  # pragma: no cover - 192 random bits
-                continue
-            break
+        flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+        def new_lock(dir_fd: int) -> str:
+            while True:
+                upload_id = secrets.token_urlsafe(24)
+                try:
+                    os.close(os.open(upload_id + ".lock", flags, 0o600, dir_fd=dir_fd))
+                except FileExistsError:  # pragma: no cover - 192 random bits
+                    continue
+                return upload_id
+
+        upload_id = in_working_dir(self.dir, new_lock)
         try:
-            os.close(os.open(self.data_path(upload_id), os.O_CREAT | os.O_EXCL | os.O_WRONLY
-                             | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+            # (the lock file keeps the folder from being removed as empty from here on)
+            with working_dir(self.dir) as dir_fd:
+                os.close(os.open(upload_id + ".part", flags, 0o600, dir_fd=dir_fd))
             info = UploadInfo(id=upload_id, owner=owner_digest(owner_token), length=length, offset=0,
                               created=now, expires=now + self.expiry, **attrs)
             self.save(info)
@@ -215,21 +228,24 @@ class TusStore:
     def save(self, info: UploadInfo) -> None:
         """Replace the state file atomically: readers see the old or the new state."""
         data = json.dumps(asdict(info), ensure_ascii=False, sort_keys=True).encode("utf-8")
-        tmp = os.path.join(self.dir, f".{secrets.token_urlsafe(12)}.tmp")
-        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                if self.storage.fsync:
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.replace(tmp, self._path(info.id, ".json"))
-        except BaseException:
+        tmp = f".{secrets.token_urlsafe(12)}.tmp"
+        target = os.path.basename(self._path(info.id, ".json"))
+        with working_dir(self.dir) as dir_fd:
+            fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                         dir_fd=dir_fd)
             try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    if self.storage.fsync:
+                        f.flush()
+                        os.fsync(f.fileno())
+                os.replace(tmp, target, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except BaseException:
+                try:
+                    os.unlink(tmp, dir_fd=dir_fd)
+                except FileNotFoundError:
+                    pass
+                raise
 
     @contextmanager
     def locked(self, upload_id: str) -> Iterator[UploadInfo]:
@@ -331,13 +347,20 @@ class TusStore:
         """Extend an unfinished upload's life by ``expiry`` from now."""
         info.expires = time.time() + self.expiry
 
-    def complete(self, info: UploadInfo, *, digest: Any = None) -> None:
-        """Commit a fully received upload (lock held): sha256, final random
-        name, metadata beside it; ``info`` records the result.  ``digest``: a
-        sha256 object already fed the whole file (skips the reading pass).
+    def complete(self, info: UploadInfo, request: Request | None = None, *, digest: Any = None) -> None:
+        """Commit a fully received upload (lock held): sha256 (``digest``: a
+        sha256 object already fed the whole file skips the reading pass), then,
+        through :func:`~pyramid_sessup.uploads.pipeline.commit_files` when
+        ``request`` is given, the checks every upload passes (content, virus
+        scan, verifiers), a final random name and metadata beside it, and the
+        ``UploadStored`` event once ``info`` records the result.
+
+        A file a check refuses (415, 422, a verifier's error) is removed with
+        its upload; on any other failure (scanner down, disk full) the bytes
+        are kept, so that sending the last chunk again completes it.
 
         A partial upload is only marked finished: its bytes stay, and it
-        keeps expiring, until a final upload joins it."""
+        keeps expiring, until a final upload joins it (and is checked)."""
         if info.concat == PARTIAL:
             self._take_hash(info.id, info.offset)  # never needed: a partial has no sha256 of its own
             info.done = True
@@ -356,11 +379,20 @@ class TusStore:
         temp_file, temp_path = self.storage.open_temp()
         temp_file.close()
         os.replace(data_path, temp_path)
+        pending = StoredFile(field="tus", filename=info.filename, content_type=info.content_type, size=info.length,
+                             sha256=sha256, temp_path=temp_path, client_content_type=info.filetype,
+                             extension=info.extension)
         try:
-            name = self.storage.finalize(temp_path, info.extension, metadata={
-                "filename": info.filename, "content_type": info.content_type, "size": info.length,
-                "sha256": sha256, "field": "tus"})
+            if request is not None:
+                commit_files(request, self.storage, [pending], charge_quota=False, notify=False)
+            else:
+                finalize_all(self.storage, [pending])
         except BaseException as exc:
+            if refuses_the_file(exc):
+                if pending.temp_path:
+                    self.storage.discard(pending.temp_path)
+                self._remove_files(info.id)
+                raise
             try:
                 os.replace(temp_path, data_path)  # keep the bytes: a retry can complete it
             except FileNotFoundError:  # pragma: no cover - finalize removed it: damaged (410 next time)
@@ -368,7 +400,10 @@ class TusStore:
             message = storage_error_message(exc)
             if message is not None:
                 raise TusError(507, message) from exc
+            if isinstance(exc, InsufficientStorage):
+                raise TusError(507, str(exc)) from exc
             raise
+        name = pending.name
         info.done, info.name, info.sha256 = True, name, sha256
         info.expires = time.time() + self.expiry  # how long this record is kept
         try:
@@ -376,6 +411,17 @@ class TusStore:
         except BaseException:
             self.storage.delete(name)
             raise
+        if request is not None:
+            notify_stored(request, [pending])
+
+    def remove(self, upload_id: str) -> None:
+        """Terminate an upload by id if it still exists (no error if it is
+        gone or busy): the clean-up of a failed creation."""
+        try:
+            with self.locked(upload_id) as info:
+                self.terminate(info)
+        except (Busy, Gone):
+            pass
 
     # -- removal -----------------------------------------------------------------------------
 

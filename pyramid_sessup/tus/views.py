@@ -59,7 +59,7 @@ from ..csrf import check_origin, visitor_nonce
 from ..errors import fill_error
 from ..exceptions import SessupError
 from ..routing import ensure_base
-from ..uploads import names
+from ..uploads import names, quota
 from ..uploads.body import body_length, iter_body
 from ..uploads.storage import storage_error_message, upload_storage
 from ..uploads.views import download_path
@@ -217,7 +217,7 @@ def _write(request: Request, store: TusStore, info: UploadInfo, declared: int | 
         info.length = declared
     store.touch(info)
     if info.offset == info.length:
-        store.complete(info)
+        store.complete(info, request)
     else:
         store.save(info)
     if result.truncated_body:
@@ -271,6 +271,10 @@ def create(request: Request) -> Response:
     if with_body:
         parse_checksum(request.headers.get("Upload-Checksum"))  # 400 before anything is created
 
+    # Counted at creation, before any state exists: creating uploads (even
+    # empty or never finished ones) cannot get past the quota.  A partial
+    # upload counts its bytes; its final upload counts the file.
+    quota.charge(request, 0 if partial else 1, length or 0)
     token = visitor_nonce(request, create=True)
     assert token is not None
     store = get_tus_store(request)
@@ -281,17 +285,15 @@ def create(request: Request) -> Response:
             if with_body:
                 _write(request, store, info)
             elif info.length == 0:
-                store.complete(info)
+                store.complete(info, request)
     except TusError as exc:
         if exc.status == 400 and "Upload-Offset" in exc.headers:
             exc.headers["Location"] = location  # body cut short: the upload keeps what arrived
             raise
-        with store.locked(info.id) as fresh:
-            store.terminate(fresh)
+        store.remove(info.id)
         raise
     except BaseException:
-        with store.locked(info.id) as fresh:
-            store.terminate(fresh)
+        store.remove(info.id)  # (a refused file is already gone with its upload)
         raise
     return _answer(201, {"Location": location, **_state_headers(request, info)})
 
@@ -308,9 +310,10 @@ def _create_final(request: Request, urls: tuple[str, ...], length: int | None, w
     values = request.registry.sessup_settings
     # Partial URLs name this endpoint: as this request reached it, or as its Locations spell it.
     collections = (request.path.rstrip("/"), urlsplit(upload_url(request, "")).path.rstrip("/"))
+    quota.charge(request, 1, 0)  # the file; its partials counted their bytes
     info = create_final(get_tus_store(request), owner_token=token, owns=lambda part: owns(request, part),
                         urls=urls, collection_paths=collections, limit=values.upload.max_file_size,
-                        declared_length=length, checksum=checksum, **attrs)
+                        declared_length=length, checksum=checksum, request=request, **attrs)
     return _answer(201, {"Location": upload_url(request, info.id), **_state_headers(request, info)})
 
 

@@ -22,6 +22,7 @@ from ..routing import add_route_views, ensure_base
 from ..urls import Answer, group_url
 from . import names
 from .pipeline import get_storage, receive_upload
+from .preconditions import rfc9110_download
 from .storage import NAME_PATTERN, UploadStorage, upload_storage
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ def download(request: Request) -> Response:
     response.headers["Content-Security-Policy"] = "sandbox"
     response.headers["Accept-Ranges"] = "bytes"
     response.headers["Cache-Control"] = "private, no-cache"
-    return response
+    return rfc9110_download(request, response, st.st_size)
 
 
 def includeme(config: Configurator) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import webtest
 
+from .. import samples
 from .conftest import FormClient, errors, kept_uids, sha, stored_files, temp_files
 
 MiB = 1024 * 1024
@@ -154,7 +155,7 @@ def test_allowed_types(make_form, upload_dir: Path) -> None:
     page = form.post([("doc.pdf", b"%PDF-1.4")], status=400)
     assert errors(page.text) == ["doc.pdf is not an accepted type (accepted: image/*)."]
     assert temp_files(upload_dir) == []
-    done = form.post([("pic.png", b"\x89PNG")], status=200)
+    done = form.post([("pic.png", samples.png())], status=200)
     assert [name for _, name in stored_links(done.text)] == ["pic.png"]
 
 

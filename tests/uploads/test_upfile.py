@@ -18,6 +18,7 @@ from webob import Request
 
 from pyramid_sessup.uploads.storage import NAME_PATTERN
 
+from .. import samples
 from .conftest import BOUNDARY, MULTIPART, RaisingInput, body, leftovers, part, raw_call
 
 ALL_BYTES = bytes(range(256))
@@ -242,12 +243,12 @@ def test_allow_lists(upapp: Callable[..., webtest.TestApp], upload_dir: Path) ->
     client = upapp(**{"sessup.upload.allowed_extensions": "png jpg txt"})
     res = post_raw(client, body(part("inputFile", b"<?php", filename="x.php")))
     assert res.status_int == 415 and "sessup.upload.allowed_extensions" in res.text and "x.php" in res.text
-    res = post_raw(client, body(part("inputFile", b"<?php", filename="x.php.jpg")), Accept="application/json")
+    res = post_raw(client, body(part("inputFile", samples.jpeg(), filename="x.php.jpg")), Accept="application/json")
     assert res.status_int == 200 and res.json["files"][0]["path"].endswith(".jpg")
     res = post_raw(client, body(part("inputFile", b"x", filename="noext")))
     assert res.status_int == 415
     client = upapp(**{"sessup.upload.allowed_types": "image/*"})
-    ok = post_raw(client, body(part("inputFile", b"\x89PNG", filename="a.png", content_type="text/html")),
+    ok = post_raw(client, body(part("inputFile", samples.png(), filename="a.png", content_type="text/html")),
                   Accept="application/json")
     assert ok.status_int == 200 and ok.json["files"][0]["content_type"] == "image/png"
     upload_dir_before = leftovers(upload_dir)
