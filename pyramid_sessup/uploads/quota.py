@@ -37,6 +37,7 @@ from typing import Any
 
 from pyramid.request import Request
 
+from ..csrf import visitor_nonce
 from ..exceptions import QuotaExceeded, UploadTooLarge
 
 #: Slices of the window each counter keeps.
@@ -157,12 +158,13 @@ def refund_fn(quota: Quota, files: int, size: int, slot: int, now: float
 
 def visitor_keys(request: Request) -> list[str]:
     """Who an upload counts against: ``session:<id>`` when the request has a
-    stored session, else ``address:<REMOTE_ADDR>``.
+    stored session, else ``visitor:<CSRF visitor nonce>`` when the browser has
+    one (pages and ``GET /csrf`` set it), else ``address:<REMOTE_ADDR>``.
 
     Replace it with ``sessup.upload.quota_key`` (a dotted name of a function
     of the request returning a list of keys), for example to add a user
     binding.  It must not create a session: this one reads ``request.session``
-    only when the session cookie is present.
+    only when the session cookie is present, and never creates a nonce.
     """
     values = request.registry.sessup_settings
     if request.cookies.get(values.session.name):
@@ -170,6 +172,9 @@ def visitor_keys(request: Request) -> list[str]:
         sid = getattr(session, "id", None)
         if not session.new and isinstance(sid, str) and sid:
             return ["session:" + sid]
+    nonce = visitor_nonce(request)
+    if nonce:
+        return ["visitor:" + nonce]
     return ["address:" + (request.remote_addr or "unknown")]
 
 

@@ -39,11 +39,12 @@ def on_stored(event: UploadStored) -> None:
 
 def main(global_config: Any, **settings: Any) -> Router:
     """The demo's pages (form included) plus a subscriber to UploadStored."""
-    with Configurator(settings=settings) as config:
-        config.include("pyramid_sessup")
-        config.include("pyramid_sessup.routes")
+    import pyramid_sessup.demo
+
+    app = pyramid_sessup.demo.main(global_config, **settings)
+    with Configurator(registry=app.registry) as config:
         config.add_subscriber(on_stored, UploadStored)
-    return config.make_wsgi_app()
+    return app
 
 
 def user_keys(request: Request) -> list[str]:

@@ -10,7 +10,7 @@ import pytest
 import webtest
 from pyramid.exceptions import ConfigurationError
 
-from pyramid_sessup import main
+from pyramid_sessup.demo import main
 
 from .. import samples
 from . import hooks

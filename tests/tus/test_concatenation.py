@@ -19,6 +19,7 @@ import webtest
 from pyramid_sessup.tus import concat
 from pyramid_sessup.tus.state import TusStore
 
+from ..samples import png
 from .conftest import OCTETS, TUS, checksum, files_under, meta, patch_headers, stored_files
 
 LIMIT = 10 * 1024 * 1024  # sessup.upload.max_file_size of testing.ini
@@ -147,12 +148,18 @@ def test_final_upload_length_must_match(testapp: webtest.TestApp, upload_dir: Pa
 def test_partials_skip_the_type_checks_the_final_upload_gets(make_app: Any, upload_dir: Path) -> None:
     app = webtest.TestApp(make_app(**{"sessup.upload.allowed_extensions": "png"}),
                           extra_environ={"HTTP_HOST": "example.com"})
-    locs = [partial(app, b"\x89PNG"), partial(app, b"rest")]  # no file name: fine for a partial
+    image = png(64, 64)
+    locs = [partial(app, image[:40]), partial(app, image[40:])]  # no file name: fine for a partial
     app.post("/files/", headers={**TUS, "Upload-Concat": "final;" + " ".join(locs),
                                  "Upload-Metadata": meta(filename="evil.exe")}, status=415)
     res = app.post("/files/", headers={**TUS, "Upload-Concat": "final;" + " ".join(locs),
                                        "Upload-Metadata": meta(filename="cat.png")}, status=201)
     assert res.headers["Sessup-File-Path"].endswith(".png")
+    assert app.get(res.headers["Sessup-File-Url"]).body == image
+    # The joined file gets the content check a plain upload gets: text named .png is refused.
+    fake = [partial(app, b"\x89PNG"), partial(app, b"rest")]
+    app.post("/files/", headers={**TUS, "Upload-Concat": "final;" + " ".join(fake),
+                                 "Upload-Metadata": meta(filename="cat.png")}, status=415)
 
 
 # -- refusals -------------------------------------------------------------------------------------------
