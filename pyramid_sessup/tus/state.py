@@ -50,7 +50,7 @@ from pyramid.request import Request
 
 from ..exceptions import InsufficientStorage
 from ..uploads.events import notify_stored
-from ..uploads.pipeline import StoredFile, finalize_all, commit_files, refuses_the_file
+from ..uploads.pipeline import StoredFile, commit_files, finalize_all, refuses_the_file
 from ..uploads.storage import UploadStorage, in_working_dir, storage_error_message, working_dir
 from .protocol import CHECKSUM_ALGORITHMS, CHECKSUM_MISMATCH, TusError
 
@@ -379,7 +379,7 @@ class TusStore:
         temp_file, temp_path = self.storage.open_temp()
         temp_file.close()
         os.replace(data_path, temp_path)
-        pending = StoredFile(field="tus", filename=info.filename, content_type=info.content_type, size=info.length,
+        pending = StoredFile(field="tus", filename=info.filename, content_type=info.content_type, size=info.offset,
                              sha256=sha256, temp_path=temp_path, client_content_type=info.filetype,
                              extension=info.extension)
         try:
