@@ -58,6 +58,8 @@ setup(
     extras_require={"redis": redis_require, "postgresql": postgresql_require, "testing": tests_require},
     entry_points={
         "paste.app_factory": ["main = pyramid_sessup.demo:main"],
+        # waitress for pserve: a taken port is one line; the served address is logged.
+        "paste.server_factory": ["waitress = pyramid_sessup.serve:waitress_factory"],
         "console_scripts": [
             "sessup-sessions = pyramid_sessup.scripts.sessions:main",
             "sessup-sweep = pyramid_sessup.scripts.sweep:main",

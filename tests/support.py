@@ -61,6 +61,8 @@ def write_ini(directory: Path, overrides: dict[str, str], base: str = "testing.i
     for key, value in overrides.items():
         parser.set("app:main", key, value)
     if port is not None:
+        for option in ("host", "port", "get port"):  # waitress takes listen or host/port, not both
+            parser.remove_option("server:main", option)
         parser.set("server:main", "listen", f"127.0.0.1:{port}")
     path = directory / "test.ini"
     with open(path, "w") as f:

@@ -59,7 +59,7 @@ def test_capture(case_dir: Path | None, upapp: Callable[..., webtest.TestApp], u
         return
     assert expect in ("accept", "either"), f"{case['id']} should have been refused"
     for f in stored:  # never wrong bytes
-        assert (upload_dir / f["path"]).stat().st_size == f["size"]
+        assert (upload_dir / f["stored_name"]).stat().st_size == f["size"]
         matches = [e for e in case["files"] if f["sha256"] in hashes(e)]
         assert matches, f"{case['id']}: stored {f['filename']!r} with an unexpected sha256"
     if expect == "accept":
