@@ -29,6 +29,8 @@ UPLOAD_ERRORS: dict[str, TranslationString] = {
     "too_many_files": _("error-too-many-files", default="Too many files: at most ${limit} per upload."),
     "type_not_allowed": _("error-type-not-allowed",
                           default="${name} is not an accepted type (accepted: ${allowed})."),
+    "unsupported_type": _("error-type-refused", default="This type of file is not accepted."),
+    "too_large": _("error-body-too-large", default="The upload is larger than the server accepts."),
     "no_file": _("no-files", default="Choose at least one file."),
     "too_many_fields": _("error-form-too-large", default="The form is too large for the server."),
     "field_too_large": _("error-form-too-large", default="The form is too large for the server."),

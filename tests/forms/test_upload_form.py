@@ -7,6 +7,7 @@ import re
 import time
 from pathlib import Path
 
+import pytest
 import webtest
 
 from .conftest import FormClient, errors, form_errors, kept_uids, sha, stored_files, temp_files
@@ -253,3 +254,88 @@ def test_accept_attribute_follows_the_allow_lists(make_form) -> None:
 def test_kept_files_show_their_size(form: FormClient) -> None:
     page = form.post([("a.bin", b"a" * 3000)], description="", status=400)
     assert re.search(r'title="3000">\(2.93 KiB\)', page.text)
+
+
+# -- refusals people can act on ---------------------------------------------------------
+
+def description_value(html: str) -> str:
+    return re.search(r'<input type="text" name="description" value="([^"]*)"', html).group(1)
+
+
+def test_413_names_the_per_file_limit_and_keeps_the_description_and_the_files_that_fit(
+        make_form, upload_dir: Path) -> None:
+    form = make_form(**{"sessup.upload.max_file_size": "1024", "sessup.upload.max_total_size": "3072"})
+    # big.bin is over the total too, so the pipeline stops at it: 413, not a validation message.
+    page = form.post([("fits.txt", b"a" * 500), ("big.bin", b"b" * 4000)], description="holiday", status=413)
+    assert form_errors(page.text) == ["big.bin is larger than 1 KiB, the limit per file."]
+    assert '<div id="form-errors" class="alert alert-danger" role="alert">' in page.text
+    assert description_value(page.text) == "holiday"
+    assert re.findall(r'class="kept-name">([^<]+)<', page.text) == ["fits.txt"]
+    assert stored_files(upload_dir) == [] and len(temp_files(upload_dir)) == 1
+    # Sending again with the kept file (nothing picked again) stores it.
+    done = form.post([], description="holiday", keep=kept_uids(page.text), status=303).follow()
+    assert [name for _, name in stored_links(done.text)] == ["fits.txt"]
+    assert temp_files(upload_dir) == []
+
+
+def test_413_in_chinese_is_all_chinese(make_form) -> None:
+    form = make_form(**{"sessup.upload.max_file_size": "1024", "sessup.upload.max_total_size": "3072"})
+    form.open("/upload?_LOCALE_=zh_CN")
+    page = form.post([("小.txt", b"a" * 10), ("大.bin", b"b" * 4000)], description="说明", status=413)
+    assert form_errors(page.text) == ["大.bin 超过了每个文件 1 KiB 的上限。"]
+    assert re.search(r'title="10">\(10 字节\)', page.text)  # the kept file's size, in Chinese too
+    assert description_value(page.text) == "说明"
+
+
+def test_413_for_the_total_keeps_the_files_before_it(make_form, upload_dir: Path) -> None:
+    form = make_form(**{"sessup.upload.max_file_size": "1000", "sessup.upload.max_total_size": "1500"})
+    page = form.post([("one.bin", b"1" * 1000), ("two.bin", b"2" * 1000)], description="d", status=413)
+    assert form_errors(page.text) == ["Together the files are larger than 1.46 KiB, the limit per upload."]
+    assert re.findall(r'class="kept-name">([^<]+)<', page.text) == ["one.bin"]
+
+
+def test_success_redirects_and_a_reload_stores_nothing_again(form: FormClient, upload_dir: Path) -> None:
+    posted = form.post([("a.txt", b"a"), ("b.txt", b"bb")], description="twice?", status=303)
+    assert posted.location == "/upload/done"  # a path, never built from Host
+    first = form.app.get("/upload/done")
+    again = form.app.get("/upload/done")  # what a reload does: a GET
+    assert stored_links(first.text) == stored_links(again.text)
+    assert [name for _, name in stored_links(again.text)] == ["a.txt", "b.txt"]
+    assert len(stored_files(upload_dir)) == 2
+    assert re.search(r'<div class="alert alert-success" role="status" id="saved">Saved 2 files.</div>', again.text)
+    assert "twice?" in again.text and again.headers["Cache-Control"] == "no-store"
+
+
+def test_done_page_without_an_upload_goes_to_the_form(form: FormClient) -> None:
+    assert form.app.get("/upload/done", status=303).location == "/upload"
+
+
+@pytest.mark.parametrize("locale, count, text", [
+    ("en", 1, "Saved 1 file."), ("en", 3, "Saved 3 files."), ("zh_CN", 1, "已保存 1 个文件。"),
+    ("zh_CN", 3, "已保存 3 个文件。")])
+def test_saved_message_has_plural_forms(form: FormClient, locale: str, count: int, text: str) -> None:
+    form.open(f"/upload?_LOCALE_={locale}")
+    page = form.post([(f"{i}.txt", b"x") for i in range(count)], status=303).follow()
+    assert re.search(r'id="saved">([^<]*)<', page.text).group(1) == text
+
+
+@pytest.mark.parametrize("locale, title", [("en", "This form has expired"), ("zh_CN", "此表单已过期")])
+def test_a_form_whose_session_was_destroyed_gets_a_page_that_offers_to_reload(
+        form: FormClient, upload_dir: Path, locale: str, title: str) -> None:
+    form.open(f"/upload?_LOCALE_={locale}")
+    stale = form.token
+    form.app.post("/session/destroy", headers={"X-CSRF-Token": stale})
+    page = form.post([("a.txt", b"a" * 5000)], token=stale, status=403)
+    assert page.content_type == "text/html"
+    assert f"<h1>{title}</h1>" in page.text
+    reload_link = re.search(r'<a class="btn btn-primary" id="reload-form" href="([^"]+)"', page.text).group(1)
+    assert reload_link == "/upload"
+    assert temp_files(upload_dir) == [] and stored_files(upload_dir) == []
+    # The reloaded form works.
+    form.open(reload_link)
+    assert form.post([("a.txt", b"a")], status=303).location == "/upload/done"
+
+
+def test_a_script_on_the_form_gets_the_json_error(form: FormClient) -> None:
+    res = form.post([("a.txt", b"a")], token="wrong", status=403, headers={"Accept": "application/json"})
+    assert res.json["code"] == "csrf_token_invalid"
