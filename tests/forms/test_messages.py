@@ -35,8 +35,10 @@ def test_one_size_format_localized(size: int, en: str, zh: str) -> None:
 @pytest.mark.parametrize("locale, code, details, status, text", [
     ("en", "file_too_large", {"filename": "big.txt", "limit": 100_000}, 413,
      "big.txt is larger than 97.66 KiB, the limit per file."),
-    ("zh_CN", "file_too_large", {"filename": "big.txt", "limit": 100_000}, 413, "big.txt 超过了每个文件 97.66 KiB 的上限。"),
-    ("en", "total_too_large", {"limit": 1500}, 413, "Together the files are larger than 1.46 KiB, the limit per upload."),
+    ("zh_CN", "file_too_large", {"filename": "big.txt", "limit": 100_000}, 413,
+     "big.txt 超过了每个文件 97.66 KiB 的上限。"),
+    ("en", "total_too_large", {"limit": 1500}, 413,
+     "Together the files are larger than 1.46 KiB, the limit per upload."),
     ("en", "too_many_files", {"limit": 3}, 413, "Too many files: at most 3 per upload."),
     ("zh_CN", "too_many_files", {"limit": 3}, 413, "文件太多：每次最多上传 3 个。"),
     ("en", "type_not_allowed", {"filename": "x.php", "allowed_extensions": ["png"], "allowed_types": ["image/*"]},
