@@ -51,8 +51,10 @@ def require_service(name: str, host: str, port: int) -> None:
         unavailable(f"{name} is not answering on {host}:{port}")
 
 
-def write_ini(directory: Path, overrides: dict[str, str], base: str = "testing.ini", port: int | None = None) -> Path:
-    """Write an INI derived from ``base`` with ``[app:main]`` keys overridden and a listen port."""
+def write_ini(directory: Path, overrides: dict[str, str], base: str = "testing.ini", port: int | None = None,
+              server: dict[str, str] | None = None) -> Path:
+    """Write an INI derived from ``base`` with ``[app:main]`` keys overridden, a listen
+    port, and ``[server:main]`` keys from ``server``."""
     import configparser
 
     parser = configparser.ConfigParser(interpolation=None)
@@ -64,6 +66,8 @@ def write_ini(directory: Path, overrides: dict[str, str], base: str = "testing.i
         for option in ("host", "port", "get port"):  # waitress takes listen or host/port, not both
             parser.remove_option("server:main", option)
         parser.set("server:main", "listen", f"127.0.0.1:{port}")
+    for key, value in (server or {}).items():
+        parser.set("server:main", key, value)
     path = directory / "test.ini"
     with open(path, "w") as f:
         parser.write(f)
