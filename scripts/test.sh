@@ -2,7 +2,7 @@
 # Set up everything the test suite needs on a fresh Debian machine, then run it.
 #   bash scripts/test.sh [pytest args...]
 # Installs: a virtualenv in .venv with the package and its [testing] extras;
-# Debian's chromium (for the browser tests), redis-server and postgresql if absent.
+# Debian's chromium (for the browser tests), redis-server, postgresql, nodejs/npm and curl if absent.
 # Starts Redis and PostgreSQL if they do not answer. Never downloads a browser build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +26,7 @@ need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v pg_ctlcluster >/dev/null || need+=(postgresql)
 command -v npm >/dev/null || need+=(nodejs npm)
+command -v curl >/dev/null || need+=(curl)  # the README's and the guides' curl blocks are run
 if [ ${#need[@]} -gt 0 ]; then log "apt-get install ${need[*]}"; apt_install "${need[@]}"; fi
 
 # --- services --------------------------------------------------------------------------
