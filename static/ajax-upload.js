@@ -74,6 +74,19 @@
                            allowed: allowedText(details)});
   }
 
+  // A refusal of the resumable endpoint, by its status (its text is for developers).
+  function tusErrorText(err, file) {
+    var l = limits();
+    if (err.status === 413) { return errorText('file_too_large', {filename: file.name, limit: l.max_file_size}); }
+    if (err.status === 415) {
+      return errorText('type_not_allowed', {filename: file.name, allowed_extensions: l.allowed_extensions,
+                                            allowed_types: l.allowed_types});
+    }
+    if (err.status === 403) { return errorText('csrf_token_invalid', {}, 403); }
+    if (err.status === 507) { return errorText('insufficient_storage', {}, 507); }
+    return errorText('failed', {}, err.status);
+  }
+
   // Read at each upload (not once): the server's limits as the page has them.
   function limits() {
     var element = document.getElementById('sessup-limits');
@@ -351,7 +364,8 @@
         }, function (err) {
           failRest(index);
           statusBox.textContent = '';
-          showError(t('failed', {name: files[index] ? files[index].name : '', error: err.serverMessage || err.message}));
+          showError(err.status ? tusErrorText(err, files[index] || {name: '?'})
+                               : t('failed', {name: files[index] ? files[index].name : '', error: t('network')}));
           finishBatch();
         });
       }
@@ -396,8 +410,8 @@
         if (batch.cancelled) { return; }  // the abort handler reports
         failRest(index);
         statusBox.textContent = '';
-        showError(t('failed', {name: file.name, error: err.serverMessage || err.message || t('network')}) +
-                  (err.status ? '' : ' ' + t('resume_hint')));
+        showError(err.status ? tusErrorText(err, file) : t('failed', {name: file.name, error: t('network')}) +
+                  ' ' + t('resume_hint'));
         finishBatch();
       });
     }
