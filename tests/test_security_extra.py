@@ -97,10 +97,16 @@ def test_names_and_text_are_escaped_in_pages_and_never_served_as_html(make_app: 
     app = webtest.TestApp(make_app(**{"sessup.upload.allowed_extensions": "txt"}))
     token = app.get("/upload").forms["upload-form"]["csrf_token"].value
     ok = app.post("/upload", [("csrf_token", token), ("description", "<script>alert(2)</script>")],
-                  upload_files=[("inputFile", XSS_NAME + ".txt", b"x")], status="*")
+                  upload_files=[("inputFile", XSS_NAME + ".txt", b"x")], status=303).follow()
     assert ok.status_int == 200
     assert XSS_NAME not in ok.text and "<script>alert(2)" not in ok.text
     assert "&lt;img src=x onerror=alert(1)&gt;.txt" in ok.text
+    # The refusal of a limit names the file, escaped too.
+    small = webtest.TestApp(make_app(**{"sessup.upload.max_file_size": "10", "sessup.upload.max_total_size": "20"}))
+    small_token = small.get("/upload").forms["upload-form"]["csrf_token"].value
+    too_large = small.post("/upload", [("csrf_token", small_token), ("description", "d")],
+                           upload_files=[("inputFile", XSS_NAME + ".txt", b"x" * 50)], status=413)
+    assert XSS_NAME not in too_large.text and "&lt;img src=x onerror=alert(1)&gt;.txt is larger than" in too_large.text
     refused = app.post("/upload", [("csrf_token", token), ("description", "d")],
                        upload_files=[("inputFile", XSS_NAME + ".html", b"x")], status="*")
     assert refused.status_int == 400
