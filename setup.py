@@ -15,16 +15,21 @@ requires = [
     "deform>=2.0.15",
     "pyramid_chameleon>=0.3",
     "multipart>=2.0.1",
+    "python-magic>=0.4.27",
 ]
 
 # Store drivers are extras: only apps that use that store need them
 # (a missing one stops start-up naming the extra).
 redis_require = ["redis>=5.0"]
 postgresql_require = ["psycopg[binary,pool]>=3.1"]
+# production.ini's server (egg:pyramid_sessup#gunicorn): gthread workers, the body
+# streamed to the application; 27 bounds the drain of a body the app refused.
+production_require = ["gunicorn>=27"]
 
 tests_require = [
     *redis_require,
     *postgresql_require,
+    *production_require,
     "pytest>=8",
     "WebTest>=3.0",
     "playwright>=1.40",
@@ -55,11 +60,13 @@ setup(
     include_package_data=True,
     zip_safe=False,
     install_requires=requires,
-    extras_require={"redis": redis_require, "postgresql": postgresql_require, "testing": tests_require},
+    extras_require={"redis": redis_require, "postgresql": postgresql_require, "production": production_require,
+                    "testing": tests_require},
     entry_points={
         "paste.app_factory": ["main = pyramid_sessup.demo:main"],
-        # waitress for pserve: a taken port is one line; the served address is logged.
-        "paste.server_factory": ["waitress = pyramid_sessup.serve:waitress_factory"],
+        # pserve's servers: a taken port is one line; the served address is logged (serve.py, serving.py).
+        "paste.server_factory": ["waitress = pyramid_sessup.serve:waitress_factory",
+                                 "gunicorn = pyramid_sessup.serving:gunicorn_factory"],
         "console_scripts": [
             "sessup-sessions = pyramid_sessup.scripts.sessions:main",
             "sessup-sweep = pyramid_sessup.scripts.sweep:main",

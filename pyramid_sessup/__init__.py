@@ -21,7 +21,7 @@ from typing import Any
 from pyramid.config import Configurator
 
 from .factory import SessupSessionFactory
-from .settings import parse_settings
+from .settings import SessupSettings, parse_settings
 
 __all__ = ["includeme", "get_sessup_settings", "SessupSessionFactory", "STATIC"]
 
@@ -30,8 +30,8 @@ __all__ = ["includeme", "get_sessup_settings", "SessupSessionFactory", "STATIC"]
 STATIC = "pyramid_sessup:static/"
 
 
-def get_sessup_settings(registry: Any) -> dict[str, Any]:
-    """The parsed ``sessup.*`` values (by key without prefix) of an application."""
+def get_sessup_settings(registry: Any) -> SessupSettings:
+    """The parsed ``sessup.*`` settings of an application."""
     return registry.sessup_settings
 
 

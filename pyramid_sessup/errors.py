@@ -24,13 +24,14 @@ DEFAULT_RETRY_AFTER = 5
 
 def wants_json(request: Request) -> bool:
     """True if the client prefers JSON over plain text (``Accept`` header)."""
-    best = request.accept.best_match(["text/plain", "application/json", "text/html"], "text/plain")
-    return best == "application/json"
+    # acceptable_offers: best quality first, ties in our order (WebOb deprecates best_match).
+    offers = request.accept.acceptable_offers(["text/plain", "application/json", "text/html"])
+    return bool(offers) and offers[0][0] == "application/json"
 
 
 def _retry_after(request: Request) -> int:
     values = getattr(request.registry, "sessup_settings", None)
-    return values["retry_after"] if values else DEFAULT_RETRY_AFTER
+    return values.retry_after if values else DEFAULT_RETRY_AFTER
 
 
 def fill_error(response: Response, request: Request, exc: SessupError) -> Response:
@@ -50,7 +51,9 @@ def fill_error(response: Response, request: Request, exc: SessupError) -> Respon
     headers["Cache-Control"] = "no-store"
     # Messages may repeat a client's file name: never let a browser sniff them as HTML.
     headers["X-Content-Type-Options"] = "nosniff"
-    if exc.status_code in (429, 503) and "Retry-After" not in exc.headers:
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
+    elif exc.status_code in (429, 503) and "Retry-After" not in exc.headers:
         headers["Retry-After"] = str(_retry_after(request))
     for key, value in exc.headers.items():
         headers[key] = value

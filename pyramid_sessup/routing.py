@@ -10,10 +10,11 @@ from pyramid.config import Configurator
 from pyramid.request import Request
 
 from .exceptions import MethodNotAllowed
+from .settings import SessupSettings
 from .urls import remember_prefix
 
 
-def ensure_base(config: Configurator) -> dict[str, Any]:
+def ensure_base(config: Configurator) -> SessupSettings:
     """The parsed settings, including ``pyramid_sessup`` first if the host has not."""
     if getattr(config.registry, "sessup_settings", None) is None:
         config.include("pyramid_sessup")

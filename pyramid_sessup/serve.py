@@ -11,6 +11,8 @@ two reasons a new user meets in the first minutes:
   INFO, which production.ini shows (waitress's own "Serving on" is INFO on the
   ``waitress`` logger, whose other INFO lines are per request).
 
+pserve's ``http_port`` variable (``pserve development.ini http_port=6600``)
+overrides ``port`` (not ``listen``), as for ``egg:pyramid_sessup#gunicorn`` (serving.py).
 Every other option is waitress's own (``host``, ``port``, ``listen``,
 ``threads``, ``max_request_body_size``...), passed through unchanged.
 """
@@ -53,24 +55,32 @@ def _addresses(server: Any) -> list[str]:
     return [f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}" for host, port in listen]
 
 
+def cannot_listen(exc: OSError, where: str, port: str, global_conf: dict[str, Any]) -> SystemExit:
+    """The one line for a bind that failed for a reason a user can act on
+    (raise it); re-raises anything else with its traceback."""
+    reason = _BIND_ERRORS.get(exc.errno or 0)
+    if reason is None:
+        raise exc
+    ini = os.path.basename(global_conf.get("__file__") or "development.ini")
+    other = int(port) + 1 if port.isdigit() and int(port) < 65535 else 6600
+    # SystemExit with a message: Python prints it alone and exits with status 1.
+    return SystemExit(f"pserve: cannot listen on {where}: {reason}. "
+                      f"Stop the other server or choose another port: pserve {ini} http_port={other}")
+
+
 def waitress_factory(global_conf: dict[str, Any], **settings: Any) -> Callable[[Any], None]:
     """``paste.server_factory``: bind now (pserve loads the server before the
     application), serve once pserve hands over the application."""
     from waitress.server import create_server
 
+    if global_conf.get("http_port") and not settings.get("listen"):
+        # (an INI with listen places %(http_port)s there itself, if it wants it)
+        settings["port"] = str(global_conf["http_port"])
     slot = _Application()
     try:
         server = create_server(slot, **settings)
     except OSError as exc:
-        reason = _BIND_ERRORS.get(exc.errno or 0)
-        if reason is None:
-            raise
-        ini = os.path.basename(global_conf.get("__file__") or "development.ini")
-        port = str(settings.get("port", ""))
-        other = int(port) + 1 if port.isdigit() and int(port) < 65535 else 6600
-        # SystemExit with a message: Python prints it alone and exits with status 1.
-        raise SystemExit(f"pserve: cannot listen on {_where(settings)}: {reason}. "
-                         f"Stop the other server or choose another port: pserve {ini} http_port={other}") from None
+        raise cannot_listen(exc, _where(settings), str(settings.get("port", "")), global_conf) from None
 
     def serve(app: Any) -> None:
         slot.app = app

@@ -6,24 +6,29 @@ pyramid_beaker session class (Beaker's lazy ``SessionObject`` with Pyramid's
 :class:`SessupSession`.  The layer adds, over a pluggable JSON-only store:
 
 * signed IDs with secret rotation; unknown, tampered, malformed or oversized
-  cookies count as no cookie and never reach the store;
+  cookies count as no cookie and never reach the store; several session
+  cookies that disagree count as none, and nothing is stored for them;
+* CSRF tokens kept out of the store (:mod:`pyramid_sessup.csrf`), rotated by
+  ``regenerate()`` and ``invalidate()``;
 * ``save_uninitialized``, ``resave``, ``rolling``, ``unset`` and cookie options
   as in express-session;
 * writes as per-key merges of what this request changed (nested mutations
   included), so concurrent requests do not undo each other; read-only requests
   only slide the expiry;
-* ``regenerate()`` and ``invalidate()`` kill the old ID at once;
+* ``regenerate()`` and ``invalidate()`` kill the old ID at once, for good: the
+  store keeps a tombstone, and a request still running on a session that was
+  logged out (or that expired) meanwhile writes nothing and clears its cookie;
 * optional per-session locking; a policy for when the store is down.
 """
 from __future__ import annotations
 
 import json
 import logging
-from email.utils import formatdate
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from email.utils import formatdate
+from typing import Any, Callable, Iterable
 
 from beaker.session import Session as BeakerSession
 from beaker.session import SessionObject
@@ -33,7 +38,10 @@ from pyramid.response import Response
 from pyramid_beaker import BeakerSessionFactoryConfig
 from zope.interface import implementer
 
+from . import csrf
+from .cookies import read_cookie
 from .exceptions import SessionValueError, StoreUnavailable
+from .settings import SessupSettings
 from .signing import Signer, new_session_id
 from .stores.base import SessionStore, dumps
 
@@ -65,24 +73,24 @@ class SessionConfig:
     domain: str | None
 
     @classmethod
-    def from_values(cls, values: Mapping[str, Any]) -> "SessionConfig":
+    def from_values(cls, values: SessupSettings) -> "SessionConfig":
         return cls(
-            signer=Signer(values["session.secret"]),
-            name=values["session.name"],
-            timeout=values["session.timeout"],
-            resave=values["session.resave"],
-            save_uninitialized=values["session.save_uninitialized"],
-            rolling=values["session.rolling"],
-            unset=values["session.unset"],
-            lock=values["session.lock"],
-            lock_timeout=values["session.lock_timeout"],
-            on_store_error=values["session.on_store_error"],
-            max_age=values["session.cookie.max_age"],
-            httponly=values["session.cookie.httponly"],
-            secure=values["session.cookie.secure"],
-            samesite=values["session.cookie.samesite"],
-            path=values["session.cookie.path"],
-            domain=values["session.cookie.domain"],
+            signer=Signer(values.session.secret),
+            name=values.session.name,
+            timeout=values.session.timeout,
+            resave=values.session.resave,
+            save_uninitialized=values.session.save_uninitialized,
+            rolling=values.session.rolling,
+            unset=values.session.unset,
+            lock=values.session.lock,
+            lock_timeout=values.session.lock_timeout,
+            on_store_error=values.session.on_store_error,
+            max_age=values.session.cookie_max_age,
+            httponly=values.session.cookie_httponly,
+            secure=values.session.cookie_secure,
+            samesite=values.session.cookie_samesite,
+            path=values.session.cookie_path,
+            domain=values.session.cookie_domain,
         )
 
 
@@ -91,23 +99,27 @@ class _Incidents:
     not one per request."""
 
     def __init__(self) -> None:
-        self._down = False
+        self._down_since: float | None = None  # monotonic time of the first failure
         self._lock = threading.Lock()
 
     def failed(self, exc: BaseException, policy: str) -> None:
         with self._lock:
-            if self._down:
+            if self._down_since is not None:
                 return
-            self._down = True
+            self._down_since = time.monotonic()
         action = "answering 503" if policy == "fail" else "serving requests without a session"
         log.error("session store unavailable (%s); %s until it recovers", exc, action)
 
-    def succeeded(self) -> None:
-        if self._down:
+    def succeeded(self, started: float) -> None:
+        """A store call that ``started`` (monotonic time) has just succeeded."""
+        if self._down_since is not None:
             with self._lock:
-                if not self._down:
+                # A call already under way when the outage was noticed (it finished
+                # as the server went down) proves nothing: without this, one
+                # incident was logged as two, "back" a few milliseconds after "down".
+                if self._down_since is None or started < self._down_since:
                     return
-                self._down = False
+                self._down_since = None
             log.warning("session store reachable again")
 
 
@@ -155,6 +167,7 @@ class SessupSession(BeakerSession):
         self._snapshot: dict[str, str] = {}  # key -> JSON as loaded/last written
         self._send_cookie = False
         self._clear_cookie = False
+        self._dead = False  # logged out or expired under this request: write nothing more
         self._force_full = False
         self._lock_token: Any = None
         self._locked_sid = ""
@@ -162,7 +175,13 @@ class SessupSession(BeakerSession):
         self._cookie_value = ""  # the incoming cookie, reused while the ID stays the same
         self._loaded_record: str | None = None
 
-        incoming = request.cookies.get(config.name)
+        incoming, ambiguous = read_cookie(request.environ, config.name)
+        if ambiguous:
+            # Several session cookies that disagree (one planted by a sibling
+            # subdomain?): trust none, and store nothing for this request.
+            self.anonymous = True
+            self.id = new_session_id()
+            return
         parsed = config.signer.unsign(incoming)
         if parsed is not None:
             sid, current_secret = parsed
@@ -189,12 +208,13 @@ class SessupSession(BeakerSession):
 
     # -- loading and locking ---------------------------------------------------------
     def _store_call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        started = time.monotonic()
         try:
             result = fn(*args, **kw)
         except StoreUnavailable as exc:
             self.incidents.failed(exc, self.config.on_store_error)
             raise
-        self.incidents.succeeded()
+        self.incidents.succeeded(started)
         return result
 
     def _load_existing(self, sid: str) -> dict[str, Any] | None:
@@ -245,28 +265,38 @@ class SessupSession(BeakerSession):
         return time.time() + self.timeout
 
     def regenerate(self) -> None:
-        """New ID, same data; the old ID is dead at once (against fixation)."""
+        """New ID, same data; the old ID is dead at once (against fixation).
+        The CSRF token changes too: tokens issued before are refused."""
+        csrf.rotate(self.request)
         old = None if self.is_new else self.id
         self.id = new_session_id()
         self._loaded_record = None
-        if self.anonymous:
+        if self.anonymous or self._dead:
             return
-        data = self._full_record()
-        if old is not None or dict.__len__(self) or self.config.save_uninitialized:
-            self._store_call(self.store.replace, self.id, data)
-            self._snapshot = {k: _encode(k, v) for k, v in self.items()}
-            self.is_new = False
-            self._send_cookie = True
         if old is not None:
-            self._store_call(self.store.delete, old)
+            # One atomic step: the new record, and a tombstone for the old ID.  It
+            # fails if the old session was logged out or expired meanwhile.
+            if not self._store_call(self.store.move, old, self.id, self._full_record()):
+                self._gone()
+                return
+        elif dict.__len__(self) or self.config.save_uninitialized:
+            self._create_record()
+        else:
+            return
+        self._snapshot = {k: _encode(k, v) for k, v in self.items()}
+        self.is_new = False
+        self._send_cookie = True
 
     regenerate_id = regenerate
 
     def invalidate(self) -> None:
-        """Delete the stored record and start an empty session under a new ID."""
-        if not self.is_new and not self.anonymous:
+        """Delete the stored record and start an empty session under a new ID;
+        the CSRF token changes too."""
+        csrf.rotate(self.request)
+        if not self.is_new and not self.anonymous and not self._dead:
             self._store_call(self.store.delete, self.id)
             self._clear_cookie = True
+        self._dead = False
         dict.clear(self)
         self._snapshot = {}
         self.accessed_dict = {}
@@ -285,14 +315,17 @@ class SessupSession(BeakerSession):
 
     def save(self, accessed_only: bool = False) -> None:
         """Write the whole session to the store now."""
-        if self.anonymous or accessed_only:
+        if self.anonymous or accessed_only or self._dead:
             return
-        self._store_call(self.store.replace, self.id, self._full_record())
-        self._snapshot = {k: _encode(k, v) for k, v in self.items()}
-        self._loaded_record = None
         if self.is_new:
+            self._create_record()
             self.is_new = False
             self._send_cookie = True
+        elif not self._store_call(self.store.replace, self.id, self._full_record()):
+            self._gone()
+            return
+        self._snapshot = {k: _encode(k, v) for k, v in self.items()}
+        self._loaded_record = None
 
     def reload(self) -> None:
         """Re-read the session from the store, dropping this request's unsaved changes."""
@@ -315,7 +348,26 @@ class SessupSession(BeakerSession):
         """Mark every key as changed (Pyramid's ISession API)."""
         self._force_full = True
 
+    # -- CSRF: tokens live outside the store (see pyramid_sessup.csrf) ---------------------
+    def get_csrf_token(self) -> str:
+        return csrf.get_csrf_token(self.request)
+
+    def new_csrf_token(self) -> str:
+        return csrf.new_csrf_token(self.request)
+
     # -- end of request ----------------------------------------------------------------
+    def _create_record(self) -> None:
+        """Store this new session; an ID that is taken (or a tombstone) is never reused."""
+        while not self._store_call(self.store.create, self.id, self._full_record()):
+            self.id = new_session_id()  # astronomically unlikely collision
+
+    def _gone(self) -> None:
+        """The stored session was logged out or expired while this request ran: it
+        stays dead.  Nothing more is written, and the client's cookie is cleared."""
+        self._dead = True
+        self._send_cookie = False
+        self._clear_cookie = True
+
     def _full_record(self) -> dict[str, Any]:
         record = dict(self.items())
         record[CREATED_KEY] = self._created
@@ -332,13 +384,12 @@ class SessupSession(BeakerSession):
 
     def persist(self) -> None:
         """Write what this request changed; decide whether a cookie goes out."""
-        if self.anonymous:
+        if self.anonymous or self._dead:
             return
         changed, removed = self._diff()
         if self.is_new:
             if dict.__len__(self) or self.config.save_uninitialized:
-                while not self._store_call(self.store.create, self.id, self._full_record()):
-                    self.id = new_session_id()  # astronomically unlikely collision
+                self._create_record()
                 self.is_new = False
                 self._send_cookie = True
                 self._clear_cookie = False
@@ -348,12 +399,17 @@ class SessupSession(BeakerSession):
             self._clear_cookie = True
             return
         if self.config.resave:
-            self._store_call(self.store.replace, self.id, self._full_record())
+            if not self._store_call(self.store.replace, self.id, self._full_record()):
+                self._gone()
+                return
         elif changed or removed:
             expected = self._loaded_record if not self._force_full else None
             if self._store_call(self.store.update, self.id, changed, removed, expected=expected) is None:
-                # Expired or deleted while this request ran: keep what it wrote.
-                self._store_call(self.store.replace, self.id, self._full_record())
+                # Logged out, regenerated or expired while this request ran: the
+                # ID stays dead (re-creating it here once let a stolen cookie
+                # outlive the logout).
+                self._gone()
+                return
             # express re-sends the cookie (with a fresh expiry) when the session changed.
             self._send_cookie = True
         if self.config.rolling:
@@ -418,9 +474,10 @@ def _set_cookie_header(config: SessionConfig, value: str, max_age: int | None, s
     return header
 
 
-def session_factory_from_values(values: Mapping[str, Any], store: SessionStore) -> Callable[[Request], Any]:
+def session_factory_from_values(values: SessupSettings, store: SessionStore) -> Callable[[Request], Any]:
     """A Pyramid session factory for the parsed ``sessup.*`` ``values`` over ``store``."""
     config = SessionConfig.from_values(values)
+    csrf_settings = csrf.CSRFConfig.from_values(values)
     incidents = _Incidents()
     base = BeakerSessionFactoryConfig(key=config.name, timeout=config.timeout, data_serializer="json",
                                       httponly=config.httponly, session_class=SessupSession)
@@ -429,8 +486,15 @@ def session_factory_from_values(values: Mapping[str, Any], store: SessionStore) 
     class SessupSessionObject(base):  # type: ignore[misc, valid-type]
         """``request.session``: created lazily, persisted by one response callback."""
 
+        #: Changes inside a stored value (a dict changed in place) are found
+        #: when the response is saved: no need to call ``changed()``.
+        detects_nested_changes = True
+
         def __init__(self, request: Request) -> None:
             SessionObject.__init__(self, request.environ, **self._options)
+            if getattr(request.registry, "sessup_csrf_config", None) is None:
+                # An app configured in Python (SessupSessionFactory) has no sessup.* settings.
+                request.registry.sessup_csrf_config = csrf_settings
             self.__dict__["_request"] = request
             request.add_response_callback(self._finish)
 
@@ -450,6 +514,9 @@ def session_factory_from_values(values: Mapping[str, Any], store: SessionStore) 
                 response.headers["Vary"] = "Cookie"
             elif "cookie" not in vary.lower():
                 response.headers["Vary"] = vary + ", Cookie"
+            if "Cache-Control" not in response.headers:
+                # The body may depend on the session: keep it out of every cache.
+                response.headers["Cache-Control"] = "no-store"
             if response.status_int >= 500:
                 return  # a failed request saves nothing
             try:
@@ -459,6 +526,7 @@ def session_factory_from_values(values: Mapping[str, Any], store: SessionStore) 
                     _store_down_response(request, response)
                 return
             sess.apply_cookie(response)
+            csrf.follow_session_cookie(request, response)
 
         # ISession API over the Beaker proxy, without pyramid_beaker's save-per-call.
         @property
@@ -467,6 +535,13 @@ def session_factory_from_values(values: Mapping[str, Any], store: SessionStore) 
 
         def changed(self) -> None:
             self._session().changed()
+
+        # CSRF tokens need neither the stored session nor even its loading.
+        def get_csrf_token(self) -> str:
+            return csrf.get_csrf_token(self.__dict__["_request"])
+
+        def new_csrf_token(self) -> str:
+            return csrf.new_csrf_token(self.__dict__["_request"])
 
         def invalidate(self) -> None:
             self._session().invalidate()

@@ -47,7 +47,7 @@ def session_info(request: Request) -> dict[str, Any]:
         "views": session.get("views", 0),
         "new": session.new,
         "created": session.created,
-        "expires_at": time.time() + request.registry.sessup_settings["session.timeout"],
+        "expires_at": time.time() + request.registry.sessup_settings.session.timeout,
     }
 
 
@@ -70,17 +70,19 @@ def destroy(request: Request) -> dict[str, Any]:
     return {"destroyed": True}
 
 
+#: Route name, the RouteSettings field of its path, method, view.
 ROUTES = (
-    ("sessup.csrf", "routes.csrf", "GET", csrf_token),
-    ("sessup.session", "routes.session", "GET", session_views),
-    ("sessup.session_info", "routes.session_info", "GET", session_info),
-    ("sessup.session_regenerate", "routes.session_regenerate", "POST", regenerate),
-    ("sessup.session_destroy", "routes.session_destroy", "POST", destroy),
+    ("sessup.csrf", "csrf", "GET", csrf_token),
+    ("sessup.session", "session", "GET", session_views),
+    ("sessup.session_info", "session_info", "GET", session_info),
+    ("sessup.session_regenerate", "session_regenerate", "POST", regenerate),
+    ("sessup.session_destroy", "session_destroy", "POST", destroy),
 )
 
 
 def includeme(config: Configurator) -> None:
-    values = ensure_base(config)
-    for name, key, method, view in ROUTES:
-        if values[key]:
-            add_route_views(config, GROUP, name, values[key], {method: view}, renderer="json")
+    routes = ensure_base(config).routes
+    for name, field, method, view in ROUTES:
+        path = getattr(routes, field)
+        if path:
+            add_route_views(config, GROUP, name, path, {method: view}, renderer="json")

@@ -178,6 +178,47 @@ def _public_url(value: Any) -> str | None:
     return text.rstrip("/")
 
 
+def _callables(value: Any) -> tuple[Callable[..., Any], ...]:
+    """Whitespace-separated dotted names (``pkg.mod:func`` or ``pkg.mod.func``),
+    imported now so that a typo stops start-up."""
+    from pyramid.path import DottedNameResolver
+
+    resolved = []
+    for name in str(value or "").split():
+        try:
+            obj = DottedNameResolver().resolve(name)
+        except (ImportError, ValueError, AttributeError) as exc:
+            raise _Invalid(f"cannot import {name!r} ({exc})") from None
+        if not callable(obj):
+            raise _Invalid(f"{name!r} is not callable")
+        resolved.append(obj)
+    return tuple(resolved)
+
+
+def _callable(value: Any) -> Callable[..., Any] | None:
+    found = _callables(value)
+    if len(found) > 1:
+        raise _Invalid("expected one dotted name")
+    return found[0] if found else None
+
+
+def _scanner_url(value: Any) -> str | None:
+    """``unix:///run/clamav/clamd.ctl`` or ``tcp://host:port``."""
+    text = "" if value is None else str(value).strip()
+    if not text:
+        return None
+    if text.startswith("unix://"):
+        if not text[len("unix://"):].startswith("/"):
+            raise _Invalid("a unix socket URL needs an absolute path: unix:///run/clamav/clamd.ctl")
+        return text
+    if text.startswith("tcp://"):
+        host, sep, port = text[len("tcp://"):].rstrip("/").rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise _Invalid("expected tcp://host:port")
+        return text
+    raise _Invalid("expected unix:///path/to/clamd.ctl or tcp://host:port")
+
+
 @dataclass(frozen=True)
 class Param:
     """One ``sessup.*`` key: its converter, its default and its meaning."""
@@ -219,7 +260,10 @@ PARAMS: tuple[Param, ...] = (
     Param("session.secret", _words, (), "secrets",
           "Whitespace-separated secrets: the first signs session cookies, all verify "
           "(rotation). Required. The SESSUP_SECRET environment variable overrides it."),
-    Param("session.name", _cookie_name, "sessup", "cookie name", "Name of the session cookie."),
+    Param("session.name", _cookie_name, "sessup", "cookie name",
+          "Name of the session cookie; the CSRF nonce cookie is this name plus _csrf. A __Host- prefix "
+          "(recommended over HTTPS: no sibling subdomain can then plant either cookie) requires "
+          "cookie.secure = true, cookie.path = / and no cookie.domain; __Secure- requires secure = true."),
     Param("session.timeout", _int_converter(1), 1800, "seconds",
           "Idle timeout, enforced server-side: a session unused this long is gone."),
     Param("session.resave", as_bool, False, "bool",
@@ -295,10 +339,162 @@ PARAMS: tuple[Param, ...] = (
           "(start-up and sweep function); finished uploads' records are dropped after it too."),
     Param("upload.tus_max_chunk_size", _int_converter(1, optional=True), None, "bytes or empty",
           "Largest body of one tus PATCH (or creation-with-upload POST); empty: only the file size limits."),
+    Param("upload.tus_max_parts", _int_converter(1), 32, "count",
+          "Most partial uploads one final tus upload may join (concatenation, e.g. parallel uploads); "
+          "the joined file is held to upload.max_file_size like any other."),
     Param("upload.temp_max_age", _int_converter(1), 3600, "seconds",
           "Temporary files older than this are swept (start-up, and the sweep command); kept "
           "form uploads expire after it too."),
+    # -- checks before a file is stored (uploads/verify.py, clamav.py, quota.py) ----------
+    Param("upload.content_check", _choice("auto", "always", "off"), "auto", "auto | always | off",
+          "Check each file's first bytes (libmagic) against the type its extension claims; a "
+          "mismatch is 415 naming the file. auto: only when allowed_extensions or allowed_types is set."),
+    Param("upload.verifiers", _callables, (), "dotted names",
+          "Functions called as f(file, request) with each still-temporary file before it is stored "
+          "(e.g. mypkg.checks:no_pdf_javascript); raising UploadRejected (or any UploadError) refuses "
+          "the upload."),
+    Param("upload.clamav", _scanner_url, None, "URL or empty",
+          "clamd to scan each file with before it is stored (INSTREAM): unix:///run/clamav/clamd.ctl "
+          "or tcp://host:port. An infected file is 422 naming the file. Empty: no scanning."),
+    Param("upload.clamav_timeout", _float_converter(0.1), 30.0, "seconds",
+          "How long clamd may stay silent (connect, each block sent, the verdict; the verdict gets one "
+          "more second per MiB of the file) before the scan counts as failed."),
+    Param("upload.clamav_on_error", _choice("fail", "allow"), "fail", "fail | allow",
+          "clamd unreachable or too slow: fail answers 503 with Retry-After and stores nothing; allow "
+          "stores the file unscanned (and logs a warning)."),
+    Param("upload.quota_files", _int_converter(0, optional=True), None, "count or empty",
+          "Most files one visitor may store per quota_window (/upFile, the form, tus creations; "
+          "empty files count). Over it: 429 with Retry-After. Empty: no limit."),
+    Param("upload.quota_bytes", _int_converter(0, optional=True), None, "bytes or empty",
+          "Most bytes one visitor may store per quota_window (a tus upload counts its Upload-Length "
+          "when created). Over it: 429 with Retry-After. Empty: no limit."),
+    Param("upload.quota_window", _int_converter(1), 3600, "seconds",
+          "The rolling window of the quotas, counted atomically in the session store (in 60 slices)."),
+    Param("upload.quota_key", _callable, None, "dotted name or empty",
+          "A function f(request) returning the keys an upload counts against (it must be under every "
+          "key's quota). Empty: the visitor's session when it has one, else the client address "
+          "(pyramid_sessup.uploads.quota:visitor_keys)."),
 )
+
+# -- the typed result -------------------------------------------------------------------
+# One frozen dataclass per part; a field per PARAMS key (the part's name dropped,
+# further dots as underscores: session.cookie.max_age -> session.cookie_max_age).
+# tests/session/test_settings.py checks that every key has its field.
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """``sessup.session.*``: see :data:`PARAMS` for each meaning."""
+
+    secret: tuple[str, ...]
+    name: str
+    timeout: int
+    resave: bool
+    save_uninitialized: bool
+    rolling: bool
+    unset: str
+    store: str
+    file_path: str | None
+    url: str | None
+    key_prefix: str
+    table: str
+    pool_size: int
+    connect_timeout: float
+    socket_timeout: float
+    lock: bool
+    lock_timeout: float
+    on_store_error: str
+    cookie_max_age: int | None
+    cookie_httponly: bool
+    cookie_secure: str
+    cookie_samesite: str
+    cookie_path: str
+    cookie_domain: str | None
+
+
+@dataclass(frozen=True)
+class UploadSettings:
+    """``sessup.upload.*``: see :data:`PARAMS` for each meaning."""
+
+    path: str | None
+    url_prefix: str
+    field: str
+    max_file_size: int
+    max_total_size: int
+    max_files: int
+    max_fields: int
+    max_field_size: int
+    max_header_size: int
+    allowed_extensions: tuple[str, ...]
+    allowed_types: tuple[str, ...]
+    require_csrf: bool
+    fsync: bool
+    chunk_size: int
+    tus_expiry: int
+    tus_max_chunk_size: int | None
+    tus_max_parts: int
+    temp_max_age: int
+    content_check: str
+    verifiers: tuple[Callable[..., Any], ...]
+    clamav: str | None
+    clamav_timeout: float
+    clamav_on_error: str
+    quota_files: int | None
+    quota_bytes: int | None
+    quota_window: int
+    quota_key: Callable[..., Any] | None
+
+
+@dataclass(frozen=True)
+class RouteSettings:
+    """``sessup.routes.*``: each route group's paths; None leaves the route out."""
+
+    csrf: str | None
+    session: str | None
+    session_info: str | None
+    session_regenerate: str | None
+    session_destroy: str | None
+    upload: str | None
+    tus: str | None
+
+
+#: Parts of the settings, by the first word of their keys.
+_PARTS: dict[str, type] = {"session": SessionSettings, "upload": UploadSettings, "routes": RouteSettings}
+
+
+@dataclass(frozen=True)
+class SessupSettings:
+    """Every ``sessup.*`` setting, typed: what :func:`parse_settings` returns and
+    what ``request.registry.sessup_settings`` holds."""
+
+    production: bool
+    public_url: str | None
+    retry_after: int
+    demo_pages: bool
+    static_path: str | None
+    session: SessionSettings
+    upload: UploadSettings
+    routes: RouteSettings
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> "SessupSettings":
+        """Group the converted ``values`` (by key without prefix) into the parts."""
+        parts: dict[str, dict[str, Any]] = {name: {} for name in _PARTS}
+        top: dict[str, Any] = {}
+        for key, value in values.items():
+            part, _, rest = key.partition(".")
+            if part in _PARTS:
+                parts[part][rest.replace(".", "_")] = value
+            else:
+                top[key.replace(".", "_")] = value
+        return cls(**top, **{name: _PARTS[name](**fields) for name, fields in parts.items()})
+
+
+def field_name(key: str) -> str:
+    """The attribute path of a key without prefix: ``session.cookie.max_age`` -> ``session.cookie_max_age``."""
+    part, _, rest = key.partition(".")
+    return f"{part}.{rest.replace('.', '_')}" if part in _PARTS else key.replace(".", "_")
+
 
 _BY_KEY = {p.key: p for p in PARAMS}
 
@@ -313,8 +509,8 @@ def _raise_unknown(key: str) -> None:
     raise ConfigurationError(f"Unknown setting {key}{hint}")
 
 
-def parse_settings(settings: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Return the typed value of every ``sessup.*`` key, by key without prefix.
+def parse_settings(settings: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> SessupSettings:
+    """Return the typed value of every ``sessup.*`` key (:class:`SessupSettings`).
 
     ``settings`` is the application's settings dict (INI ``[app:main]``).
     ``environ`` defaults to :data:`os.environ`; ``SESSUP_SECRET`` there
@@ -343,7 +539,7 @@ def parse_settings(settings: Mapping[str, Any], environ: Mapping[str, str] | Non
         except _Invalid as exc:
             raise ConfigurationError(f"Invalid value {raw!r} for {PREFIX}{param.key}: {exc}") from None
     _check_combinations(values)
-    return values
+    return SessupSettings.from_values(values)
 
 
 def _check_combinations(values: dict[str, Any]) -> None:
@@ -362,6 +558,7 @@ def _check_combinations(values: dict[str, Any]) -> None:
         if values["session.store"] == "memory":
             raise ConfigurationError("sessup.session.store = memory loses sessions on restart; "
                                      "production needs file, redis or postgresql")
+    _check_cookie_prefix(values)
     if values["session.cookie.samesite"] == "none" and values["session.cookie.secure"] != "true":
         raise ConfigurationError("sessup.session.cookie.samesite = none requires sessup.session.cookie.secure = true")
     store = values["session.store"]
@@ -377,6 +574,26 @@ def _check_combinations(values: dict[str, Any]) -> None:
             )
     if values["upload.max_total_size"] < values["upload.max_file_size"]:
         raise ConfigurationError("sessup.upload.max_total_size must be at least sessup.upload.max_file_size")
+
+
+def _check_cookie_prefix(values: dict[str, Any]) -> None:
+    """Browsers drop a ``__Host-``/``__Secure-`` cookie set without the attributes
+    its prefix demands: refuse such a configuration at start-up, not in production."""
+    name = values["session.name"]
+    lowered = name.lower()  # browsers match the prefixes in any case
+    if lowered.startswith("__host-"):
+        if values["session.cookie.secure"] != "true":
+            raise ConfigurationError(f"sessup.session.name = {name} (a __Host- cookie) requires "
+                                     "sessup.session.cookie.secure = true")
+        if values["session.cookie.path"] != "/":
+            raise ConfigurationError(f"sessup.session.name = {name} (a __Host- cookie) requires "
+                                     "sessup.session.cookie.path = /")
+        if values["session.cookie.domain"]:
+            raise ConfigurationError(f"sessup.session.name = {name} (a __Host- cookie) requires "
+                                     "sessup.session.cookie.domain to be empty")
+    elif lowered.startswith("__secure-") and values["session.cookie.secure"] != "true":
+        raise ConfigurationError(f"sessup.session.name = {name} (a __Secure- cookie) requires "
+                                 "sessup.session.cookie.secure = true")
 
 
 def reference_markdown() -> str:

@@ -48,7 +48,7 @@ def remember_prefix(config: Configurator, group: str) -> str:
 def base_url(request: Request) -> str:
     """``sessup.public_url`` when configured, else the request's ``SCRIPT_NAME``."""
     values = getattr(request.registry, "sessup_settings", None)
-    public = values.get("public_url") if values else None
+    public = values.public_url if values else None
     return public if public else request.script_name
 
 

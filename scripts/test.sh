@@ -2,8 +2,11 @@
 # Set up everything the test suite needs on a fresh Debian machine, then run it.
 #   bash scripts/test.sh [pytest args...]
 # Installs: a virtualenv in .venv with the package and its [testing] extras;
-# Debian's chromium (for the browser tests), redis-server, postgresql, nodejs/npm and curl if absent.
+# Debian's chromium (for the browser tests), redis-server, postgresql, nodejs, curl and nginx (the
+# tests start their own nginx in front of the production profile) if absent.
 # Starts Redis and PostgreSQL if they do not answer. Never downloads a browser build.
+# With CI=true (or SESSUP_PY313=1; SESSUP_PY313=0 turns it off) it then also runs the suite's fast part
+# (not browser, not slow) on Python 3.13 in .venv313: python3.13 from SESSUP_PYTHON313, PATH or pyenv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,8 +29,21 @@ need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v pg_ctlcluster >/dev/null || need+=(postgresql)
 command -v npm >/dev/null || need+=(nodejs npm)
+{ [ -x /usr/sbin/clamd ] && ldconfig -p | grep -q 'libmagic\.so\.1'; } || need+=(clamav-daemon libmagic1)
 command -v curl >/dev/null || need+=(curl)  # the README's and the guides' curl blocks are run
-if [ ${#need[@]} -gt 0 ]; then log "apt-get install ${need[*]}"; apt_install "${need[@]}"; fi
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || need+=(nginx)
+if [ ${#need[@]} -gt 0 ]; then
+  log "apt-get install ${need[*]}"
+  # Packages must not start their system services (nginx on port 80): the tests start their own.
+  no_start=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod 755 /usr/sbin/policy-rc.d
+    no_start=1
+  fi
+  apt_install "${need[@]}"
+  if [ -n "$no_start" ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
+fi
 
 # --- services --------------------------------------------------------------------------
 answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -56,10 +72,45 @@ if [ ! -x .venv/bin/python ]; then log "creating .venv"; python3 -m venv .venv; 
 log "installing pyramid_sessup[testing]"
 pip_quiet .venv/bin/python -m pip install -q -e '.[testing]'
 
-# --- JavaScript test clients (tus-js-client) -------------------------------------------
-log "npm ci in tests/tus/js"
-(cd tests/tus/js && npm ci --no-audit --no-fund --silent)
+# --- JavaScript test clients (tus-js-client; Uppy bundled for the browser test) ------
+for dir in tests/tus/js tests/browser/uppy; do
+  log "npm ci in $dir"
+  (cd "$dir" && npm ci --no-audit --no-fund --silent)
+done
 
 # --- tests -----------------------------------------------------------------------------
+in_ci=""
+case "${CI:-}" in 1|true|TRUE|True|yes) in_ci=1 ;; esac
+py313="${SESSUP_PY313:-$in_ci}"
+[ "$py313" = 0 ] && py313=""
+
 log "running the tests"
-exec .venv/bin/python -m pytest "$@"
+if [ -z "$py313" ]; then exec .venv/bin/python -m pytest "$@"; fi
+status=0
+.venv/bin/python -m pytest "$@" || status=$?
+
+# --- the fast part again on Python 3.13 ------------------------------------------------
+find_python313() {
+  local candidate
+  for candidate in "${SESSUP_PYTHON313:-}" "$(command -v python3.13 || true)" \
+                   "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.13*/bin/python3.13; do
+    [ -n "$candidate" ] && [ -x "$candidate" ] || continue
+    # A pyenv shim exists even when its version is not installed: ask the interpreter itself.
+    if "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null; then
+      echo "$candidate"; return 0
+    fi
+  done
+  return 1
+}
+if python313="$(find_python313)"; then
+  if [ ! -x .venv313/bin/python ]; then log "creating .venv313 with $python313"; "$python313" -m venv .venv313; fi
+  log "installing pyramid_sessup[testing] on Python 3.13"
+  pip_quiet .venv313/bin/python -m pip install -q -e '.[testing]'
+  log "running the fast tests on Python 3.13"
+  .venv313/bin/python -m pytest -m "not browser and not slow" "$@" || status=$?
+elif [ -n "$in_ci" ]; then
+  echo "Python 3.13 not found (set SESSUP_PYTHON313, or put python3.13 on PATH)" >&2; status=1
+else
+  log "skipping the Python 3.13 run: no python3.13 found"
+fi
+exit "$status"

@@ -11,9 +11,12 @@
  *
  * The "Resumable (tus)" switch sends each file in chunks through
  * static/sessup-tus.js instead, one file after the other, with the same bars
- * and results.  Such an upload survives a page reload (choose the same file
- * again: it continues at the server's offset) and a lost connection (retried);
- * cancelling aborts the chunk in flight and deletes the unfinished upload.
+ * and results.  A large file (at least PARALLEL chunks) goes in PARALLEL
+ * parts at once, joined by the server, when the server offers it.  Such an
+ * upload survives a page reload (choose the same file again: it, or each of
+ * its parts, continues at the server's offset) and a lost connection
+ * (retried); cancelling aborts the chunks in flight and deletes the
+ * unfinished upload.
  */
 (function () {
   'use strict';
@@ -35,6 +38,7 @@
   var current = null;
   var probing = 0;  // generation of the offset look-ups of the picked files
   var MODE_KEY = 'sessup-ajax-mode';
+  var PARALLEL = 4;  // parts of a large file sent at once in the resumable mode
 
   function fill(text, values) {
     Object.keys(values || {}).forEach(function (name) { text = text.split('${' + name + '}').join(values[name]); });
@@ -67,6 +71,7 @@
   function errorText(code, details, status) {
     details = details || {};
     var errors = messages.errors || {};
+    if (code === 'file_rejected' && !details.filename) { code = 'file_rejected_unnamed'; }
     var template = errors[code] || (status === 413 ? errors.body_too_large : (messages.unreadable || code));
     var limit = details.limit;
     if (typeof limit === 'number' && (code === 'file_too_large' || code === 'total_too_large')) { limit = formatSize(limit); }
@@ -83,6 +88,9 @@
                                             allowed_types: l.allowed_types});
     }
     if (err.status === 403) { return errorText('csrf_token_invalid', {}, 403); }
+    if (err.status === 422) { return errorText('file_rejected', {filename: file.name}, 422); }
+    if (err.status === 429) { return errorText('quota_exceeded', {}, 429); }
+    if (err.status === 503) { return errorText('store_unavailable', {}, 503); }
     if (err.status === 507) { return errorText('insufficient_storage', {}, 507); }
     return errorText('failed', {}, err.status);
   }
@@ -335,6 +343,7 @@
     var sum = files.reduce(function (a, f) { return a + f.size; }, 0);
     var endpoint = modeSwitch.getAttribute('data-tus-endpoint') || '/files/';
     var chunkSize = parseInt(modeSwitch.getAttribute('data-chunk-size') || '', 10) || undefined;
+    var parallel = parseInt(modeSwitch.getAttribute('data-tus-parallel') || '', 10) || PARALLEL;
     var anchor = results.firstChild;  // this batch's results go above the older ones, in order
     var finishedBytes = 0;
     var index = 0;
@@ -384,6 +393,7 @@
       var up = new window.SessupTus.Upload(file, {
         endpoint: endpoint,
         chunkSize: chunkSize,
+        parallelUploads: parallel,
         onResume: function (offset, total) {
           var percent = Math.round((total ? offset / total : 1) * 1000) / 10;
           statusBox.textContent = t('resuming', {name: file.name, percent: percent + '%'});

@@ -18,13 +18,20 @@ from .support import ROOT
 SECURITY = ROOT / "SECURITY.md"
 
 #: The threats SECURITY.md must cover, as its rows name them.
-SESSION_THREATS = ["Tampered IDs", "Oversized IDs", "Unknown IDs", "Expired IDs", "Fixation", "Logout", "Pickle",
-                   "Cookie flags", "CSRF", "Cache leaks (`Vary: Cookie`)"]
+SESSION_THREATS = ["Tampered IDs", "Oversized IDs", "Unknown IDs", "Expired IDs", "Fixation", "Logout", "Logout races", "Pickle",
+                   "Cookie flags", "CSRF", "Untrusted `Host`", "Shadowed routes", "Cache leaks (`Vary: Cookie`)",
+                   "CSRF token after login and logout", "Cached session answers (`no-store`)",
+                   "Anonymous visitors filling the store", "Duplicate session cookies", "Undecodable input (never a 5xx)"]
 UPLOAD_THREATS = ["Traversal", "NUL", "Long names", "Reserved names", "Bidi and Unicode tricks", "Double extensions",
                   "Stored XSS", "Spoofed types", "Part floods", "Huge headers", "CRLF junk", "Header ReDoS",
-                  "Boundary errors", "Truncation", "Disconnects", "Slow bodies", "Lying Content-Length", "Disk full",
-                  "Descriptor leaks", "Predictable names", "Symlinks", "Server path leaks"]
-FAULT_THREATS = ["Session store outage", "Crash mid-upload", "Memory growth under load", "Read-only upload directory"]
+                  "Boundary errors", "Truncation", "Disconnects", "Slow bodies", "Refused bodies", "Lying Content-Length", "Disk full",
+                  "Descriptor leaks", "Predictable names", "Symlinks", "Server path leaks",
+                  "Resumable uploads of others", "Deferred and joined sizes", "Half-joined uploads",
+                  "Abandoned partial uploads", "Malware", "Unverified files", "Upload floods",
+                  "Ambiguous multipart", "Range and conditional requests"]
+FAULT_THREATS = ["Session store outage", "Crash mid-upload", "Memory growth under load", "Read-only upload directory",
+                 "Deleted working folders", "Crashed lock holder", "Vanishing folders",
+                 "Virus scanner outage", "Many files in one form"]
 DEPLOY_THREATS = ["Production exposure"]
 
 NODE_ID = re.compile(r"`(tests/[^`\s]+?\.py::[^`]+)`")

@@ -15,11 +15,13 @@ from pyramid.config import Configurator
 from pyramid.router import Router
 
 from .. import STATIC
+from ..csrf import SessupCSRFStoragePolicy
+from ..settings import SessupSettings
 
 
-def static_spec(values: dict[str, Any]) -> str:
+def static_spec(values: SessupSettings) -> str:
     """What ``/static`` serves: ``sessup.static.path``, else the package's assets."""
-    return values["static.path"] or STATIC
+    return values.static_path or STATIC
 
 
 def includeme(config: Configurator) -> None:
@@ -27,7 +29,7 @@ def includeme(config: Configurator) -> None:
     values = config.registry.sessup_settings
     config.add_static_view("static", static_spec(values), cache_max_age=3600)
     config.include(".pages")
-    if values["upload.path"]:
+    if values.upload.path:
         config.include(".form")
         config.include(".tus_demo")
 
@@ -36,10 +38,14 @@ def main(global_config: dict[str, Any] | None, **settings: Any) -> Router:
     """The WSGI application behind ``pserve development.ini`` (``paste.app_factory``)."""
     with Configurator(settings=settings) as config:
         config.include("pyramid_sessup")
+        # The demo is the host here: a 400 (not a 500) for input that is not
+        # UTF-8, and Pyramid's require_csrf on the add-on's tokens.
+        config.include("pyramid_sessup.badrequest")
+        config.set_csrf_storage_policy(SessupCSRFStoragePolicy())
         config.include("pyramid_sessup.session_api")
-        if config.registry.sessup_settings["upload.path"]:
+        if config.registry.sessup_settings.upload.path:
             config.include("pyramid_sessup.uploads")
             config.include("pyramid_sessup.tus")
-        if config.registry.sessup_settings["demo.pages"]:
+        if config.registry.sessup_settings.demo_pages:
             config.include(".")
     return config.make_wsgi_app()

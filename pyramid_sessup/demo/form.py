@@ -34,9 +34,10 @@ from ..forms.messages import format_size, upload_error_message
 from ..forms.schema import MAX_DESCRIPTION, UploadLimits, upload_schema
 from ..forms.tempstore import SessionTempStore
 from ..forms.widget import MultiFileUploadWidget
+from ..settings import SessupSettings
 from ..uploads import names
+from ..uploads.pipeline import StoredFile, commit_files, get_storage, receive_upload
 from ..uploads.pipeline import UploadLimits as PipelineLimits
-from ..uploads.pipeline import get_storage, receive_upload
 from ..uploads.storage import UploadStorage
 from ..uploads.views import download_path
 from ..urls import SeeOther
@@ -56,8 +57,8 @@ RESULT_KEY = "sessup.form_result"
 
 def _tmpstore(request: Request, storage: UploadStorage) -> SessionTempStore:
     values = request.registry.sessup_settings
-    store = SessionTempStore(request.session, storage, values["upload.temp_max_age"],
-                             max_entries=2 * values["upload.max_files"])
+    store = SessionTempStore(request.session, storage, values.upload.temp_max_age,
+                             max_entries=2 * values.upload.max_files)
     store.purge_expired()
     return store
 
@@ -66,7 +67,7 @@ def make_form(request: Request, tmpstore: SessionTempStore) -> deform.Form:
     values = request.registry.sessup_settings
     schema = upload_schema(tmpstore, UploadLimits.from_values(values, request.localizer),
                            request.session.get_csrf_token(),
-                           field=values["upload.field"])
+                           field=values.upload.field)
     translate = request.localizer.translate
     form = deform.Form(schema, formid=FORM_ID, action=request.route_path("sessup.upload_form"),
                        buttons=(deform.Button("submit", translate(_("Upload"))),),
@@ -76,7 +77,7 @@ def make_form(request: Request, tmpstore: SessionTempStore) -> deform.Form:
     return form
 
 
-def pipeline_limits(values: dict[str, Any]) -> PipelineLimits:
+def pipeline_limits(values: SessupSettings) -> PipelineLimits:
     """The pipeline's hard limits for the form.
 
     The form reports a file over the per-file size, of a refused type, or one
@@ -88,8 +89,8 @@ def pipeline_limits(values: dict[str, Any]) -> PipelineLimits:
     """
     return PipelineLimits.from_values(
         values,
-        max_file_size=values["upload.max_total_size"],
-        max_files=2 * values["upload.max_files"],
+        max_file_size=values.upload.max_total_size,
+        max_files=2 * values.upload.max_files,
         allowed_extensions=(),
         allowed_types=(),
     )
@@ -102,9 +103,9 @@ def refusal_message(request: Request, exc: UploadError) -> str:
     details = dict(exc.details)
     if exc.code == "file_too_large":
         # Past the pipeline's cut-off (the total), so past the per-file limit too.
-        details["limit"] = values["upload.max_file_size"]
+        details["limit"] = values.upload.max_file_size
     elif exc.code == "too_many_files":
-        details["limit"] = values["upload.max_files"]
+        details["limit"] = values.upload.max_files
     return upload_error_message(request.localizer, exc.code, details, exc.status_code)
 
 
@@ -129,26 +130,24 @@ def upload_form(request: Request) -> Response:
 
 def _finalize(request: Request, storage: UploadStorage, tmpstore: SessionTempStore,
               files: list[dict[str, Any]]) -> list[str]:
-    """Give each validated file its final name; all or nothing.  Returns the stored names."""
-    allowed = request.registry.sessup_settings["upload.allowed_extensions"]
-    field = request.registry.sessup_settings["upload.field"]
-    done: list[str] = []
-    try:
-        for file in files:
-            temp_path = tmpstore.temp_path(file["uid"])
-            if temp_path is None:  # expired between validation and now
-                raise UploadError(f"{file['filename']}: the kept file has expired; pick it again")
-            ext = names.stored_extension(names.extension_of(file["filename"]), allowed)
-            name = storage.finalize(temp_path, ext, metadata={
-                "filename": file["filename"], "content_type": file["mimetype"], "size": file["size"],
-                "sha256": file["sha256"], "field": field})
-            tmpstore.pop(file["uid"])
-            done.append(name)
-    except BaseException:
-        for name in done:
-            storage.delete(name)
-        raise
-    return done
+    """Check and store each validated file through the pipeline's one door
+    (:func:`commit_files`: checks, quota, final names, event); all or nothing.
+    Returns the stored names."""
+    allowed = request.registry.sessup_settings.upload.allowed_extensions
+    field = request.registry.sessup_settings.upload.field
+    pending: list[StoredFile] = []
+    for file in files:
+        temp_path = tmpstore.temp_path(file["uid"])
+        if temp_path is None:  # expired between validation and now
+            raise UploadError(f"{file['filename']}: the kept file has expired; pick it again")
+        pending.append(StoredFile(
+            field=field, filename=file["filename"], content_type=file["mimetype"], size=file["size"],
+            sha256=file["sha256"], temp_path=temp_path,
+            extension=names.stored_extension(names.extension_of(file["filename"]), allowed)))
+    commit_files(request, storage, pending)
+    for file in files:
+        tmpstore.pop(file["uid"])
+    return [stored.name for stored in pending]
 
 
 def _pstruct(parsed: Any, field: str) -> dict[str, Any]:
@@ -166,7 +165,7 @@ def _refused(request: Request, storage: UploadStorage, exc: UploadError, field: 
     form = make_form(request, tmpstore)
     received = exc.received
     if received is None:
-        return _render(request, form.render(), status=exc.status_code, errors=[reason])
+        return _retry_after(_render(request, form.render(), status=exc.status_code, errors=[reason]), exc)
     if exc.code not in KEEP_AFTER or not (received.files or received.getall(field + MultiFileUploadWidget.keep_suffix)):
         # Nothing to keep: the reason alone (not also "choose at least one file"), the description back.
         received.discard()
@@ -183,10 +182,16 @@ def _refused(request: Request, storage: UploadStorage, exc: UploadError, field: 
     return _render(request, form.render(appstruct), status=exc.status_code, errors=[reason])
 
 
+def _retry_after(response: Response, exc: UploadError) -> Response:
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
 def upload_submit(request: Request) -> Response:
     """Validate the streamed upload; success stores the files and redirects to the result."""
     values = request.registry.sessup_settings
-    field = values["upload.field"]
+    field = values.upload.field
     storage = get_storage(request)
     try:
         parsed = receive_upload(request, limits=pipeline_limits(values), file_fields={field}, csrf=True,
@@ -206,7 +211,10 @@ def upload_submit(request: Request) -> Response:
             appstruct = form.validate_pstruct(_pstruct(parsed, field))
         except deform.ValidationFailure as failure:
             return _render(request, failure.render(), status=400)
-        stored = _finalize(request, storage, tmpstore, appstruct[field])
+        try:
+            stored = _finalize(request, storage, tmpstore, appstruct[field])
+        except UploadError as exc:
+            return _refused(request, storage, exc, field)  # a refused file is removed; the others stay kept
     except BaseException:
         if not adopted:
             parsed.discard()
@@ -238,7 +246,7 @@ def upload_done(request: Request) -> Response:
 
 def includeme(config: Configurator) -> None:
     config.include("..forms.i18n")
-    if not config.registry.sessup_settings["upload.path"]:
+    if not config.registry.sessup_settings.upload.path:
         return  # no upload directory: no upload form
     config.add_route("sessup.upload_form", "/upload")
     config.add_route("sessup.upload_done", "/upload/done")

@@ -55,9 +55,9 @@ NAV = (
 def page_values(request: Request, csrf: bool = True) -> Page:
     """Values of the shared layout for this request.
 
-    ``csrf``: put a CSRF token in the page.  A token lives in the session, so
-    pages without a form (the home page) pass False: an anonymous visit then
-    stores nothing and sets no cookie.
+    ``csrf``: put a CSRF token in the page.  A token stores nothing but sets
+    the visitor's CSRF cookie, so pages without a form (the home page) pass
+    False: an anonymous visit then sets no cookie at all.
     """
     from . import static_spec
 
@@ -160,11 +160,11 @@ def ajax(request: Request) -> dict[str, Any]:
     values = request.registry.sessup_settings
     messages: dict[str, Any] = {key: translate(message) for key, message in AJAX_MESSAGES.items()}
     messages.update(page_messages(request.localizer))
-    max_chunk = values["upload.tus_max_chunk_size"]
+    max_chunk = values.upload.tus_max_chunk_size
     return {
         "page": page_values(request),
         "upload_url": request.route_path("sessup.upload"),
-        "field": values["upload.field"],
+        "field": values.upload.field,
         # The resumable mode (tus), when this application has the /files/ endpoint.
         "tus_url": request.route_path("sessup.tus", slash="/") if _has_route(request, "sessup.tus") else "",
         "tus_chunk": min(TUS_CHUNK, max_chunk) if max_chunk else TUS_CHUNK,
@@ -187,23 +187,36 @@ def _when(timestamp: float, request: Request) -> tuple[str, str]:
 
 
 def session_page(request: Request) -> dict[str, Any]:
-    """Count a view and show the session: the HTML beside ``GET /session``."""
+    """Show the session.  Only reads it, so an anonymous visit stores nothing;
+    the "Count a view" button (:func:`session_page_count`) writes."""
     no_store(request)
     session = request.session
-    session["views"] = session.get("views", 0) + 1
-    timeout = request.registry.sessup_settings["session.timeout"]
+    views = session.get("views", 0)
+    timeout = request.registry.sessup_settings.session.timeout
     created = getattr(session, "created", None) or time.time()
     created_iso, created_text = _when(created, request)
     expires_iso, expires_text = _when(time.time() + timeout, request)
     return {
         "page": page_values(request),
-        "views": session["views"],
+        "views": views,
         "created_iso": created_iso,
         "created_text": created_text,
         "expires_iso": expires_iso,
         "expires_text": expires_text,
         "timeout_minutes": max(1, round(timeout / 60)),
     }
+
+
+def session_page_count(request: Request) -> Response:
+    """Count a view (CSRF-checked POST; the first one stores the session), then back to the page."""
+    back = request.route_path("sessup.session_page")
+    try:
+        require_csrf(request)
+    except CSRFRefused as exc:
+        return stale_form(request, exc, back)
+    session = request.session
+    session["views"] = session.get("views", 0) + 1
+    return SeeOther(location=back)
 
 
 def session_page_regenerate(request: Request) -> Response:
@@ -239,13 +252,15 @@ def includeme(config: Configurator) -> None:
     config.add_view(home, route_name="home", request_method="GET",
                     renderer="pyramid_sessup.demo:templates/home.pt")
     config.add_route("sessup.session_page", "/session/page")
+    config.add_route("sessup.session_page_count", "/session/page/count")
     config.add_route("sessup.session_page_regenerate", "/session/page/regenerate")
     config.add_route("sessup.session_page_destroy", "/session/page/destroy")
-    if config.registry.sessup_settings["upload.path"]:
+    if config.registry.sessup_settings.upload.path:
         config.add_route("sessup.ajax", "/ajax")
         config.add_view(ajax, route_name="sessup.ajax", request_method="GET",
                         renderer="pyramid_sessup.demo:templates/ajax.pt")
     config.add_view(session_page, route_name="sessup.session_page", request_method="GET",
                     renderer="pyramid_sessup.demo:templates/session.pt")
+    config.add_view(session_page_count, route_name="sessup.session_page_count", request_method="POST")
     config.add_view(session_page_regenerate, route_name="sessup.session_page_regenerate", request_method="POST")
     config.add_view(session_page_destroy, route_name="sessup.session_page_destroy", request_method="POST")

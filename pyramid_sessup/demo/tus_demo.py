@@ -46,6 +46,6 @@ def demo(request: Request) -> Response:
 
 
 def includeme(config: Configurator) -> None:
-    if config.registry.sessup_settings["routes.tus"]:
+    if config.registry.sessup_settings.routes.tus:
         config.add_route(ROUTE_DEMO, "/tus-demo")
         config.add_view(demo, route_name=ROUTE_DEMO, request_method="GET")

@@ -38,6 +38,13 @@ UPLOAD_ERRORS: dict[str, TranslationString] = {
     "too_many_parts": _("error-form-too-large", default="The form is too large for the server."),
     "insufficient_storage": _("error-no-room", default="The server has no room for these files now; "
                                                        "try again later."),
+    "content_mismatch": _("error-content-mismatch",
+                          default="${name} is not what its name says: its content is of another type."),
+    "file_rejected": _("error-file-rejected", default="${name} was refused by the server's checks."),
+    "file_rejected_unnamed": _("error-file-rejected-unnamed", default="A file was refused by the server's checks."),
+    "scanner_unavailable": _("error-scanner-unavailable",
+                             default="The server cannot check files right now; try again later."),
+    "quota_exceeded": _("error-quota-exceeded", default="You have uploaded too much for now; try again later."),
     "csrf_token_missing": _("error-page-expired", default="This page has expired; reload it and try again."),
     "csrf_token_invalid": _("error-page-expired", default="This page has expired; reload it and try again."),
     "csrf_origin": _("error-foreign-origin", default="Refused: the request did not come from this site."),
@@ -78,6 +85,8 @@ def upload_error_message(localizer: Localizer, code: str, details: Mapping[str, 
                          status: int | None = None) -> str:
     """The short, translated message for an upload error ``code`` (with its ``details``)."""
     details = details or {}
+    if code == "file_rejected" and not details.get("filename"):
+        code = "file_rejected_unnamed"  # a verifier's refusal need not name the file
     template = UPLOAD_ERRORS.get(code)
     if template is None:
         template = UPLOAD_ERRORS["body_too_large"] if status == 413 else UNREADABLE

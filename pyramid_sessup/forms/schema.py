@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping
 import colander
 import deform
 
+from ..settings import SessupSettings
 from ..uploads import names
 from .i18n import _
 from .messages import allowed_text, format_size
@@ -33,13 +34,13 @@ class UploadLimits:
     size_text: Callable[[int], str] = dc_field(default=format_size, compare=False)
 
     @classmethod
-    def from_values(cls, values: Mapping[str, Any], localizer: Any = None) -> UploadLimits:
+    def from_values(cls, values: SessupSettings, localizer: Any = None) -> "UploadLimits":
         return cls(
-            max_file_size=values["upload.max_file_size"],
-            max_total_size=values["upload.max_total_size"],
-            max_files=values["upload.max_files"],
-            allowed_extensions=tuple(values["upload.allowed_extensions"]),
-            allowed_types=tuple(values["upload.allowed_types"]),
+            max_file_size=values.upload.max_file_size,
+            max_total_size=values.upload.max_total_size,
+            max_files=values.upload.max_files,
+            allowed_extensions=tuple(values.upload.allowed_extensions),
+            allowed_types=tuple(values.upload.allowed_types),
             size_text=(lambda size: format_size(size, localizer)) if localizer is not None else format_size,
         )
 

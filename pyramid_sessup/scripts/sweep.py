@@ -9,7 +9,8 @@ Temporary files live in ``<sessup.upload.path>/.tmp``; a worker killed
 mid-upload (``kill -9``, OOM, power loss) leaves its partial file there.  The
 application sweeps them when it starts; run this from cron for long-running
 servers.  Files still being written are recent, so they are never removed.
-Unfinished resumable (tus) uploads past ``sessup.upload.tus_expiry`` go too.
+Unfinished resumable (tus) uploads past ``sessup.upload.tus_expiry`` go too, and
+partial uploads (concatenation) that were never joined.
 
 Exit status: 0 success, 2 usage or configuration error.
 """
@@ -41,15 +42,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigurationError, OSError, LookupError) as exc:
         sys.stderr.write(f"sessup-sweep: {exc}\n")
         return 2
-    if not values["upload.path"]:
+    if not values.upload.path:
         sys.stderr.write("sessup-sweep: sessup.upload.path is not set\n")
         return 2
-    max_age = values["upload.temp_max_age"] if args.max_age is None else args.max_age
+    max_age = values.upload.temp_max_age if args.max_age is None else args.max_age
     if max_age < 0:
         sys.stderr.write("sessup-sweep: --max-age must be at least 0\n")
         return 2
-    removed = UploadStorage(values["upload.path"]).sweep(max_age)
-    expired = sweep_tus(values["upload.path"], values["upload.tus_expiry"])
+    removed = UploadStorage.from_settings(values).sweep(max_age)
+    expired = sweep_tus(values.upload.path, values.upload.tus_expiry)
     print(f"removed {removed} temporary file(s) and {expired} expired resumable upload(s)")
     return 0
 

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any, Mapping
 
 from pyramid.exceptions import ConfigurationError
 
+from ..settings import SessupSettings
 from .base import SessionStore
 
 #: store name -> "module:Class"; imported only when chosen, so redis and
@@ -21,9 +21,9 @@ STORES = {
 DRIVERS = {"redis": ("redis", "redis"), "postgresql": ("psycopg", "postgresql")}
 
 
-def make_store(values: Mapping[str, Any]) -> SessionStore:
+def make_store(values: SessupSettings) -> SessionStore:
     """Build the store named by the parsed settings ``values`` (see :func:`parse_settings`)."""
-    name = values["session.store"]
+    name = values.session.store
     module_name, _, class_name = STORES[name].partition(":")
     try:
         module = import_module(module_name)

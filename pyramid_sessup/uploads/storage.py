@@ -9,17 +9,36 @@ Layout of ``root``::
 Nothing here ever builds a path from client input: stored names and
 temporary ids come from :mod:`secrets` and every look-up by name goes through
 a strict pattern, so nothing can be read or written outside ``root``.
+
+The working folders (``.tmp``, ``.meta``, and tus's ``.tus``) may vanish
+while the server runs (a cleanup job removing empty folders): they are
+recreated when next needed (:func:`open_working_dir`), with ``mkdir``, which
+never follows a symlink, and opened with ``O_NOFOLLOW``, so a symlink planted
+in their place is refused, never followed.  The upload directory itself is
+not recreated: if it is gone (removed, or its volume unmounted), writing
+elsewhere would be wrong, so uploads answer 507 and the log says why.
 """
 from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import re
 import secrets
 import stat
 import time
-from typing import Any, BinaryIO
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator, TypeVar
+
+from pyramid.exceptions import ConfigurationError
+
+from ..exceptions import InsufficientStorage
+
+if TYPE_CHECKING:
+    from ..settings import SessupSettings
+
+log = logging.getLogger("pyramid_sessup.uploads")
 
 #: Stored names: 32 characters of ``secrets.token_urlsafe(24)`` (192 bits)
 #: plus an optional lower-case extension.
@@ -33,6 +52,7 @@ META_DIR = ".meta"
 _CREATE_FLAGS = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 #: OS errors that mean "the upload directory cannot take this file", with the
@@ -59,6 +79,68 @@ def _token() -> str:
     return secrets.token_urlsafe(24)
 
 
+def open_working_dir(path: str) -> int:
+    """A descriptor of the working folder ``path`` (a direct child of the
+    upload directory), recreated (mode 0700) if it was removed.
+
+    Never follows a symlink: a symlink or a file in its place is refused.
+    Raises :class:`InsufficientStorage` (507, with one log line naming the
+    path) when the folder cannot be had, the upload directory being gone in
+    particular.
+    """
+    # Bounded, but generous: a cleanup job may remove the fresh, still empty
+    # folder again between our mkdir and our open.
+    for _ in range(100):
+        try:
+            return os.open(path, _DIR_FLAGS)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                log.error("upload refused: %s is not a directory (a symlink or a file); it is never "
+                          "followed: remove it and it is recreated", path)
+                raise InsufficientStorage("The upload directory is not usable; nothing was stored") from None
+            raise
+        try:
+            os.mkdir(path, 0o700)
+            log.warning("recreated the upload working folder %s, which had been removed", path)
+        except FileExistsError:
+            pass  # another thread or process recreated it first
+        except FileNotFoundError:
+            log.error("upload refused: the upload directory %s is missing (removed, or its volume "
+                      "not mounted); it is not recreated", os.path.dirname(path))
+            raise InsufficientStorage("The upload directory is missing; nothing was stored") from None
+    raise InsufficientStorage("The upload directory is not usable; nothing was stored")
+
+
+@contextmanager
+def working_dir(path: str) -> Iterator[int]:
+    """:func:`open_working_dir` as a context manager that closes the descriptor."""
+    fd = open_working_dir(path)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+T = TypeVar("T")
+
+
+def in_working_dir(path: str, action: Callable[[int], T], attempts: int = 10) -> T:
+    """``action(dir_fd)`` in the working folder ``path`` (see
+    :func:`open_working_dir`), which creates something in it.  An empty folder
+    can be removed between our open and our create (which then fails with
+    ``ENOENT`` in the dead directory): open it again and retry."""
+    for attempt in range(attempts):
+        with working_dir(path) as dir_fd:
+            try:
+                return action(dir_fd)
+            except FileNotFoundError:
+                if attempt == attempts - 1:
+                    raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 class UploadStorage:
     """Files of one upload directory.
 
@@ -71,6 +153,13 @@ class UploadStorage:
         Default: ``False``.
     """
 
+    @classmethod
+    def from_settings(cls, values: SessupSettings) -> UploadStorage:
+        """The upload directory ``sessup.upload.path`` (which must be set)."""
+        if not values.upload.path:
+            raise ConfigurationError("sessup.upload.path (the upload directory) is not set")
+        return cls(values.upload.path, fsync=values.upload.fsync)
+
     def __init__(self, root: str, *, fsync: bool = False) -> None:
         self.root = os.path.abspath(root)
         self.tmp_dir = os.path.join(self.root, TMP_DIR)
@@ -78,7 +167,10 @@ class UploadStorage:
         self.fsync = fsync
         os.makedirs(self.root, exist_ok=True)
         for path in (self.tmp_dir, self.meta_dir):
-            os.makedirs(path, mode=0o700, exist_ok=True)
+            try:
+                os.mkdir(path, 0o700)
+            except FileExistsError:
+                pass  # (a symlink in its place is refused when it is used)
 
     # -- temporary files ---------------------------------------------------------------
 
@@ -86,13 +178,16 @@ class UploadStorage:
         """Create a new, empty temporary file; return it open for writing
         (unbuffered) and its path.  The caller must close it and then
         :meth:`finalize` or :meth:`discard` the path."""
-        while True:
-            path = os.path.join(self.tmp_dir, _token() + ".part")
-            try:
-                fd = os.open(path, _CREATE_FLAGS, 0o600)
-            except FileExistsError:  # pragma: no cover - 192 random bits
-                continue
-            return os.fdopen(fd, "wb", buffering=0), path
+        def create(dir_fd: int) -> tuple[BinaryIO, str]:
+            while True:
+                name = _token() + ".part"
+                try:
+                    fd = os.open(name, _CREATE_FLAGS, 0o600, dir_fd=dir_fd)
+                except FileExistsError:  # pragma: no cover - 192 random bits
+                    continue
+                return os.fdopen(fd, "wb", buffering=0), os.path.join(self.tmp_dir, name)
+
+        return in_working_dir(self.tmp_dir, create)
 
     def temp_id(self, temp_path: str) -> str:
         """The id of a temporary file (its name without ``.part``), e.g. to
@@ -226,21 +321,25 @@ class UploadStorage:
         if not NAME_PATTERN.fullmatch(name):
             raise ValueError("not a stored file name")
         data = json.dumps(metadata, ensure_ascii=False, sort_keys=True).encode("utf-8")
-        tmp = os.path.join(self.meta_dir, f".{_token()}.tmp")
-        fd = os.open(tmp, _CREATE_FLAGS, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                if self.fsync:
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.replace(tmp, self._meta_path(name))
-        except BaseException:
+        tmp = f".{_token()}.tmp"
+
+        def write(dir_fd: int) -> None:
+            fd = os.open(tmp, _CREATE_FLAGS, 0o600, dir_fd=dir_fd)
             try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    if self.fsync:
+                        f.flush()
+                        os.fsync(f.fileno())
+                os.replace(tmp, name + ".json", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except BaseException:
+                try:
+                    os.unlink(tmp, dir_fd=dir_fd)
+                except FileNotFoundError:
+                    pass
+                raise
+
+        in_working_dir(self.meta_dir, write)
 
     def _meta_path(self, name: str) -> str:
         return os.path.join(self.meta_dir, name + ".json")
@@ -294,3 +393,12 @@ def _fsync_path(path: str, directory: bool = False) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def upload_storage(registry: Any) -> UploadStorage:
+    """The application's :class:`UploadStorage`: the one place it is built
+    (on first use, then kept on the registry)."""
+    storage = getattr(registry, "sessup_upload_storage", None)
+    if storage is None:
+        storage = registry.sessup_upload_storage = UploadStorage.from_settings(registry.sessup_settings)
+    return storage

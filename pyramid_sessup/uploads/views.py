@@ -22,7 +22,8 @@ from ..routing import add_route_views, ensure_base
 from ..urls import Answer, group_url
 from . import names
 from .pipeline import get_storage, receive_upload
-from .storage import NAME_PATTERN, UploadStorage
+from .preconditions import rfc9110_download
+from .storage import NAME_PATTERN, UploadStorage, upload_storage
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def download_path(request: Request, name: str) -> str:
     """
     if not NAME_PATTERN.fullmatch(name):
         raise ValueError("not a stored file name")
-    prefix = request.registry.sessup_settings["upload.url_prefix"].rstrip("/")
+    prefix = request.registry.sessup_settings.upload.url_prefix.rstrip("/")
     return group_url(request, GROUP, f"{prefix}/{name}")
 
 def upload(request: Request) -> Response:
@@ -58,8 +59,8 @@ def upload(request: Request) -> Response:
     parsed = receive_upload(request)
     if not parsed.files:
         parsed.discard()
-        raise MalformedMultipart(f"No file was uploaded in field {values['upload.field']!r}", code="no_file",
-                                 field=values["upload.field"])
+        raise MalformedMultipart(f"No file was uploaded in field {values.upload.field!r}", code="no_file",
+                                 field=values.upload.field)
     parsed.commit()
     urls = [download_path(request, f.name) for f in parsed.files]
     if wants_json(request):
@@ -142,24 +143,19 @@ def download(request: Request) -> Response:
     response.headers["Content-Security-Policy"] = "sandbox"
     response.headers["Accept-Ranges"] = "bytes"
     response.headers["Cache-Control"] = "private, no-cache"
-    return response
+    return rfc9110_download(request, response, st.st_size)
 
 
 def includeme(config: Configurator) -> None:
     """The upload routes, under the include's ``route_prefix``; needs ``sessup.upload.path``."""
-    from pyramid.exceptions import ConfigurationError
-
     values = ensure_base(config)
-    if not values["upload.path"]:
-        raise ConfigurationError("pyramid_sessup.uploads needs sessup.upload.path (the upload directory)")
-    storage = UploadStorage(values["upload.path"], fsync=values["upload.fsync"])
-    config.registry.sessup_upload_storage = storage
-    swept = storage.sweep(values["upload.temp_max_age"])
+    storage = upload_storage(config.registry)
+    swept = storage.sweep(values.upload.temp_max_age)
     if swept:
         log.info("removed %d stale temporary upload file(s)", swept)
     # The upload view checks CSRF itself, from the header before the body is
     # read, or from the csrf_token field as the body streams (never request.POST).
-    if values["routes.upload"]:
-        add_route_views(config, GROUP, "sessup.upload", values["routes.upload"], {"POST": upload})
-    add_route_views(config, GROUP, "sessup.upload_download", values["upload.url_prefix"].rstrip("/") + "/{name}",
+    if values.routes.upload:
+        add_route_views(config, GROUP, "sessup.upload", values.routes.upload, {"POST": upload})
+    add_route_views(config, GROUP, "sessup.upload_download", values.upload.url_prefix.rstrip("/") + "/{name}",
                     {("GET", "HEAD"): download})

@@ -45,33 +45,48 @@ def test_ajax_page(testapp: webtest.TestApp) -> None:
     assert "所有文件已上传。" in zh.text and "<h1>Ajax 上传</h1>" in zh.text
 
 
+def token_of(page: webtest.TestResponse) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+
+
+def count(testapp: webtest.TestApp, page: webtest.TestResponse) -> webtest.TestResponse:
+    """Press "Count a view"; the redirect's page."""
+    return testapp.post("/session/page/count", {"csrf_token": token_of(page)}, status=303).follow()
+
+
 def test_session_page_counts_regenerates_and_destroys(testapp: webtest.TestApp) -> None:
     first = testapp.get("/session/page")
-    assert views(first) == 1
-    assert views(testapp.get("/session/page")) == 2
-    page = testapp.get("/session/page")
+    assert views(first) == 0 and cookie(testapp) is None  # viewing stores nothing
+    assert views(testapp.get("/session/page")) == 0
+    page = count(testapp, first)
+    assert views(page) == 1 and cookie(testapp)
+    page = count(testapp, count(testapp, page))
     assert views(page) == 3
+    assert views(testapp.get("/session/page")) == 3  # a reload only reads
     before = cookie(testapp)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-    after = testapp.post("/session/page/regenerate", {"csrf_token": token}, status=303).follow()
+    after = testapp.post("/session/page/regenerate", {"csrf_token": token_of(page)}, status=303).follow()
     assert cookie(testapp) != before
-    assert views(after) == 4  # the data (count) survived the new ID
+    assert views(after) == 3  # the data (count) survived the new ID
     assert "The session has a new ID" in after.text
-    token = re.search(r'name="csrf_token" value="([^"]+)"', after.text).group(1)
-    fresh = testapp.post("/session/page/destroy", {"csrf_token": token}, status=303).follow()
-    assert views(fresh) == 1
+    # The pre-regenerate token is dead; the page shows the new one.
+    assert token_of(after) != token_of(page)
+    testapp.post("/session/page/count", {"csrf_token": token_of(page)}, status=403)
+    fresh = testapp.post("/session/page/destroy", {"csrf_token": token_of(after)}, status=303).follow()
+    assert views(fresh) == 0
     # Destroying says so, as regenerating does.
     assert re.search(r'<div class="flash" role="status">The session was destroyed; this is a new one.</div>',
                      fresh.text)
+    assert views(count(testapp, fresh)) == 1
 
 
 def test_session_buttons_need_the_csrf_token(testapp: webtest.TestApp) -> None:
-    testapp.get("/session/page")
-    testapp.get("/session/page")
+    count(testapp, count(testapp, testapp.get("/session/page")))
+    testapp.post("/session/page/count", {"csrf_token": "wrong"}, status=403)
     refused = testapp.post("/session/page/regenerate", {"csrf_token": "wrong"}, status=403)
     testapp.post("/session/page/destroy", {}, status=403)
-    assert views(testapp.get("/session/page")) == 3
+    assert views(testapp.get("/session/page")) == 2
     testapp.get("/session/page/destroy", status=404)
+    testapp.get("/session/page/count", status=404)
     # A browser is told what happened and offered the page again.
     assert "<h1>This form has expired</h1>" in refused.text
     assert 'id="reload-form" href="/session/page"' in refused.text

@@ -64,6 +64,8 @@ def bad_value(request: Request) -> dict[str, Any]:
 
 def op(request: Request) -> dict[str, Any]:
     session = request.session
+    len(session)  # load now, before waiting
+    _gate(request.params.get("gate"))
     name = request.matchdict["name"]
     if name == "reload":
         session["scratch"] = "unsaved"
@@ -78,6 +80,7 @@ def plain(request: Request) -> dict[str, Any]:
 def make_host_app(settings: dict[str, Any]) -> Any:
     config = Configurator(settings=settings)
     config.include("pyramid_sessup")
+    config.include("pyramid_sessup.session_api")
     for name, view, path in [
         ("read", read, "/read"), ("write", write, "/write"), ("incr", incr, "/incr"),
         ("append", append, "/append"), ("clear", clear, "/clear"), ("bad", bad_value, "/bad"),

@@ -1,6 +1,7 @@
 """Start-up errors for bad settings, and includeme in a host application."""
 from __future__ import annotations
 
+from dataclasses import FrozenInstanceError
 from typing import Any
 
 import pytest
@@ -22,11 +23,11 @@ def parse(**settings: Any) -> dict[str, Any]:
 
 def test_defaults() -> None:
     values = parse()
-    assert values["session.cookie.httponly"] is True
-    assert values["session.resave"] is False
-    assert values["session.save_uninitialized"] is False
-    assert values["session.secret"] == (SECRET,)
-    assert values["upload.field"] == "inputFile"
+    assert values.session.cookie_httponly is True
+    assert values.session.resave is False
+    assert values.session.save_uninitialized is False
+    assert values.session.secret == (SECRET,)
+    assert values.upload.field == "inputFile"
 
 
 def test_unknown_key_names_it_and_the_closest_valid_key() -> None:
@@ -58,8 +59,8 @@ def test_wrong_type_names_key_and_value(key: str, value: str) -> None:
 
 
 def test_booleans_really_parsed() -> None:
-    assert parse(**{"sessup.session.rolling": "false"})["session.rolling"] is False
-    assert parse(**{"sessup.session.rolling": "On"})["session.rolling"] is True
+    assert parse(**{"sessup.session.rolling": "false"}).session.rolling is False
+    assert parse(**{"sessup.session.rolling": "On"}).session.rolling is True
 
 
 @pytest.mark.parametrize("key", ["session.type", "beaker.session.invalidate_corrupt", "beaker.session.id"])
@@ -75,7 +76,7 @@ def test_secret_required() -> None:
 
 def test_environment_secret_overrides_ini() -> None:
     values = parse_settings({**BASE}, environ={"SESSUP_SECRET": "a" * 40 + " old-secret"})
-    assert values["session.secret"] == ("a" * 40, "old-secret")
+    assert values.session.secret == ("a" * 40, "old-secret")
 
 
 def test_production_refuses_missing_or_development_secret(tmp_path: Any) -> None:
@@ -87,7 +88,7 @@ def test_production_refuses_missing_or_development_secret(tmp_path: Any) -> None
     with pytest.raises(ConfigurationError, match="development or short secret"):
         parse_settings({**prod, "sessup.session.secret": "short"}, environ={})
     values = parse_settings({**prod, "sessup.session.secret": ""}, environ={"SESSUP_SECRET": "x" * 48})
-    assert values["production"] is True
+    assert values.production is True
 
 
 def test_samesite_none_requires_secure() -> None:
@@ -142,3 +143,17 @@ def test_configuration_reference_is_current() -> None:
     assert render_reference_into(text) == text, (
         "docs/configuration.md is out of date: run python -m pyramid_sessup.settings docs/configuration.md"
     )
+
+
+def test_every_key_is_a_typed_field_with_its_default() -> None:
+    from operator import attrgetter
+
+    from pyramid_sessup.settings import SessupSettings, field_name
+
+    values = parse_settings({"sessup.session.secret": "s"}, environ={})
+    assert isinstance(values, SessupSettings)
+    for param in PARAMS:
+        expected = ("s",) if param.key == "session.secret" else param.default
+        assert attrgetter(field_name(param.key))(values) == expected, param.key
+    with pytest.raises(FrozenInstanceError):
+        values.session.timeout = 1  # type: ignore[misc]

@@ -84,7 +84,9 @@ def raw_record(store: SessionStore, sid: str) -> bytes | None:
     """The stored bytes of a record, as the backend holds them."""
     if store.name == "memory":
         entry = store._records.get(sid)  # type: ignore[attr-defined]
-        return None if entry is None else entry[0].encode()
+        if entry is None:
+            return None
+        return b"null" if entry[0] is None else entry[0].encode()  # None: its tombstone
     if store.name == "file":
         try:
             with open(store._record_path(sid), "rb") as f:  # type: ignore[attr-defined]
@@ -115,3 +117,18 @@ def in_thread(fn: Callable[[], Any], limit: float = 60) -> Any:
     if error:
         raise error[0]
     return result[0]
+
+
+def raw_count(store: SessionStore) -> int:
+    """Everything the store physically holds (records, lock keys or files, anything),
+    counted under the store rather than through it."""
+    if store.name == "memory":
+        return len(store._records)  # type: ignore[attr-defined]
+    if store.name == "file":
+        return sum(len(files) for _, _, files in os.walk(store.path))  # type: ignore[attr-defined]
+    if store.name == "redis":
+        prefix = store.key_prefix  # type: ignore[attr-defined]
+        escaped = "".join("\\" + c if c in "*?[]\\^" else c for c in prefix)
+        return sum(1 for _ in store.client.scan_iter(match=escaped + "*"))  # type: ignore[attr-defined]
+    store.ping()  # type: ignore[attr-defined]  # creates the table
+    return _pg(store, "SELECT count(*) FROM {t}")[0][0]

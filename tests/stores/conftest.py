@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 import pytest
+import webtest
 
 from pyramid_sessup.stores.base import SessionStore
 
@@ -127,6 +128,37 @@ def store_factory(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> 
 @pytest.fixture
 def store(store_factory: Callable[..., SessionStore]) -> SessionStore:
     return store_factory()
+
+
+@pytest.fixture
+def store_settings(kind: str, request: pytest.FixtureRequest) -> dict[str, str]:
+    """The ``sessup.session.*`` settings of an app over a store of ``kind`` (private namespace)."""
+    if kind == "memory":
+        return {"sessup.session.store": "memory"}
+    if kind == "file":
+        return {"sessup.session.store": "file"}  # the settings fixture gives a per-test path
+    if kind == "redis":
+        return {"sessup.session.store": "redis", "sessup.session.url": REDIS_URL,
+                "sessup.session.key_prefix": request.getfixturevalue("redis_namespace")}
+    return {"sessup.session.store": "postgresql", "sessup.session.url": POSTGRES_URL,
+            "sessup.session.table": request.getfixturevalue("postgres_table")}
+
+
+@pytest.fixture
+def make_client(settings: dict[str, Any], store_settings: dict[str, str]) -> Iterator[Callable[..., webtest.TestApp]]:
+    """``make_client(**overrides)``: a WebTest client of the demo app over the store."""
+    from . import app as app_module
+
+    apps: list[Any] = []
+
+    def make(**overrides: str) -> webtest.TestApp:
+        app = app_module.main({}, **{**settings, **store_settings, **overrides})
+        apps.append(app)
+        return webtest.TestApp(app, extra_environ={"HTTP_HOST": "example.com"})
+
+    yield make
+    for app in apps:
+        app.registry.sessup_store.close()
 
 
 @pytest.fixture

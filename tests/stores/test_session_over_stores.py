@@ -14,36 +14,7 @@ import webtest
 
 from pyramid_sessup.stores.base import SessionStore
 
-from ..support import POSTGRES_URL, REDIS_URL
-from . import app as app_module
 from .backends import expire_now, plant
-
-
-@pytest.fixture
-def store_settings(kind: str, request: pytest.FixtureRequest) -> dict[str, str]:
-    if kind == "memory":
-        return {"sessup.session.store": "memory"}
-    if kind == "file":
-        return {"sessup.session.store": "file"}  # the settings fixture gives a per-test path
-    if kind == "redis":
-        return {"sessup.session.store": "redis", "sessup.session.url": REDIS_URL,
-                "sessup.session.key_prefix": request.getfixturevalue("redis_namespace")}
-    return {"sessup.session.store": "postgresql", "sessup.session.url": POSTGRES_URL,
-            "sessup.session.table": request.getfixturevalue("postgres_table")}
-
-
-@pytest.fixture
-def make_client(settings: dict[str, Any], store_settings: dict[str, str]):
-    apps: list[Any] = []
-
-    def make(**overrides: str) -> webtest.TestApp:
-        app = app_module.main({}, **{**settings, **store_settings, **overrides})
-        apps.append(app)
-        return webtest.TestApp(app, extra_environ={"HTTP_HOST": "example.com"})
-
-    yield make
-    for app in apps:
-        app.registry.sessup_store.close()
 
 
 def store_of(client: webtest.TestApp) -> SessionStore:

@@ -25,11 +25,16 @@ class Reply:
 
 @dataclass
 class Client:
-    """One browser-like client: its own cookie, any server."""
+    """One browser-like client: its own cookies, any server."""
 
-    cookie: str = ""
     timeout: float = 60.0
     extra: dict[str, str] = field(default_factory=dict)
+    jar: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def cookie(self) -> str:
+        """The ``Cookie`` header this client sends."""
+        return "; ".join(f"{name}={value}" for name, value in self.jar.items())
 
     def request(self, method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> Reply:
         parts = urllib.parse.urlsplit(url)
@@ -42,22 +47,31 @@ class Client:
             res = conn.getresponse()
             data = res.read()
             headers_out = {k.lower(): v for k, v in res.getheaders()}
-            cookie = res.getheader("Set-Cookie")
-            if cookie:
-                self.cookie = cookie.split(";", 1)[0]
+            for key, value in res.getheaders():
+                if key.lower() == "set-cookie":
+                    name, _, rest = value.split(";", 1)[0].partition("=")
+                    if "Max-Age=0" in value:
+                        self.jar.pop(name, None)
+                    else:
+                        self.jar[name] = rest
             return Reply(res.status, headers_out, data)
         finally:
             conn.close()
 
 
-def tus_ini(directory: Path, upload_dir: Path, session_dir: Path, port: int, **overrides: str) -> Path:
-    """An INI for pserve: file sessions (shareable by processes), uploads in ``upload_dir``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    return write_ini(directory, {
+def tus_settings(upload_dir: Path, session_dir: Path, **overrides: str) -> dict[str, str]:
+    """File sessions (shareable by processes), uploads in ``upload_dir``."""
+    return {
         "sessup.upload.path": str(upload_dir),
         "sessup.session.store": "file",
         "sessup.session.file.path": str(session_dir),
         "sessup.upload.max_file_size": str(200 * 1024 * 1024),
         "sessup.upload.max_total_size": str(200 * 1024 * 1024),
         **overrides,
-    }, port=port)
+    }
+
+
+def tus_ini(directory: Path, upload_dir: Path, session_dir: Path, port: int, **overrides: str) -> Path:
+    """An INI for pserve (waitress) with :func:`tus_settings`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return write_ini(directory, tus_settings(upload_dir, session_dir, **overrides), port=port)

@@ -28,7 +28,8 @@ def test_options_advertises_the_server(testapp: webtest.TestApp) -> None:
     for url in ("/files/", "/files", "/files/" + "A" * 32):
         res = testapp.options(url, status=204)
         assert res.headers["Tus-Version"] == "1.0.0"
-        assert res.headers["Tus-Extension"] == "creation,creation-with-upload,termination,expiration,checksum"
+        assert res.headers["Tus-Extension"] == ("creation,creation-with-upload,creation-defer-length,termination,"
+                                                "expiration,checksum,concatenation")
         assert res.headers["Tus-Max-Size"] == str(10 * 1024 * 1024)
         assert res.headers["Tus-Checksum-Algorithm"] == "sha1,sha256"
         assert "Access-Control-Allow-Origin" not in res.headers  # never grants a cross-site preflight
@@ -65,7 +66,10 @@ def test_creation(testapp: webtest.TestApp, upload_dir: Path) -> None:
     assert res.headers["Upload-Offset"] == "0"
     expires = time.mktime(time.strptime(res.headers["Upload-Expires"], "%a, %d %b %Y %H:%M:%S GMT")) - time.timezone
     assert 86400 - 120 < expires - time.time() < 86400 + 120
-    assert "sessup=" in res.headers["Set-Cookie"]  # the owner token lives in the session
+    # The upload belongs to the visitor's CSRF nonce cookie; no session is stored.
+    [cookie] = res.headers.getall("Set-Cookie")
+    assert cookie.startswith("sessup_csrf=") and "HttpOnly" in cookie
+    assert testapp.app.registry.sessup_store.count() == 0
     head = testapp.head(res.headers["Location"], headers=TUS, status=200)
     assert head.headers["Upload-Offset"] == "0" and head.headers["Upload-Length"] == "100"
     assert head.headers["Cache-Control"] == "no-store"
@@ -78,8 +82,12 @@ def test_creation(testapp: webtest.TestApp, upload_dir: Path) -> None:
     ({"Upload-Length": "-1"}, 400),
     ({"Upload-Length": "ten"}, 400),
     ({"Upload-Length": "1e3"}, 400),
-    ({"Upload-Defer-Length": "1"}, 400),                        # deferred length: not offered
-    ({"Upload-Length": "5", "Upload-Concat": "partial"}, 400),  # concatenation: not offered
+    ({"Upload-Defer-Length": "0"}, 400),                        # deferred length: only "1"
+    ({"Upload-Defer-Length": "yes"}, 400),
+    ({"Upload-Length": "5", "Upload-Defer-Length": "1"}, 400),  # both
+    ({"Upload-Length": "5", "Upload-Concat": "parallel"}, 400),
+    ({"Upload-Length": "5", "Upload-Concat": "final"}, 400),    # no URL list
+    ({"Upload-Length": "5", "Upload-Concat": "final;"}, 400),
     ({"Upload-Length": "5", "Upload-Metadata": "filename not*base64"}, 400),
     ({"Upload-Length": "5", "Upload-Metadata": "filename //8="}, 400),          # not UTF-8
     ({"Upload-Length": "5", "Upload-Metadata": "a YQ==,a YQ=="}, 400),          # repeated key
@@ -397,7 +405,7 @@ def test_another_session_gets_404(app: Any, testapp: webtest.TestApp, create: An
     loc = create(4)
     testapp.patch(loc, b"ab", headers=patch_headers(0), status=204)
     other = webtest.TestApp(app, extra_environ={"HTTP_HOST": "example.com"})
-    other.get("/session")  # a session of its own
+    other.get("/csrf")  # a visitor cookie of its own
     other.head(loc, headers=TUS, status=404)
     other.patch(loc, b"cd", headers=patch_headers(2), status=404)
     other.delete(loc, headers=TUS, status=404)
@@ -530,7 +538,7 @@ def test_sweep_function(app: Any, create: Any, upload_dir: Path) -> None:
 
 
 def test_creation_with_upload_cut_short_keeps_the_upload(app: Any, testapp: webtest.TestApp) -> None:
-    testapp.get("/session")
+    testapp.get("/csrf")  # the visitor cookie that will own the upload
     cookie = "; ".join(f"{c.name}={c.value}" for c in testapp.cookiejar)
     environ = {"REQUEST_METHOD": "POST", "HTTP_TUS_RESUMABLE": "1.0.0", "HTTP_UPLOAD_LENGTH": "10",
                "CONTENT_TYPE": OCTETS, "CONTENT_LENGTH": "10", "HTTP_COOKIE": cookie, "HTTP_HOST": "example.com",

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from webob import Request
+from pyramid.request import Request
 
+from pyramid_sessup.csrf import CSRFConfig
 from pyramid_sessup.exceptions import CSRFRefused, MalformedMultipart, UnsupportedMediaType, UploadTooLarge
-from pyramid_sessup.settings import parse_settings
+from pyramid_sessup.settings import SessupSettings, parse_settings
 from pyramid_sessup.uploads.pipeline import (ANY_FIELD, ParsedUpload, UploadLimits, multipart_boundary,
                                              receive_upload)
 from pyramid_sessup.uploads.storage import UploadStorage
@@ -18,14 +20,17 @@ from .conftest import MULTIPART, body, leftovers, part
 
 
 class Registry:
-    def __init__(self, values: dict[str, Any]) -> None:
+    def __init__(self, values: SessupSettings) -> None:
         self.sessup_settings = values
 
     def queryUtility(self, iface: Any, default: Any = None) -> Any:  # no CSRF policy registered
         return default
 
+    def notify(self, *events: Any) -> None:  # no subscribers
+        pass
 
-def make_request(data: bytes, values: dict[str, Any], **headers: str) -> Any:
+
+def make_request(data: bytes, values: SessupSettings, **headers: str) -> Any:
     req = Request.blank("/form", method="POST", body=data, content_type=MULTIPART, headers=headers)
     req.registry = Registry(values)
     return req
@@ -41,7 +46,7 @@ def store(upload_dir: Path) -> UploadStorage:
     return UploadStorage(str(upload_dir))
 
 
-def test_parsed_upload_api(values: dict[str, Any], store: UploadStorage, upload_dir: Path) -> None:
+def test_parsed_upload_api(values: SessupSettings, store: UploadStorage, upload_dir: Path) -> None:
     data = body(part("title", b"T"), part("tag", b"a"), part("tag", b"b"),
                 part("photo", b"\x89PNG", filename="p.png"), part("doc", b"%PDF", filename="d.pdf"))
     parsed = receive_upload(make_request(data, values), file_fields={"photo", "doc"}, storage=store)
@@ -59,7 +64,7 @@ def test_parsed_upload_api(values: dict[str, Any], store: UploadStorage, upload_
     assert store.metadata(photo.name)["filename"] == "p.png"
 
 
-def test_discard_removes_every_temp(values: dict[str, Any], store: UploadStorage, upload_dir: Path) -> None:
+def test_discard_removes_every_temp(values: SessupSettings, store: UploadStorage, upload_dir: Path) -> None:
     data = body(part("inputFile", b"1", filename="a.txt"), part("inputFile", b"2", filename="b.txt"))
     parsed = receive_upload(make_request(data, values), storage=store)
     assert len(store.temp_files()) == 2
@@ -67,39 +72,49 @@ def test_discard_removes_every_temp(values: dict[str, Any], store: UploadStorage
     assert leftovers(upload_dir) == []
 
 
-def test_limits_from_mapping_and_overrides(values: dict[str, Any], store: UploadStorage, upload_dir: Path) -> None:
+def test_limits_from_settings_and_overrides(values: SessupSettings, store: UploadStorage, upload_dir: Path) -> None:
     data = body(part("f", b"x" * 11, filename="a.txt"))
     with pytest.raises(UploadTooLarge, match="max_file_size"):
         receive_upload(make_request(data, values), limits=UploadLimits.from_values(values, max_file_size=10),
                        file_fields={ANY_FIELD}, storage=store)
     with pytest.raises(UnsupportedMediaType):
-        receive_upload(make_request(data, values), limits={**values, "upload.allowed_extensions": ("png",)},
+        strict = replace(values, upload=replace(values.upload, allowed_extensions=("png",)))
+        receive_upload(make_request(data, values), limits=strict,
                        file_fields={ANY_FIELD}, storage=store)
     with pytest.raises(MalformedMultipart, match="Unexpected file field"):
         receive_upload(make_request(data, values), storage=store)
     assert leftovers(upload_dir) == []
 
 
-def test_csrf_checks_the_sessions_token(values: dict[str, Any], store: UploadStorage,
-                                                upload_dir: Path) -> None:
-    class Session(dict):
-        def get_csrf_token(self) -> str:
-            return "tok"
+class NoSession:
+    """A session the CSRF check must never touch (it needs no stored session)."""
 
-    data = body(part("csrf_token", b"tok"), part("inputFile", b"x", filename="a.txt"))
-    req = make_request(data, values)
-    req.session = Session()
-    assert len(receive_upload(req, csrf=True, storage=store).files) == 1
-    req = make_request(data, values, **{"X-CSRF-Token": "bad"})
-    req.session = Session()
-    with pytest.raises(CSRFRefused):
-        receive_upload(req, csrf=True, storage=store)
-    req = make_request(body(part("csrf_token", "t\u00f6k".encode()), part("inputFile", b"x", filename="a.txt")),
-                       values)
-    req.session = Session()
-    with pytest.raises(CSRFRefused):
-        receive_upload(req, csrf=True, storage=store)
-    assert len(store.temp_files()) == 1  # only the accepted, uncommitted upload
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the CSRF check used request.session.{name}")
+
+
+def test_csrf_checks_the_visitor_token_and_never_the_session(values: SessupSettings, store: UploadStorage) -> None:
+    config = CSRFConfig.from_values(values)
+    nonce, other = "N" * 43, "O" * 43
+    cookie = {"Cookie": f"{config.cookie_name}={nonce}"}
+    token = config.token(nonce)
+
+    def attempt(fields: list[bytes], **headers: str) -> bool:
+        req = make_request(body(*fields, part("inputFile", b"x", filename="a.txt")), values, **headers)
+        req.session = NoSession()
+        try:
+            receive_upload(req, csrf=True, storage=store)
+        except CSRFRefused:
+            return False
+        return True
+
+    assert attempt([part("csrf_token", token.encode())], **cookie)
+    assert attempt([], **cookie, **{"X-CSRF-Token": token})
+    assert not attempt([part("csrf_token", token.encode())], **cookie, **{"X-CSRF-Token": "bad"})
+    assert not attempt([part("csrf_token", "t\u00f6k".encode())], **cookie)
+    assert not attempt([part("csrf_token", token.encode())])  # no nonce cookie
+    assert not attempt([part("csrf_token", config.token(other).encode())], **cookie)  # another visitor's token
+    assert len(store.temp_files()) == 2  # only the accepted, uncommitted uploads
 
 
 class TokenSession(dict):
