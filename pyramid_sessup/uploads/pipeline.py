@@ -227,7 +227,11 @@ def check_files(request: Request, storage: UploadStorage, files: list[StoredFile
 
 
 def _call_verifier(verifier: Callable[..., Any], request: Request, file: StoredFile) -> None:
-    verifier(file, request)
+    try:
+        verifier(file, request)
+    except UploadError as exc:
+        exc.details.setdefault("filename", file.filename)  # pages name the file refused
+        raise
 
 
 def commit_files(request: Request, storage: UploadStorage, files: list[StoredFile], *,

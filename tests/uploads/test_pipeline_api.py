@@ -117,18 +117,15 @@ def test_csrf_checks_the_visitor_token_and_never_the_session(values: SessupSetti
     assert len(store.temp_files()) == 2  # only the accepted, uncommitted uploads
 
 
-class TokenSession(dict):
-    def get_csrf_token(self) -> str:
-        return "the-token"
-
-
 def test_keep_received_hands_back_complete_files_and_fields(values: dict[str, Any], store: UploadStorage,
                                                              upload_dir: Path) -> None:
-    data = body(part("csrf_token", b"the-token"), part("description", b"two files"),
+    config = CSRFConfig.from_values(values)
+    nonce = "N" * 43
+    data = body(part("csrf_token", config.token(nonce).encode()), part("description", b"two files"),
                 part("inputFile", b"a" * 500, filename="fits.txt"), part("inputFile", b"b" * 5000, filename="big.bin"),
                 part("inputFile", b"c", filename="after.txt"))
-    req = make_request(data, values)
-    req.session = TokenSession()
+    req = make_request(data, values, Cookie=f"{config.cookie_name}={nonce}")
+    req.session = NoSession()
     with pytest.raises(UploadTooLarge) as refused:
         receive_upload(req, limits=UploadLimits.from_values(values, max_file_size=1000), csrf=True, storage=store,
                        keep_received=True)
@@ -145,11 +142,12 @@ def test_keep_received_hands_back_complete_files_and_fields(values: dict[str, An
 @pytest.mark.parametrize("token", ["forged", None], ids=["wrong token", "no token"])
 def test_keep_received_never_for_a_request_without_the_token(values: dict[str, Any], store: UploadStorage,
                                                              upload_dir: Path, token: str | None) -> None:
+    config = CSRFConfig.from_values(values)
     parts = [part("csrf_token", token.encode())] if token else []
     data = body(*parts, part("inputFile", b"a" * 500, filename="fits.txt"),
                 part("inputFile", b"b" * 5000, filename="big.bin"))
-    req = make_request(data, values)
-    req.session = TokenSession()
+    req = make_request(data, values, Cookie=f"{config.cookie_name}={'N' * 43}")  # a visitor, with no token
+    req.session = NoSession()
     with pytest.raises(CSRFRefused):
         receive_upload(req, limits=UploadLimits.from_values(values, max_file_size=1000), csrf=True, storage=store,
                        keep_received=True)
