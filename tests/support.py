@@ -78,12 +78,14 @@ def write_production_ini(directory: Path, overrides: dict[str, str], server: dic
                          name: str = "production.ini") -> Path:
     """``production.ini`` as shipped (gunicorn, its logging), with ``[app:main]``
     keys overridden; the port comes from pserve's ``http_port`` variable
-    (:func:`start_production`)."""
+    (:func:`start_production`).  The demo pages are on (the shipped INI turns
+    them off): the tests drive the production server with them."""
     import configparser
 
     parser = configparser.ConfigParser(interpolation=None)
     parser.optionxform = str  # keep key case
     parser.read(ROOT / "production.ini")
+    parser.set("app:main", "sessup.demo.pages", "true")
     for key, value in overrides.items():
         parser.set("app:main", key, value)
     for key, value in (server or {}).items():

@@ -200,7 +200,7 @@ def test_list_into_head_prints_no_traceback(tmp_path: Path, count: int) -> None:
             store.create(new_sid(), {"views": 1})
     finally:
         store.close()
-    result = subprocess.run(["bash", "-c", f'"$0" "$1" list | head -1; echo "status=${{PIPESTATUS[0]}}" >&2',
+    result = subprocess.run(["bash", "-c", '"$0" "$1" list | head -1; echo "status=${PIPESTATUS[0]}" >&2',
                              SCRIPT, str(ini)], capture_output=True, text=True, timeout=120)
     assert len(result.stdout.splitlines()) == 1 and len(result.stdout.strip()) == 43
     assert result.stderr == "status=0\n"
