@@ -13,8 +13,8 @@
  *
  * The CSRF token goes in the X-CSRF-Token header: from options.csrfToken, the
  * page's <meta name="csrf-token">, or GET /csrf (options.csrfUrl).  If the
- * server refuses the token (403: the session expired or was destroyed since
- * the page was loaded), sessupUpload gets a fresh one from GET /csrf once,
+ * server refuses the token (403: the session was regenerated or destroyed, or
+ * the CSRF cookie cleared, since the page was loaded), sessupUpload gets a fresh one from GET /csrf once,
  * updates the <meta> tag and sends the same files again; options.retryCsrf =
  * false turns that off.
  *
@@ -130,7 +130,7 @@
         if (xhr.status < 200 || xhr.status >= 300) {
           var info = errorInfo(xhr);
           if (handle.attempts === 1 && options.retryCsrf !== false && tokenRefused(xhr, info)) {
-            // The page's token died with its session: one fresh token, one retry.
+            // The page's token went stale (session renewed or destroyed): one fresh token, one retry.
             fetchToken(options, function (fresh) {
               if (fresh) { send(fresh); } else { fail(xhr, 'error', errorMessage(xhr, info), info); }
             });

@@ -98,8 +98,8 @@ STALE_TEXTS = {
                                              "again."),
 }
 STALE_TITLE = _("This form has expired")
-STALE_TEXT = _("stale-token", default="Your session ended (it expires after a while without use, or was "
-                                      "destroyed) after this form was shown, so the form is no longer valid. "
+STALE_TEXT = _("stale-token", default="After this form was shown, your session was renewed or destroyed, or "
+                                      "the browser's cookies were cleared, so the form is no longer valid. "
                                       "Nothing you sent was kept. Reload the form and send it again.")
 
 
