@@ -64,7 +64,9 @@ setup(
                     "testing": tests_require},
     entry_points={
         "paste.app_factory": ["main = pyramid_sessup.demo:main"],
-        "paste.server_runner": ["gunicorn = pyramid_sessup.serving:gunicorn"],
+        # pserve's servers: a taken port is one line; the served address is logged (serve.py, serving.py).
+        "paste.server_factory": ["waitress = pyramid_sessup.serve:waitress_factory",
+                                 "gunicorn = pyramid_sessup.serving:gunicorn_factory"],
         "console_scripts": [
             "sessup-sessions = pyramid_sessup.scripts.sessions:main",
             "sessup-sweep = pyramid_sessup.scripts.sweep:main",

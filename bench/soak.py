@@ -90,12 +90,13 @@ def free_port() -> int:
 
 
 def write_ini(tmp: Path, port: int) -> Path:
-    """production.ini with only the port and the data paths changed."""
+    """production.ini with only the port, the data paths and the demo pages changed."""
     parser = configparser.ConfigParser(interpolation=None)
     parser.optionxform = str  # type: ignore[assignment,method-assign]  # keep key case
     parser.read(ROOT / "production.ini")
     parser.set("app:main", "sessup.session.file.path", str(tmp / "sessions"))
     parser.set("app:main", "sessup.upload.path", str(tmp / "uploads"))
+    parser.set("app:main", "sessup.demo.pages", "true")  # the load posts the upload form too
     parser.set("server:main", "port", str(port))
     ini = tmp / "production.ini"
     with open(ini, "w") as f:
@@ -416,7 +417,9 @@ class Worker:
             return
         body = multipart(self.bodies["small"].data[:4 * KiB], "form.bin",
                          {"csrf_token": self.token, "description": "soak"})
-        self._send("form", "POST", "/upload", body=body.data, headers={"Content-Type": body.content_type})
+        # A stored upload answers 303 to its result page (redirect after POST).
+        self._send("form", "POST", "/upload", body=body.data, headers={"Content-Type": body.content_type},
+                   expect=(303,))
 
     def abort_upload(self, body: Body) -> None:
         """Headers and half the body over a raw socket, then close."""

@@ -90,28 +90,47 @@ class MethodNotAllowed(SessupError):
 
 
 class UploadError(SessupError):
-    """Base class of upload errors; ``status_code`` is the HTTP answer."""
+    """Base class of upload errors; ``status_code`` is the HTTP answer.
+
+    ``received``: set only by ``receive_upload(..., keep_received=True)`` on a
+    limit or type refusal of a CSRF-checked request: the
+    :class:`~pyramid_sessup.uploads.pipeline.ParsedUpload` of the files
+    complete before the refusal (still temporary) and the text fields read so
+    far.  Whoever catches the error owns them: adopt or ``discard()`` them.
+    """
 
     status_code = 400
     code = "upload_refused"
+    received: Any = None
 
 
 class MalformedMultipart(UploadError):
-    """The request body is not valid ``multipart/form-data``."""
+    """The request body is not valid ``multipart/form-data`` (``malformed_body``),
+    carries no file (``no_file``) or a file in a field that takes none
+    (``unexpected_file_field``)."""
 
     status_code = 400
     code = "malformed_body"
 
 
 class UploadTooLarge(UploadError):
-    """A configured upload limit was exceeded; the message names the limit."""
+    """A configured upload limit was exceeded; the message names the setting.
+
+    ``code`` says which limit (``file_too_large``, ``total_too_large``,
+    ``too_many_files``, ``too_many_fields``, ``field_too_large``,
+    ``header_too_large``, ``too_many_parts``) and ``details`` carry ``limit``
+    (a number: bytes or a count) and ``setting`` (its ``sessup.*`` key), plus
+    ``filename`` or ``field`` where one part is at fault.
+    """
 
     status_code = 413
     code = "too_large"
 
 
 class UnsupportedMediaType(UploadError):
-    """The request is not multipart, or a file's type/extension is not allowed."""
+    """The request is not multipart (``not_multipart``), or a file's extension or
+    type is not allowed (``type_not_allowed``, with ``filename``, ``extension``,
+    ``content_type``, ``allowed_extensions`` and ``allowed_types`` in ``details``)."""
 
     status_code = 415
     code = "unsupported_type"

@@ -25,10 +25,15 @@ until the peer closes, :data:`LINGER_SECONDS` and :data:`LINGER_BYTES` at
 most, and only then closes.  It runs after whatever ``post_request`` hook the
 configuration names.
 
+As ``egg:pyramid_sessup#waitress`` (serve.py), it takes the address before
+the application is built: a taken port stops ``pserve`` with one line, and
+the address served is logged on the ``pyramid_sessup.serving`` logger at INFO.
+
 Needs the ``production`` extra (``pip install pyramid_sessup[production]``).
 """
 from __future__ import annotations
 
+import logging
 import os
 import select
 import socket
@@ -36,6 +41,8 @@ import time
 from typing import Any, Callable, Mapping
 
 from pyramid.exceptions import ConfigurationError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PORT = "6543"
 
@@ -221,3 +228,37 @@ def application(app: Any, global_conf: Mapping[str, Any], **local_conf: Any) -> 
 def gunicorn(app: Any, global_conf: dict[str, Any], **local_conf: Any) -> None:
     """PasteDeploy server runner: serve ``app`` with gunicorn (see the module docstring)."""
     application(app, global_conf, **local_conf).run()
+
+
+def _probe(global_conf: Mapping[str, Any], options: Mapping[str, Any]) -> None:
+    """Bind the address once and let it go, so a taken port is one line before
+    the application is built (gunicorn itself would retry five times, then log)."""
+    if "bind" in options:
+        return  # gunicorn's own syntax (unix sockets, several addresses): gunicorn reports
+    host, port = str(options["host"]), str(options["port"])
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        family = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+            probe.bind((host, int(port)))
+    except OSError as exc:
+        from pyramid_sessup.serve import cannot_listen
+
+        raise cannot_listen(exc, where, port, dict(global_conf)) from None
+
+
+def gunicorn_factory(global_conf: dict[str, Any], **local_conf: Any) -> Callable[[Any], None]:
+    """PasteDeploy server factory: the address is checked now (pserve loads the
+    server before the application), gunicorn serves once pserve has the application."""
+    options = gunicorn_options(global_conf, local_conf)
+    _probe(global_conf, options)
+
+    def serve(app: Any) -> None:
+        server = application(app, global_conf, **local_conf)
+        if "bind" not in options:
+            host = str(options["host"])
+            log.info("Serving on http://%s:%s", f"[{host}]" if ":" in host else host, options["port"])
+        server.run()
+
+    return serve

@@ -327,6 +327,10 @@ PARAMS: tuple[Param, ...] = (
     # large upload a few MiB lower.
     Param("upload.chunk_size", _int_converter(4 * KiB), 256 * KiB, "bytes",
           "Bytes read from the request body per step of the streaming parser."),
+    Param("demo.pages", as_bool, True, "bool",
+          "The demo application's pages (/, /upload, /ajax, /session/page, /tus-demo, /static, "
+          "/favicon.ico). false leaves only the add-on's routes (/csrf, /session..., /upFile, "
+          "/uploads/..., /files/); production.ini sets it false. Host applications never get the pages."),
     Param("static.path", _path, None, "path",
           "Directory served at /static by the demo app; empty serves the package's assets "
           "(pyramid_sessup:static/, the project's static/ folder)."),
@@ -466,6 +470,7 @@ class SessupSettings:
     production: bool
     public_url: str | None
     retry_after: int
+    demo_pages: bool
     static_path: str | None
     session: SessionSettings
     upload: UploadSettings

@@ -3,6 +3,12 @@
  * (so cancelling leaves nothing on the server), a <progress> per file and one
  * overall, then the list of stored files with links.
  *
+ * Before sending, the page checks each file's size and type, the count and
+ * the total against the limits the server publishes in #sessup-limits (the
+ * server still judges).  Every refusal is a short translated message keyed by
+ * the server's error code (#sessup-messages); a refused file's bar goes back
+ * to empty and says it was not stored.
+ *
  * The "Resumable (tus)" switch sends each file in chunks through
  * static/sessup-tus.js instead, one file after the other, with the same bars
  * and results.  A large file (at least PARALLEL chunks) goes in PARALLEL
@@ -34,10 +40,114 @@
   var MODE_KEY = 'sessup-ajax-mode';
   var PARALLEL = 4;  // parts of a large file sent at once in the resumable mode
 
-  function t(key, values) {
-    var text = messages[key] || key;
+  function fill(text, values) {
     Object.keys(values || {}).forEach(function (name) { text = text.split('${' + name + '}').join(values[name]); });
     return text;
+  }
+
+  function t(key, values) {
+    return fill(messages[key] || key, values);
+  }
+
+  // One size format with the server's (format_size): exact bytes below 1 KiB,
+  // else KiB/MiB/GiB with at most two decimals.
+  function formatSize(size) {
+    if (size < 1024) { return fill(size === 1 ? messages.bytes_one : messages.bytes_other, {count: size}); }
+    var value = size;
+    var units = ['KiB', 'MiB', 'GiB'];
+    for (var i = 0; i < units.length; i++) {
+      value /= 1024;
+      if (value < 1024 || i === units.length - 1) { break; }
+    }
+    return value.toFixed(2).replace(/0+$/, '').replace(/\.$/, '') + ' ' + units[i];
+  }
+
+  function allowedText(limits) {
+    return (limits.allowed_extensions || []).map(function (e) { return '.' + e; })
+      .concat(limits.allowed_types || []).join(', ');
+  }
+
+  // The short message for a refusal: by the server's error code and details.
+  function errorText(code, details, status) {
+    details = details || {};
+    var errors = messages.errors || {};
+    if (code === 'file_rejected' && !details.filename) { code = 'file_rejected_unnamed'; }
+    var template = errors[code] || (status === 413 ? errors.body_too_large : (messages.unreadable || code));
+    var limit = details.limit;
+    if (typeof limit === 'number' && (code === 'file_too_large' || code === 'total_too_large')) { limit = formatSize(limit); }
+    return fill(template, {name: details.filename || '?', limit: limit, status: status || '',
+                           allowed: allowedText(details)});
+  }
+
+  // A refusal of the resumable endpoint, by its status (its text is for developers).
+  function tusErrorText(err, file) {
+    var l = limits();
+    if (err.status === 413) { return errorText('file_too_large', {filename: file.name, limit: l.max_file_size}); }
+    if (err.status === 415) {
+      return errorText('type_not_allowed', {filename: file.name, allowed_extensions: l.allowed_extensions,
+                                            allowed_types: l.allowed_types});
+    }
+    if (err.status === 403) { return errorText('csrf_token_invalid', {}, 403); }
+    if (err.status === 422) { return errorText('file_rejected', {filename: file.name}, 422); }
+    if (err.status === 429) { return errorText('quota_exceeded', {}, 429); }
+    if (err.status === 503) { return errorText('store_unavailable', {}, 503); }
+    if (err.status === 507) { return errorText('insufficient_storage', {}, 507); }
+    return errorText('failed', {}, err.status);
+  }
+
+  // Read at each upload (not once): the server's limits as the page has them.
+  function limits() {
+    var element = document.getElementById('sessup-limits');
+    try { return JSON.parse(element ? element.textContent : '{}') || {}; } catch (e) { return {}; }
+  }
+
+  function extensionOf(name) {
+    var dot = name.lastIndexOf('.');
+    return dot > 0 ? name.slice(dot + 1).toLowerCase() : '';
+  }
+
+  function typeAllowed(type, allowed) {
+    if (!allowed.length) { return true; }
+    type = (type || '').toLowerCase();
+    return allowed.some(function (a) { return a === type || (/\/\*$/.test(a) && type.indexOf(a.slice(0, -1)) === 0); });
+  }
+
+  // [{index, message}] for what the server would refuse; index -1: the whole batch.
+  function precheck(files) {
+    var l = limits();
+    var problems = [];
+    var exts = l.allowed_extensions || [];
+    var types = l.allowed_types || [];
+    files.forEach(function (file, index) {
+      var details = {filename: file.name, allowed_extensions: exts, allowed_types: types};
+      if (typeof l.max_file_size === 'number' && file.size > l.max_file_size) {
+        problems.push({index: index, message: errorText('file_too_large', {filename: file.name, limit: l.max_file_size})});
+      } else if ((exts.length && exts.indexOf(extensionOf(file.name)) < 0) || !typeAllowed(file.type, types)) {
+        problems.push({index: index, message: errorText('type_not_allowed', details)});
+      }
+    });
+    if (typeof l.max_files === 'number' && files.length > l.max_files) {
+      problems.push({index: -1, message: errorText('too_many_files', {limit: l.max_files})});
+    }
+    var total = files.reduce(function (a, f) { return a + f.size; }, 0);
+    if (typeof l.max_total_size === 'number' && total > l.max_total_size) {
+      problems.push({index: -1, message: errorText('total_too_large', {limit: l.max_total_size})});
+    }
+    return problems;
+  }
+
+  // A file that was not stored: empty bar, "Not stored", and the reason when it is its own.
+  function markFailed(file, reason) {
+    if (!file.row) { return; }
+    setProgress(file.row.bar, null, 0);
+    file.row.item.classList.add('failed');
+    file.row.text.textContent = t('not_stored');
+    if (reason) {
+      var why = document.createElement('span');
+      why.className = 'file-error';
+      why.textContent = reason;
+      file.row.item.appendChild(why);
+    }
   }
 
   function setProgress(bar, label, fraction) {
@@ -65,7 +175,7 @@
       var name = document.createElement('span');
       name.className = 'name';
       name.textContent = file.name;
-      name.title = file.name + ' (' + file.size + ' ' + t('bytes') + ')';
+      name.title = file.name + ' (' + formatSize(file.size) + ')';
       name.id = 'file-name-' + index;
       var bar = document.createElement('progress');
       bar.max = 100;
@@ -140,7 +250,7 @@
     link.textContent = file.filename;
     link.setAttribute('download', file.filename);
     var meta = document.createElement('code');
-    meta.textContent = ' ' + file.size + ' ' + t('bytes') + ' · sha256 ' + file.sha256;
+    meta.textContent = ' ' + formatSize(file.size) + ' · sha256 ' + file.sha256;
     item.appendChild(link);
     item.appendChild(meta);
     results.insertBefore(item, before === undefined ? results.firstChild : before);
@@ -149,6 +259,15 @@
   function upload() {
     if (current) { return; }
     if (!picked.length) { showError(t('nothing')); return; }
+    var problems = precheck(picked);
+    if (problems.length) {
+      // Nothing is sent: say why, beside each file at fault and above the list.
+      render();
+      problems.forEach(function (p) { if (p.index >= 0) { markFailed(picked[p.index], p.message); } });
+      showError(problems.map(function (p) { return p.message; }).join(' '));
+      statusBox.textContent = '';
+      return;
+    }
     if (resumable()) { uploadResumable(); return; }
     var sizes = picked.map(function (f) { return f.size; });
     var sum = sizes.reduce(function (a, b) { return a + b; }, 0);
@@ -159,6 +278,7 @@
       url: form.getAttribute('data-upload-url'),
       files: picked,
       fieldName: form.getAttribute('data-field') || 'inputFile',
+      csrfUrl: form.getAttribute('data-csrf-url') || undefined,
       dataType: 'json',
       progress: function (loaded, total) {
         if (!total) { return; }
@@ -179,15 +299,27 @@
         (data.files || []).slice().reverse().forEach(function (file) { addResult(file); });
         statusBox.textContent = t('done');
       },
-      error: function (xhr, status, message) {
-        picked.forEach(function (file) { file.row.item.classList.add('failed'); });
+      error: function (xhr, status, message, info) {
         if (status === 'abort') {
+          picked.forEach(function (file) { markFailed(file); });
           statusBox.textContent = t('cancelled');
-        } else {
-          statusBox.textContent = '';
-          showError(t('failed', {name: picked.length === 1 ? picked[0].name : t('files', {count: picked.length}),
-                                 error: message || t('network')}));
+          return;
         }
+        // Nothing of the request was stored (all or nothing): every bar back to empty.
+        var reason;
+        if (!xhr || !xhr.status) {
+          reason = t('network');
+        } else if (info && info.code) {
+          reason = errorText(info.code, info, xhr.status);
+        } else {
+          // Not the add-on's answer: a proxy's or the server's own (its bare 413 page).
+          reason = errorText(xhr.status === 413 ? 'body_too_large' : 'failed', {}, xhr.status);
+        }
+        var culprit = info && info.filename ? info.filename : null;
+        picked.forEach(function (file) { markFailed(file, culprit !== null && file.name === culprit ? reason : ''); });
+        setProgress(overall, overallText, 0);
+        statusBox.textContent = '';
+        showError(reason);
       },
       complete: function () {
         current = null;
@@ -241,7 +373,8 @@
         }, function (err) {
           failRest(index);
           statusBox.textContent = '';
-          showError(t('failed', {name: files[index] ? files[index].name : '', error: err.serverMessage || err.message}));
+          showError(err.status ? tusErrorText(err, files[index] || {name: '?'})
+                               : t('failed', {name: files[index] ? files[index].name : '', error: t('network')}));
           finishBatch();
         });
       }
@@ -287,8 +420,8 @@
         if (batch.cancelled) { return; }  // the abort handler reports
         failRest(index);
         statusBox.textContent = '';
-        showError(t('failed', {name: file.name, error: err.serverMessage || err.message || t('network')}) +
-                  (err.status ? '' : ' ' + t('resume_hint')));
+        showError(err.status ? tusErrorText(err, file) : t('failed', {name: file.name, error: t('network')}) +
+                  ' ' + t('resume_hint'));
         finishBatch();
       });
     }

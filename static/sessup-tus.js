@@ -496,7 +496,7 @@
           show('Done: ' + result.filename + ' (' + result.size + ' bytes, sha256 ' + result.sha256 + ')' +
                (result.resumedAt !== null ? ', resumed at ' + result.resumedAt : ''));
           form.setAttribute('data-tus-done', JSON.stringify(result));
-          if (link) { link.href = result.url; link.textContent = result.filename || result.path; link.hidden = false; }
+          if (link) { link.href = result.url; link.textContent = result.filename || result.stored_name; link.hidden = false; }
         },
         onRetry: function (err, attempt) { form.setAttribute('data-tus-retries', String(attempt)); },
         onError: function (err) { show('Failed: ' + err.message); form.setAttribute('data-tus-error', err.message); }

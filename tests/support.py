@@ -51,8 +51,10 @@ def require_service(name: str, host: str, port: int) -> None:
         unavailable(f"{name} is not answering on {host}:{port}")
 
 
-def write_ini(directory: Path, overrides: dict[str, str], base: str = "testing.ini", port: int | None = None) -> Path:
-    """Write an INI derived from ``base`` with ``[app:main]`` keys overridden and a listen port."""
+def write_ini(directory: Path, overrides: dict[str, str], base: str = "testing.ini", port: int | None = None,
+              server: dict[str, str] | None = None) -> Path:
+    """Write an INI derived from ``base`` with ``[app:main]`` keys overridden, a listen
+    port, and ``[server:main]`` keys from ``server``."""
     import configparser
 
     parser = configparser.ConfigParser(interpolation=None)
@@ -61,7 +63,11 @@ def write_ini(directory: Path, overrides: dict[str, str], base: str = "testing.i
     for key, value in overrides.items():
         parser.set("app:main", key, value)
     if port is not None:
+        for option in ("host", "port", "get port"):  # waitress takes listen or host/port, not both
+            parser.remove_option("server:main", option)
         parser.set("server:main", "listen", f"127.0.0.1:{port}")
+    for key, value in (server or {}).items():
+        parser.set("server:main", key, value)
     path = directory / "test.ini"
     with open(path, "w") as f:
         parser.write(f)
@@ -72,12 +78,14 @@ def write_production_ini(directory: Path, overrides: dict[str, str], server: dic
                          name: str = "production.ini") -> Path:
     """``production.ini`` as shipped (gunicorn, its logging), with ``[app:main]``
     keys overridden; the port comes from pserve's ``http_port`` variable
-    (:func:`start_production`)."""
+    (:func:`start_production`).  The demo pages are on (the shipped INI turns
+    them off): the tests drive the production server with them."""
     import configparser
 
     parser = configparser.ConfigParser(interpolation=None)
     parser.optionxform = str  # keep key case
     parser.read(ROOT / "production.ini")
+    parser.set("app:main", "sessup.demo.pages", "true")
     for key, value in overrides.items():
         parser.set("app:main", key, value)
     for key, value in (server or {}).items():

@@ -53,11 +53,11 @@ def test_reserved_names_are_only_metadata(client: webtest.TestApp, upload_dir: P
                Accept="application/json")
     assert res.status_int == 200, res.text
     [info] = res.json["files"]
-    assert NAME_PATTERN.fullmatch(info["path"])
-    assert info["path"].split(".")[0] != filename.split(".")[0]
-    assert not info["path"].endswith(".php")  # never an extension a web server executes
+    assert NAME_PATTERN.fullmatch(info["stored_name"])
+    assert info["stored_name"].split(".")[0] != filename.split(".")[0]
+    assert not info["stored_name"].endswith(".php")  # never an extension a web server executes
     stored = {p.name for p in upload_dir.iterdir() if not p.name.startswith(".")}
-    assert stored == {info["path"]}  # no dot file, no device name: only the generated name
+    assert stored == {info["stored_name"]}  # no dot file, no device name: only the generated name
     download = client.get(info["url"])
     assert download.content_type in ("application/octet-stream", "text/plain")
     assert download.headers["X-Content-Type-Options"] == "nosniff"
@@ -70,7 +70,7 @@ def test_stored_and_temporary_names_are_unpredictable(client: webtest.TestApp, u
     paths = []
     for _ in range(64):
         res = post(client, body(part("inputFile", b"same bytes", filename="report.txt")), Accept="application/json")
-        paths.append(res.json["files"][0]["path"])
+        paths.append(res.json["files"][0]["stored_name"])
     tokens = [p.split(".")[0] for p in paths]
     assert len(set(tokens)) == 64
     assert all(re.fullmatch(r"[A-Za-z0-9_-]{32}", t) for t in tokens)
@@ -97,10 +97,16 @@ def test_names_and_text_are_escaped_in_pages_and_never_served_as_html(make_app: 
     app = webtest.TestApp(make_app(**{"sessup.upload.allowed_extensions": "txt"}))
     token = app.get("/upload").forms["upload-form"]["csrf_token"].value
     ok = app.post("/upload", [("csrf_token", token), ("description", "<script>alert(2)</script>")],
-                  upload_files=[("inputFile", XSS_NAME + ".txt", b"x")], status="*")
+                  upload_files=[("inputFile", XSS_NAME + ".txt", b"x")], status=303).follow()
     assert ok.status_int == 200
     assert XSS_NAME not in ok.text and "<script>alert(2)" not in ok.text
     assert "&lt;img src=x onerror=alert(1)&gt;.txt" in ok.text
+    # The refusal of a limit names the file, escaped too.
+    small = webtest.TestApp(make_app(**{"sessup.upload.max_file_size": "10", "sessup.upload.max_total_size": "20"}))
+    small_token = small.get("/upload").forms["upload-form"]["csrf_token"].value
+    too_large = small.post("/upload", [("csrf_token", small_token), ("description", "d")],
+                           upload_files=[("inputFile", XSS_NAME + ".txt", b"x" * 50)], status=413)
+    assert XSS_NAME not in too_large.text and "&lt;img src=x onerror=alert(1)&gt;.txt is larger than" in too_large.text
     refused = app.post("/upload", [("csrf_token", token), ("description", "d")],
                        upload_files=[("inputFile", XSS_NAME + ".html", b"x")], status="*")
     assert refused.status_int == 400
@@ -173,7 +179,7 @@ def test_hostile_part_header_parameters_parse_in_linear_time(client: webtest.Tes
     assert res.status_int in (200, 400, 413), res.text
     if res.status_int == 200:
         [info] = res.json["files"]
-        assert NAME_PATTERN.fullmatch(info["path"]) and len(info["filename"].encode()) <= 255
+        assert NAME_PATTERN.fullmatch(info["stored_name"]) and len(info["filename"].encode()) <= 255
     else:
         assert leftovers(upload_dir) == []
 
@@ -202,7 +208,7 @@ def test_crlf_junk_around_the_body_is_cheap_and_harmless(client: webtest.TestApp
     assert res.status_int == 200, res.text
     [info] = res.json["files"]
     assert info["size"] == len(b"payload")
-    assert [p for p in leftovers(upload_dir) if not p.startswith(".meta")] == [info["path"]]
+    assert [p for p in leftovers(upload_dir) if not p.startswith(".meta")] == [info["stored_name"]]
 
 
 # --------------------------------------------------------------------------- real waitress

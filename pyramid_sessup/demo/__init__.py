@@ -2,9 +2,10 @@
 add-on, never imported by it.
 
 :func:`main` includes the add-on (session factory, the three route groups)
-the way a host application would, then the demo's own pages: ``/``,
-``/upload`` (the deform form), ``/ajax``, ``/session/page`` and ``/tus-demo``,
-and the assets at ``/static``.
+the way a host application would, then (unless ``sessup.demo.pages = false``,
+as in production.ini) the demo's own pages: ``/``, ``/upload`` (the deform
+form), ``/ajax``, ``/session/page`` and ``/tus-demo``, ``/favicon.ico`` and
+the assets at ``/static``.
 """
 from __future__ import annotations
 
@@ -45,5 +46,6 @@ def main(global_config: dict[str, Any] | None, **settings: Any) -> Router:
         if config.registry.sessup_settings.upload.path:
             config.include("pyramid_sessup.uploads")
             config.include("pyramid_sessup.tus")
-        config.include(".")
+        if config.registry.sessup_settings.demo_pages:
+            config.include(".")
     return config.make_wsgi_app()

@@ -10,7 +10,13 @@ deform's pstruct is built from what it parsed:
 
 The widget hands every new file to the session's temp store; a form that fails
 validation re-renders with those files ticked, so the user does not pick them
-again.  On success every file gets its final name and the page lists them.
+again.  So does a form refused by a limit of the pipeline (413, 415): the
+files complete before the limit and the description come back, with the
+reason as an error.  A dead CSRF token (the session expired or was
+destroyed) gets a page that says so and offers to reload the form.
+
+On success every file gets its final name and the browser is sent (303) to
+``GET /upload/done``, which lists them: reloading that page stores nothing.
 """
 from __future__ import annotations
 
@@ -22,9 +28,10 @@ from pyramid.renderers import render_to_response
 from pyramid.request import Request
 from pyramid.response import Response
 
-from ..exceptions import UploadError
-from ..forms.i18n import _
-from ..forms.schema import UploadLimits, format_size, upload_schema
+from ..exceptions import CSRFRefused, UploadError
+from ..forms.i18n import DOMAIN, _, plural
+from ..forms.messages import format_size, upload_error_message
+from ..forms.schema import MAX_DESCRIPTION, UploadLimits, upload_schema
 from ..forms.tempstore import SessionTempStore
 from ..forms.widget import MultiFileUploadWidget
 from ..settings import SessupSettings
@@ -33,12 +40,19 @@ from ..uploads.pipeline import StoredFile, commit_files, get_storage, receive_up
 from ..uploads.pipeline import UploadLimits as PipelineLimits
 from ..uploads.storage import UploadStorage
 from ..uploads.views import download_path
-from .pages import page_values
+from ..urls import SeeOther
+from .pages import no_store, page_values, stale_form
 
 TEMPLATE = "pyramid_sessup.demo:templates/upload.pt"
 FORM_ID = "upload-form"
 #: Text fields the form reads; any other text field is ignored.
 TEXT_FIELDS = ("csrf_token", "description")
+#: Refusals after which the files that fit are kept (a count or a malformed
+#: form is fixed by choosing again, not by unticking).
+KEEP_AFTER = frozenset({"file_too_large", "total_too_large", "type_not_allowed"})
+SAVED = plural("Saved ${count} file.", "Saved ${count} files.")
+#: Session key of the last successful upload, shown by ``GET /upload/done``.
+RESULT_KEY = "sessup.form_result"
 
 
 def _tmpstore(request: Request, storage: UploadStorage) -> SessionTempStore:
@@ -51,7 +65,8 @@ def _tmpstore(request: Request, storage: UploadStorage) -> SessionTempStore:
 
 def make_form(request: Request, tmpstore: SessionTempStore) -> deform.Form:
     values = request.registry.sessup_settings
-    schema = upload_schema(tmpstore, UploadLimits.from_values(values), request.session.get_csrf_token(),
+    schema = upload_schema(tmpstore, UploadLimits.from_values(values, request.localizer),
+                           request.session.get_csrf_token(),
                            field=values.upload.field)
     translate = request.localizer.translate
     form = deform.Form(schema, formid=FORM_ID, action=request.route_path("sessup.upload_form"),
@@ -69,7 +84,8 @@ def pipeline_limits(values: SessupSettings) -> PipelineLimits:
     file too many as a message beside the field (naming file and limit), so
     those files must reach it: the pipeline lets a single file grow up to the
     total limit, takes any type, and allows twice the file count.  The total
-    size stays a hard limit; anything beyond these answers 413 as on /upFile.
+    size stays a hard limit; anything beyond these answers 413 as on /upFile,
+    and :func:`refusal_message` names the form's own limits, not these.
     """
     return PipelineLimits.from_values(
         values,
@@ -80,14 +96,27 @@ def pipeline_limits(values: SessupSettings) -> PipelineLimits:
     )
 
 
-def _render(request: Request, form_html: str | None, stored: list[dict[str, Any]] | None = None,
-            description: str = "", status: int = 200) -> Response:
+def refusal_message(request: Request, exc: UploadError) -> str:
+    """The translated reason for a refusal of the pipeline, naming the limit
+    people are held to (the pipeline's own cut-offs for the form are looser)."""
+    values = request.registry.sessup_settings
+    details = dict(exc.details)
+    if exc.code == "file_too_large":
+        # Past the pipeline's cut-off (the total), so past the per-file limit too.
+        details["limit"] = values.upload.max_file_size
+    elif exc.code == "too_many_files":
+        details["limit"] = values.upload.max_files
+    return upload_error_message(request.localizer, exc.code, details, exc.status_code)
+
+
+def _render(request: Request, form_html: str | None, status: int = 200, errors: list[str] | None = None,
+            **values: Any) -> Response:
     response = render_to_response(TEMPLATE, {
-        "page": page_values(request), "form": form_html, "stored": stored or [], "description": description,
+        "page": page_values(request), "form": form_html, "errors": errors or [], "stored": [],
+        "saved_text": "", "description": "", **values,
     }, request=request)
     response.status_int = status
-    response.headers["Cache-Control"] = "no-store"
-    response.vary = ("Cookie", "Accept-Language")
+    no_store(request, response)
     return response
 
 
@@ -100,9 +129,10 @@ def upload_form(request: Request) -> Response:
 
 
 def _finalize(request: Request, storage: UploadStorage, tmpstore: SessionTempStore,
-              files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+              files: list[dict[str, Any]]) -> list[str]:
     """Check and store each validated file through the pipeline's one door
-    (:func:`commit_files`: checks, quota, final names, event); all or nothing."""
+    (:func:`commit_files`: checks, quota, final names, event); all or nothing.
+    Returns the stored names."""
     allowed = request.registry.sessup_settings.upload.allowed_extensions
     field = request.registry.sessup_settings.upload.field
     pending: list[StoredFile] = []
@@ -115,60 +145,103 @@ def _finalize(request: Request, storage: UploadStorage, tmpstore: SessionTempSto
             sha256=file["sha256"], temp_path=temp_path,
             extension=names.stored_extension(names.extension_of(file["filename"]), allowed)))
     commit_files(request, storage, pending)
-    done: list[dict[str, Any]] = []
-    for file, stored in zip(files, pending):
+    for file in files:
         tmpstore.pop(file["uid"])
-        done.append({**file, "name": stored.name, "url": download_path(request, stored.name),
-                     "size_text": format_size(file["size"])})
-    return done
+    return [stored.name for stored in pending]
 
 
-def _refused(request: Request, storage: UploadStorage, exc: UploadError) -> Response:
-    """The form again, with why the upload was refused, status as /upFile would answer."""
+def _pstruct(parsed: Any, field: str) -> dict[str, Any]:
+    pstruct: dict[str, Any] = {name: parsed.get(name, "") for name in TEXT_FIELDS}
+    pstruct[field] = {"upload": parsed.files_of(field),
+                      "keep": parsed.getall(field + MultiFileUploadWidget.keep_suffix)}
+    return pstruct
+
+
+def _refused(request: Request, storage: UploadStorage, exc: UploadError, field: str) -> Response:
+    """The form again after a refusal of the pipeline, as an error, with the
+    description and the files that were complete before it."""
+    reason = refusal_message(request, exc)
     tmpstore = _tmpstore(request, storage)
     form = make_form(request, tmpstore)
-    request.session.flash(request.localizer.translate(
-        _("The upload was refused: ${reason}", mapping={"reason": str(exc)})))
-    response = _render(request, form.render(), status=exc.status_code)
+    received = exc.received
+    if received is None:
+        return _retry_after(_render(request, form.render(), status=exc.status_code, errors=[reason]), exc)
+    if exc.code not in KEEP_AFTER or not (received.files or received.getall(field + MultiFileUploadWidget.keep_suffix)):
+        # Nothing to keep: the reason alone (not also "choose at least one file"), the description back.
+        received.discard()
+        description = (received.get("description") or "")[:MAX_DESCRIPTION]
+        return _render(request, form.render({"description": description}), status=exc.status_code,
+                       errors=[reason])
+    try:
+        appstruct = form.validate_pstruct(_pstruct(received, field))  # the widget adopts the files
+    except deform.ValidationFailure as failure:
+        return _render(request, failure.render(), status=exc.status_code, errors=[reason])
+    except BaseException:
+        received.discard()
+        raise
+    return _render(request, form.render(appstruct), status=exc.status_code, errors=[reason])
+
+
+def _retry_after(response: Response, exc: UploadError) -> Response:
     if exc.retry_after is not None:
         response.headers["Retry-After"] = str(exc.retry_after)
     return response
 
 
 def upload_submit(request: Request) -> Response:
-    """Validate the streamed upload; success lists the stored files."""
+    """Validate the streamed upload; success stores the files and redirects to the result."""
     values = request.registry.sessup_settings
     field = values.upload.field
     storage = get_storage(request)
     try:
         parsed = receive_upload(request, limits=pipeline_limits(values), file_fields={field}, csrf=True,
-                                storage=storage)
+                                storage=storage, keep_received=True)
+    except CSRFRefused as exc:
+        # Nothing of this request was kept: the token no longer matches the session.
+        return stale_form(request, exc, request.route_path("sessup.upload_form"))
     except UploadError as exc:
-        # Nothing of this request was kept (the pipeline removed it).
-        return _refused(request, storage, exc)
+        return _refused(request, storage, exc, field)
 
     tmpstore = _tmpstore(request, storage)
     adopted = False
     try:
-        pstruct: dict[str, Any] = {name: parsed.get(name, "") for name in TEXT_FIELDS}
-        pstruct[field] = {"upload": parsed.files_of(field),
-                          "keep": parsed.getall(field + MultiFileUploadWidget.keep_suffix)}
         form = make_form(request, tmpstore)
         adopted = True  # from here on the temp store owns the files
         try:
-            appstruct = form.validate_pstruct(pstruct)
+            appstruct = form.validate_pstruct(_pstruct(parsed, field))
         except deform.ValidationFailure as failure:
             return _render(request, failure.render(), status=400)
         try:
             stored = _finalize(request, storage, tmpstore, appstruct[field])
         except UploadError as exc:
-            return _refused(request, storage, exc)  # a refused file is removed; the others stay kept
+            return _refused(request, storage, exc, field)  # a refused file is removed; the others stay kept
     except BaseException:
         if not adopted:
             parsed.discard()
         raise
     # Anything still kept and not submitted again stays until it expires.
-    return _render(request, None, stored=stored, description=appstruct.get("description") or "")
+    request.session[RESULT_KEY] = {"names": stored, "description": appstruct.get("description") or ""}
+    return SeeOther(location=request.route_path("sessup.upload_done"))
+
+
+def upload_done(request: Request) -> Response:
+    """The files of this session's last successful upload (a GET: reloading stores nothing)."""
+    result = request.session.get(RESULT_KEY)
+    if not isinstance(result, dict) or not isinstance(result.get("names"), list):
+        return SeeOther(location=request.route_path("sessup.upload_form"))
+    storage = get_storage(request)
+    localizer = request.localizer
+    stored = []
+    for name in result["names"]:
+        meta = storage.metadata(name) if isinstance(name, str) else None
+        if meta is None:  # removed since
+            continue
+        stored.append({"name": name, "url": download_path(request, name), "filename": meta.get("filename") or name,
+                       "size": meta.get("size", 0), "sha256": meta.get("sha256", ""),
+                       "size_text": format_size(int(meta.get("size") or 0), localizer)})
+    count = len(stored)
+    saved = localizer.pluralize(*SAVED, count, domain=DOMAIN, mapping={"count": count})
+    return _render(request, None, stored=stored, saved_text=saved, description=result.get("description") or "")
 
 
 def includeme(config: Configurator) -> None:
@@ -176,7 +249,9 @@ def includeme(config: Configurator) -> None:
     if not config.registry.sessup_settings.upload.path:
         return  # no upload directory: no upload form
     config.add_route("sessup.upload_form", "/upload")
+    config.add_route("sessup.upload_done", "/upload/done")
     config.add_view(upload_form, route_name="sessup.upload_form", request_method="GET")
     # require_csrf=False: Pyramid's check would parse the body through
     # request.POST; the pipeline checks the form's csrf_token field itself.
     config.add_view(upload_submit, route_name="sessup.upload_form", request_method="POST", require_csrf=False)
+    config.add_view(upload_done, route_name="sessup.upload_done", request_method="GET")

@@ -2,7 +2,9 @@
 
 Every page shares ``templates/layout.pt``; :func:`page_values` gives it the
 language switch, the navigation, the CSRF token (also in a ``<meta>`` tag for
-scripts) and the flash messages.
+scripts) and the flash messages.  A form sent with a dead CSRF token (the
+session expired or was destroyed meanwhile) gets :func:`stale_form`: a page
+that says what happened and offers to reload the form.
 """
 from __future__ import annotations
 
@@ -10,14 +12,21 @@ import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib.resources import files
 from typing import Any, Callable
 
 from pyramid.config import Configurator
 from pyramid.interfaces import IRoutesMapper
+from pyramid.renderers import render_to_response
 from pyramid.request import Request
+from pyramid.response import FileResponse, Response
 
 from ..csrf import require_csrf
+from ..errors import render_error, wants_json
+from ..exceptions import CSRFRefused
 from ..forms.i18n import _, locale_switch
+from ..forms.messages import page_messages
+from ..forms.schema import UploadLimits
 from ..urls import SeeOther
 
 
@@ -72,14 +81,56 @@ def _has_route(request: Request, name: str) -> bool:
     return mapper is not None and mapper.get_route(name) is not None
 
 
-def _no_store(request: Request) -> None:
-    # Pages carry a CSRF token and session data: keep them out of shared caches.
-    request.response.headers["Cache-Control"] = "no-store"
-    request.response.vary = ("Cookie", "Accept-Language")
+def no_store(request: Request, response: Response | None = None) -> None:
+    """Pages carry a CSRF token and session data: keep them out of shared caches."""
+    response = request.response if response is None else response
+    response.headers["Cache-Control"] = "no-store"
+    response.vary = ("Cookie", "Accept-Language")
+
+
+#: What a refused form says, by the refusal's code.
+STALE_TITLES = {
+    "csrf_origin": _("This request did not come from this site"),
+}
+STALE_TEXTS = {
+    "csrf_origin": _("stale-origin", default="The browser sent this form from another site's page, so it was "
+                                             "refused. Nothing was kept. Open the form on this site and send it "
+                                             "again."),
+}
+STALE_TITLE = _("This form has expired")
+STALE_TEXT = _("stale-token", default="After this form was shown, your session was renewed or destroyed, or "
+                                      "the browser's cookies were cleared, so the form is no longer valid. "
+                                      "Nothing you sent was kept. Reload the form and send it again.")
+
+
+def stale_form(request: Request, exc: CSRFRefused, reload_url: str) -> Response:
+    """A page for a browser whose form was refused by the CSRF check (403):
+    what happened and a link that reloads the form.  Scripts (``Accept:
+    application/json``) get the add-on's usual error answer."""
+    if wants_json(request):
+        return render_error(request, exc)
+    translate = request.localizer.translate
+    response = render_to_response("pyramid_sessup.demo:templates/stale.pt", {
+        "page": page_values(request),
+        "title": translate(STALE_TITLES.get(exc.code, STALE_TITLE)),
+        "text": translate(STALE_TEXTS.get(exc.code, STALE_TEXT)),
+        "reload_url": reload_url,
+    }, request=request)
+    response.status_int = exc.status_code
+    no_store(request, response)
+    return response
+
+
+#: The icon browsers ask for at /favicon.ico (the package's static/favicon.ico).
+FAVICON = str(files("pyramid_sessup") / "static" / "favicon.ico")
+
+
+def favicon(request: Request) -> Response:
+    return FileResponse(FAVICON, request=request, content_type="image/x-icon", cache_max_age=86400)
 
 
 def home(request: Request) -> dict[str, Any]:
-    _no_store(request)
+    no_store(request)
     return {"page": page_values(request, csrf=False)}
 
 
@@ -91,8 +142,8 @@ AJAX_MESSAGES = {
     "failed": _("Upload of ${name} failed: ${error}"),
     "nothing": _("Choose at least one file."),
     "network": _("The connection failed."),
-    "bytes": _("bytes"),
     "files": _("${count} files"),
+    "not_stored": _("Not stored"),
     "resuming": _("Resuming ${name} at ${percent}…"),
     "retrying": _("The connection failed; retrying (attempt ${attempt})…"),
     "cancelled_resumable": _("Upload cancelled; the unfinished upload was removed from the server."),
@@ -104,10 +155,11 @@ TUS_CHUNK = 5 * 1024 * 1024
 
 
 def ajax(request: Request) -> dict[str, Any]:
-    _no_store(request)
+    no_store(request)
     translate = request.localizer.translate
     values = request.registry.sessup_settings
-    messages = {key: translate(message) for key, message in AJAX_MESSAGES.items()}
+    messages: dict[str, Any] = {key: translate(message) for key, message in AJAX_MESSAGES.items()}
+    messages.update(page_messages(request.localizer))
     max_chunk = values.upload.tus_max_chunk_size
     return {
         "page": page_values(request),
@@ -116,9 +168,17 @@ def ajax(request: Request) -> dict[str, Any]:
         # The resumable mode (tus), when this application has the /files/ endpoint.
         "tus_url": request.route_path("sessup.tus", slash="/") if _has_route(request, "sessup.tus") else "",
         "tus_chunk": min(TUS_CHUNK, max_chunk) if max_chunk else TUS_CHUNK,
-        # "</" cannot end the <script> block: JSON escapes it.
-        "messages_json": json.dumps(messages, ensure_ascii=False).replace("</", "<\\/"),
+        "messages_json": _script_json(messages),
+        # The page checks size, type and count before sending; the server still judges.
+        "limits_json": _script_json(UploadLimits.from_values(values).published()),
+        "csrf_url": request.route_path("sessup.csrf") if _has_route(request, "sessup.csrf") else "",
     }
+
+
+def _script_json(value: Any) -> str:
+    """JSON for a ``<script type="application/json">`` block, inserted as is:
+    with every ``<`` escaped, nothing in it can end the block or open a comment."""
+    return json.dumps(value, ensure_ascii=False).replace("<", "\\u003c")
 
 
 def _when(timestamp: float, request: Request) -> tuple[str, str]:
@@ -129,7 +189,7 @@ def _when(timestamp: float, request: Request) -> tuple[str, str]:
 def session_page(request: Request) -> dict[str, Any]:
     """Show the session.  Only reads it, so an anonymous visit stores nothing;
     the "Count a view" button (:func:`session_page_count`) writes."""
-    _no_store(request)
+    no_store(request)
     session = request.session
     views = session.get("views", 0)
     timeout = request.registry.sessup_settings.session.timeout
@@ -147,31 +207,47 @@ def session_page(request: Request) -> dict[str, Any]:
     }
 
 
-def session_page_count(request: Request) -> SeeOther:
+def session_page_count(request: Request) -> Response:
     """Count a view (CSRF-checked POST; the first one stores the session), then back to the page."""
-    require_csrf(request)
+    back = request.route_path("sessup.session_page")
+    try:
+        require_csrf(request)
+    except CSRFRefused as exc:
+        return stale_form(request, exc, back)
     session = request.session
     session["views"] = session.get("views", 0) + 1
-    return SeeOther(location=request.route_path("sessup.session_page"))
+    return SeeOther(location=back)
 
 
-def session_page_regenerate(request: Request) -> SeeOther:
+def session_page_regenerate(request: Request) -> Response:
     """New session ID, same data (CSRF-checked POST), then back to the page."""
-    require_csrf(request)
+    back = request.route_path("sessup.session_page")
+    try:
+        require_csrf(request)
+    except CSRFRefused as exc:
+        return stale_form(request, exc, back)
     request.session.regenerate()
     request.session.flash(request.localizer.translate(_("The session has a new ID; its data was kept.")))
-    return SeeOther(location=request.route_path("sessup.session_page"))
+    return SeeOther(location=back)
 
 
-def session_page_destroy(request: Request) -> SeeOther:
+def session_page_destroy(request: Request) -> Response:
     """Destroy the session (CSRF-checked POST); the next page starts a new one."""
-    require_csrf(request)
+    back = request.route_path("sessup.session_page")
+    try:
+        require_csrf(request)
+    except CSRFRefused as exc:
+        return stale_form(request, exc, back)
     request.session.invalidate()
-    return SeeOther(location=request.route_path("sessup.session_page"))
+    # Said in the new session: the old one (and its data) is gone.
+    request.session.flash(request.localizer.translate(_("The session was destroyed; this is a new one.")))
+    return SeeOther(location=back)
 
 
 def includeme(config: Configurator) -> None:
     config.include("..forms.i18n")
+    config.add_route("sessup.favicon", "/favicon.ico")
+    config.add_view(favicon, route_name="sessup.favicon", request_method=("GET", "HEAD"))
     config.add_route("home", "/")
     config.add_view(home, route_name="home", request_method="GET",
                     renderer="pyramid_sessup.demo:templates/home.pt")

@@ -25,6 +25,13 @@ from pyramid.threadlocal import get_current_request
 DOMAIN = "pyramid_sessup"
 _ = TranslationStringFactory(DOMAIN)
 
+
+def plural(singular: str, plural: str) -> tuple[str, str]:
+    """Mark a message with a plural form for extraction (``pot-create -k plural:1,2``);
+    use it as ``localizer.pluralize(*message, n, domain=DOMAIN, mapping=...)``."""
+    return singular, plural
+
+
 SUPPORTED: tuple[str, ...] = ("en", "zh_CN")
 DEFAULT = "en"
 #: Query parameter and cookie naming the chosen locale (Pyramid's own name).

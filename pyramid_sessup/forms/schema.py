@@ -6,7 +6,8 @@ the ``pyramid_sessup`` domain, so it follows the page language.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from dataclasses import field as dc_field
+from typing import Any, Callable, Mapping
 
 import colander
 import deform
@@ -14,7 +15,8 @@ import deform
 from ..settings import SessupSettings
 from ..uploads import names
 from .i18n import _
-from .widget import FILE_KEYS, MultiFileUploadWidget, format_size
+from .messages import allowed_text, format_size
+from .widget import FILE_KEYS, MultiFileUploadWidget
 
 MAX_DESCRIPTION = 500
 
@@ -28,31 +30,40 @@ class UploadLimits:
     max_files: int
     allowed_extensions: tuple[str, ...] = ()
     allowed_types: tuple[str, ...] = ()
+    #: How sizes are written in messages (``format_size`` with the page's localizer).
+    size_text: Callable[[int], str] = dc_field(default=format_size, compare=False)
 
     @classmethod
-    def from_values(cls, values: SessupSettings) -> UploadLimits:
+    def from_values(cls, values: SessupSettings, localizer: Any = None) -> UploadLimits:
         return cls(
             max_file_size=values.upload.max_file_size,
             max_total_size=values.upload.max_total_size,
             max_files=values.upload.max_files,
             allowed_extensions=tuple(values.upload.allowed_extensions),
             allowed_types=tuple(values.upload.allowed_types),
+            size_text=(lambda size: format_size(size, localizer)) if localizer is not None else format_size,
         )
+
+    def published(self) -> dict[str, Any]:
+        """The limits a page's script checks before sending (the server still judges)."""
+        return {"max_file_size": self.max_file_size, "max_total_size": self.max_total_size,
+                "max_files": self.max_files, "allowed_extensions": list(self.allowed_extensions),
+                "allowed_types": list(self.allowed_types)}
 
     def accept(self) -> str | None:
         """The file input's ``accept`` attribute (a hint to the picker), or None."""
         return ",".join([*("." + e for e in self.allowed_extensions), *self.allowed_types]) or None
 
     def allowed_text(self) -> str:
-        return ", ".join([*("." + e for e in self.allowed_extensions), *self.allowed_types])
+        return allowed_text(self.allowed_extensions, self.allowed_types)
 
     def check_file(self, file: Mapping[str, Any]) -> Any:
         """The message for one unacceptable file, or None."""
         name = file["filename"] or "?"
         if file["size"] > self.max_file_size:
             return _("file-too-large", default="${name} is ${size}; the limit is ${limit} per file.",
-                     mapping={"name": name, "size": format_size(file["size"]),
-                              "limit": format_size(self.max_file_size)})
+                     mapping={"name": name, "size": self.size_text(file["size"]),
+                              "limit": self.size_text(self.max_file_size)})
         extension = names.extension_of(name)
         mimetype = file.get("mimetype") or names.guess_type(extension)
         # The same rules as the pipeline's (extension from the name, type from the extension).
@@ -77,7 +88,7 @@ class UploadLimits:
         total = sum(file["size"] for file in files)
         if total > self.max_total_size:
             messages.append(_("total-too-large", default="Together the files are ${size}; the limit is ${limit}.",
-                              mapping={"size": format_size(total), "limit": format_size(self.max_total_size)}))
+                              mapping={"size": self.size_text(total), "limit": self.size_text(self.max_total_size)}))
         if messages:
             raise colander.Invalid(node, messages)
 
@@ -116,7 +127,7 @@ def upload_schema(tmpstore: Any, limits: UploadLimits, csrf_token: str, field: s
     schema.add(colander.SchemaNode(
         FileList(), name=field, title=_("Files"),
         description=_("files-help", default="Pick one or more files (at most ${count}, ${size} each).",
-                      mapping={"count": limits.max_files, "size": format_size(limits.max_file_size)}),
+                      mapping={"count": limits.max_files, "size": limits.size_text(limits.max_file_size)}),
         validator=limits.check_all,
         missing=colander.required,
         missing_msg=_("no-files", default="Choose at least one file."),

@@ -17,23 +17,16 @@ from typing import Any, Callable, Iterable
 
 import colander
 from deform.widget import Widget
+from pyramid.threadlocal import get_current_request
+
+from .messages import format_size
 
 #: A per-file check: returns an error message (a TranslationString) or None.
 FileCheck = Callable[[dict[str, Any]], Any]
 
 FILE_KEYS = ("uid", "filename", "mimetype", "size", "sha256")
 
-
-def format_size(size: int) -> str:
-    """``20971520`` -> ``"20 MiB"``; exact bytes below 1 KiB."""
-    value = float(size)
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            if unit == "bytes":
-                return f"{int(value)} bytes"
-            return f"{value:.2f}".rstrip("0").rstrip(".") + " " + unit
-        value /= 1024
-    raise AssertionError("unreachable")
+__all__ = ["MultiFileUploadWidget", "format_size", "public_filedict", "FILE_KEYS"]
 
 
 def public_filedict(entry: dict[str, Any]) -> dict[str, Any]:
@@ -69,7 +62,9 @@ class MultiFileUploadWidget(Widget):
         files = [] if cstruct in (colander.null, None) else list(cstruct)
         values = self.get_template_values(field, files, kw)
         values["keep_name"] = field.name + self.keep_suffix
-        values["format_size"] = format_size
+        request = get_current_request()
+        localizer = request.localizer if request is not None else None
+        values["format_size"] = lambda size: format_size(size, localizer)
         return field.renderer(self.template, **values)
 
     def deserialize(self, field: Any, pstruct: Any) -> Any:

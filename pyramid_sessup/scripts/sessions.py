@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Sequence, TextIO
 
@@ -102,12 +103,30 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         err.write("sessup-sessions: note: the memory store lives inside each app process; "
                   "this command sees an empty one\n")
     try:
-        return run(store, args.command, args.session_id, out, err)
+        status = run(store, args.command, args.session_id, out, err)
+        out.flush()
+        return status
     except StoreUnavailable as exc:
         err.write(f"sessup-sessions: {exc}\n")
         return 3
+    except BrokenPipeError:
+        # The reader left (``| head -1``): stop quietly, as cat or ls do.
+        _silence_stdout(out)
+        return 0
     finally:
         store.close()
+
+
+def _silence_stdout(out: TextIO) -> None:
+    """Point stdout at /dev/null so Python's exit-time flush of the broken pipe
+    does not print a second error (the recipe of the ``signal`` module's docs)."""
+    try:
+        fileno = out.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fileno)
+    os.close(devnull)
 
 
 if __name__ == "__main__":  # pragma: no cover

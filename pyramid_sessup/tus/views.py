@@ -375,7 +375,7 @@ def result(request: Request) -> Response:
     answers for one file."""
     info = _find(request, request.matchdict["id"])
     if info.done and info.concat != PARTIAL:
-        body: dict[str, Any] = {"complete": True, "filename": info.filename, "path": info.name,
+        body: dict[str, Any] = {"complete": True, "filename": info.filename, "stored_name": info.name,
                                 "url": _file_url(request, info), "size": info.length, "sha256": info.sha256,
                                 "content_type": info.content_type}
     else:

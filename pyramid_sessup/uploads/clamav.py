@@ -178,4 +178,4 @@ def scan_files(request: Request, files: Sequence[StoredFile]) -> None:
             log.warning("upload refused: virus scanner found %s in %r (%s bytes, sha256 %s)",
                         found, shown, f.size, f.sha256)
             raise UploadRejected(f"File {shown!r} was refused: the virus scanner found {found}; "
-                                 f"nothing was stored")
+                                 f"nothing was stored", filename=shown)

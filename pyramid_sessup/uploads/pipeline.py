@@ -234,7 +234,11 @@ def check_files(request: Request, storage: UploadStorage, files: list[StoredFile
 
 
 def _call_verifier(verifier: Callable[..., Any], request: Request, file: StoredFile) -> None:
-    verifier(file, request)
+    try:
+        verifier(file, request)
+    except UploadError as exc:
+        exc.details.setdefault("filename", file.filename)  # pages name the file refused
+        raise
 
 
 def commit_files(request: Request, storage: UploadStorage, files: list[StoredFile], *,
@@ -282,7 +286,7 @@ def multipart_boundary(content_type: str | None) -> str:
     main, params = names.parse_header_params(content_type or "")
     if main != "multipart/form-data":
         raise UnsupportedMediaType(
-            f"Expected a multipart/form-data body, got {main or 'no Content-Type'}")
+            f"Expected a multipart/form-data body, got {main or 'no Content-Type'}", code="not_multipart")
     boundary = next((value for key, value in params if key == "boundary"), None)
     if not boundary:
         raise MalformedMultipart("The multipart Content-Type has no boundary")
@@ -309,6 +313,12 @@ def _body_chunks(request: Request, chunk_size: int) -> Iterator[bytes]:
         if exc.disconnected:
             raise MalformedMultipart("The request body could not be read (client disconnected)") from exc
         raise MalformedMultipart("The request body is shorter than its Content-Length") from None
+
+
+def _header_too_large(limits: UploadLimits, more: str = "") -> UploadTooLarge:
+    return UploadTooLarge(f"A part header is larger than sessup.upload.max_header_size "
+                          f"({limits.max_header_size} bytes){',' if more else ''}{more}", code="header_too_large",
+                          limit=limits.max_header_size, setting="sessup.upload.max_header_size")
 
 
 def _write_all(f: BinaryIO, data: bytes) -> None:
@@ -381,8 +391,7 @@ class _Receiver:
         limits = self.limits
         header_bytes = sum(len(k) + len(v) + 4 for k, v in segment.headerlist)
         if header_bytes > limits.max_header_size:
-            raise UploadTooLarge(f"A part header is larger than sessup.upload.max_header_size "
-                                 f"({limits.max_header_size} bytes)")
+            raise _header_too_large(limits)
         params = _unambiguous_params(segment)
         field = names.recover_utf8(segment.name or "")
         filename_star = None
@@ -396,7 +405,9 @@ class _Receiver:
 
     def _start_field(self, field: str) -> None:
         if len(self.result.fields) >= self.limits.max_fields:
-            raise UploadTooLarge(f"Too many form fields: sessup.upload.max_fields is {self.limits.max_fields}")
+            raise UploadTooLarge(f"Too many form fields: sessup.upload.max_fields is {self.limits.max_fields}",
+                                 code="too_many_fields", limit=self.limits.max_fields,
+                                 setting="sessup.upload.max_fields")
         self.field_name = field
         self.field_data = []
         self.field_size = 0
@@ -409,9 +420,10 @@ class _Receiver:
             check(self.result.get(CSRF_FIELD))
         self.file_parts += 1
         if self.file_parts > limits.max_files:
-            raise UploadTooLarge(f"Too many files: sessup.upload.max_files is {limits.max_files}")
+            raise UploadTooLarge(f"Too many files: sessup.upload.max_files is {limits.max_files}",
+                                 code="too_many_files", limit=limits.max_files, setting="sessup.upload.max_files")
         if not self.any_field and field not in self.file_fields:
-            raise MalformedMultipart(f"Unexpected file field {field!r}")
+            raise MalformedMultipart(f"Unexpected file field {field!r}", code="unexpected_file_field", field=field)
         if raw_name == "" and filename_star is None:
             # An empty file input: browsers send filename="" and no data. Not a file.
             return
@@ -419,11 +431,15 @@ class _Receiver:
         ext = names.extension_of(filename)
         media_type = names.guess_type(ext)
         shown = filename or "(unnamed)"
+        refused: dict[str, Any] = {
+            "filename": filename, "extension": ext, "content_type": media_type,
+            "allowed_extensions": list(limits.allowed_extensions), "allowed_types": list(limits.allowed_types)}
         if not names.extension_allowed(ext, limits.allowed_extensions):
             raise UnsupportedMediaType(f"File {shown!r}: extension {ext or '(none)'!r} is not in "
-                                       f"sessup.upload.allowed_extensions")
+                                       f"sessup.upload.allowed_extensions", code="type_not_allowed", **refused)
         if not names.type_allowed(media_type, limits.allowed_types):
-            raise UnsupportedMediaType(f"File {shown!r}: type {media_type} is not in sessup.upload.allowed_types")
+            raise UnsupportedMediaType(f"File {shown!r}: type {media_type} is not in sessup.upload.allowed_types",
+                                       code="type_not_allowed", **refused)
         self.out, temp_path = self.storage.open_temp()
         self.current = StoredFile(field=field, filename=filename, content_type=media_type, size=0, sha256="",
                                   temp_path=temp_path, client_content_type=client_type,
@@ -437,12 +453,16 @@ class _Receiver:
             size = current.size + len(chunk)
             if size > self.limits.max_file_size:
                 raise UploadTooLarge(f"File {current.filename or '(unnamed)'!r} is larger than "
-                                     f"sessup.upload.max_file_size ({self.limits.max_file_size} bytes)")
+                                     f"sessup.upload.max_file_size ({self.limits.max_file_size} bytes)",
+                                     code="file_too_large", limit=self.limits.max_file_size,
+                                     setting="sessup.upload.max_file_size", filename=current.filename)
             self.total += len(chunk)
             if self.total > self.limits.max_total_size:
                 raise UploadTooLarge(f"The files are larger than sessup.upload.max_total_size "
                                      f"({self.limits.max_total_size} bytes) in total "
-                                     f"(at {current.filename or '(unnamed)'!r})")
+                                     f"(at {current.filename or '(unnamed)'!r})",
+                                     code="total_too_large", limit=self.limits.max_total_size,
+                                     setting="sessup.upload.max_total_size", filename=current.filename)
             current.size = size
             self.hasher.update(chunk)
             _write_all(self.out, chunk)  # type: ignore[arg-type]
@@ -450,7 +470,9 @@ class _Receiver:
             self.field_size += len(chunk)
             if self.field_size > self.limits.max_field_size:
                 raise UploadTooLarge(f"Field {self.field_name!r} is larger than sessup.upload.max_field_size "
-                                     f"({self.limits.max_field_size} bytes)")
+                                     f"({self.limits.max_field_size} bytes)", code="field_too_large",
+                                     limit=self.limits.max_field_size, setting="sessup.upload.max_field_size",
+                                     field=self.field_name)
             self.field_data.append(chunk)
         # else: an empty file input that carries data anyway; dropped
 
@@ -480,6 +502,17 @@ class _Receiver:
         finally:
             self.result.discard()
 
+    def received(self) -> ParsedUpload:
+        """Stop here and keep only what was complete: the files whose last byte
+        arrived (the one being received is removed) and the text fields."""
+        current, self.current = self.current, None
+        self.close_file()
+        if current is not None:
+            self.result.files.remove(current)
+            self.storage.discard(current.temp_path)
+        self.field_name = None
+        return self.result
+
 
 def receive_upload(
     request: Request,
@@ -488,6 +521,7 @@ def receive_upload(
     file_fields: Collection[str] | None = None,
     csrf: bool | None = None,
     storage: UploadStorage | None = None,
+    keep_received: bool = False,
 ) -> ParsedUpload:
     """Stream a ``multipart/form-data`` request body into temporary files.
 
@@ -511,6 +545,14 @@ def receive_upload(
 
     ``storage``
         Default: the application's upload directory (:func:`get_storage`).
+
+    ``keep_received``
+        On a limit or type refusal (413, 415), keep the files complete before
+        it and the text fields read so far in the error's ``received``
+        (a :class:`ParsedUpload`), so a form can show them again; the caller
+        then owns those temporary files.  Only a request whose CSRF token
+        checked out gets them: otherwise everything is removed and the CSRF
+        error is raised instead.  Default: False (nothing is kept).
 
     Returns a :class:`ParsedUpload` whose files are still temporary: call
     :meth:`ParsedUpload.commit` to keep them or :meth:`ParsedUpload.discard`.
@@ -550,7 +592,8 @@ def receive_upload(
     if declared > limits.max_body_size:
         raise UploadTooLarge(f"The request body ({declared} bytes) is larger than the upload limits allow "
                              f"(sessup.upload.max_total_size {limits.max_total_size} bytes, plus fields and "
-                             f"framing: {limits.max_body_size} bytes)")
+                             f"framing: {limits.max_body_size} bytes)", code="total_too_large",
+                             limit=limits.max_total_size, setting="sessup.upload.max_total_size")
 
     # A visitor whose quota is used up is refused before the body is read.
     quota.precheck(request)
@@ -560,11 +603,21 @@ def receive_upload(
                          check_field_token=(lambda supplied: check_token(request, supplied)) if field_token else None)
     receiver.result.request = request
     try:
-        _parse(request, boundary, limits, receiver)
+        try:
+            _parse(request, boundary, limits, receiver)
+        except (UploadTooLarge, UnsupportedMediaType) as exc:
+            if not keep_received:
+                raise
+            received = receiver.received()
+            if field_token:
+                check_token(request, received.get(CSRF_FIELD))
+            exc.received = received
+            raise
         if field_token:
             check_token(request, receiver.result.get(CSRF_FIELD))
     except BaseException as exc:
-        receiver.abort()
+        if getattr(exc, "received", None) is None:
+            receiver.abort()
         _raise_storage_error(exc)
         raise
     return receiver.result
@@ -596,9 +649,10 @@ def _parse(request: Request, boundary: str, limits: UploadLimits, receiver: _Rec
         parser.close()
     except ParserLimitReached as exc:
         if "header" in str(exc).lower():
-            raise UploadTooLarge(f"A part header is larger than sessup.upload.max_header_size "
-                                 f"({limits.max_header_size} bytes), or has too many lines") from None
+            raise _header_too_large(limits, " or has too many lines") from None
         raise UploadTooLarge(f"Too many parts: sessup.upload.max_files ({limits.max_files}) plus "
-                             f"sessup.upload.max_fields ({limits.max_fields})") from None
+                             f"sessup.upload.max_fields ({limits.max_fields})", code="too_many_parts",
+                             limit=limits.max_files + limits.max_fields,
+                             setting="sessup.upload.max_files + sessup.upload.max_fields") from None
     except MultipartError as exc:
         raise MalformedMultipart(f"Malformed multipart body: {exc}") from None

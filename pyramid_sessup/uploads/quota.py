@@ -11,7 +11,7 @@ stored.
 
 **Who is a visitor.**  :func:`visitor_keys` (replaceable with
 ``sessup.upload.quota_key``) returns the keys an upload counts against: the
-session when the request has a stored one, otherwise the client address
+session when the request has a stored one and the CSRF visitor nonce, otherwise the client address
 (``REMOTE_ADDR``; behind a proxy, waitress's ``trusted_proxy`` settings make it
 the real client).  It never creates a session.  An application that binds
 users returns ``["user:<id>", *visitor_keys(request)]``, and an upload must
@@ -158,8 +158,10 @@ def refund_fn(quota: Quota, files: int, size: int, slot: int, now: float
 
 def visitor_keys(request: Request) -> list[str]:
     """Who an upload counts against: ``session:<id>`` when the request has a
-    stored session, else ``visitor:<CSRF visitor nonce>`` when the browser has
-    one (pages and ``GET /csrf`` set it), else ``address:<REMOTE_ADDR>``.
+    stored session, and ``visitor:<CSRF visitor nonce>`` when the browser has
+    one (pages and ``GET /csrf`` set it); with neither, ``address:<REMOTE_ADDR>``.
+    Both keys, not the first: a visitor whose first upload starts its session
+    (the demo form keeps its result there) stays under the quota it used so far.
 
     Replace it with ``sessup.upload.quota_key`` (a dotted name of a function
     of the request returning a list of keys), for example to add a user
@@ -167,15 +169,16 @@ def visitor_keys(request: Request) -> list[str]:
     only when the session cookie is present, and never creates a nonce.
     """
     values = request.registry.sessup_settings
+    keys: list[str] = []
     if request.cookies.get(values.session.name):
         session = request.session
         sid = getattr(session, "id", None)
         if not session.new and isinstance(sid, str) and sid:
-            return ["session:" + sid]
+            keys.append("session:" + sid)
     nonce = visitor_nonce(request)
     if nonce:
-        return ["visitor:" + nonce]
-    return ["address:" + (request.remote_addr or "unknown")]
+        keys.append("visitor:" + nonce)
+    return keys or ["address:" + (request.remote_addr or "unknown")]
 
 
 def counter_key(key: str) -> str:

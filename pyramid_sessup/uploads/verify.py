@@ -232,4 +232,5 @@ def check_content(file: StoredFile) -> None:
         shown = file.filename or "(unnamed)"
         log.warning("upload refused: %r is named as %s but %s", shown, claimed, problem)
         raise UnsupportedMediaType(f"File {shown!r}: the content {problem}, not {claimed} "
-                                   f"as its name says; nothing was stored")
+                                   f"as its name says; nothing was stored", code="content_mismatch",
+                                   filename=shown)

@@ -52,12 +52,15 @@ def download_path(request: Request, name: str) -> str:
 
 def upload(request: Request) -> Response:
     """Receive one or more files in ``sessup.upload.field``; answer the URL
-    path of the first (text) or every file's details (JSON)."""
+    of the first (text) or every file's details (JSON): ``field``,
+    ``filename`` (the client's name, cleaned), ``stored_name`` (its name in the
+    upload directory), ``url``, ``size``, ``sha256``, ``content_type``."""
     values = request.registry.sessup_settings
     parsed = receive_upload(request)
     if not parsed.files:
         parsed.discard()
-        raise MalformedMultipart(f"No file was uploaded in field {values.upload.field!r}")
+        raise MalformedMultipart(f"No file was uploaded in field {values.upload.field!r}", code="no_file",
+                                 field=values.upload.field)
     parsed.commit()
     urls = [download_path(request, f.name) for f in parsed.files]
     if wants_json(request):
@@ -67,7 +70,8 @@ def upload(request: Request) -> Response:
                 fields.setdefault(key, []).append(value)
         body: dict[str, Any] = {
             "files": [
-                {"field": f.field, "filename": f.filename, "path": f.name, "url": url, "size": f.size,
+                # stored_name: the file's name in the upload directory; url: where to get it.
+                {"field": f.field, "filename": f.filename, "stored_name": f.name, "url": url, "size": f.size,
                  "sha256": f.sha256, "content_type": f.content_type}
                 for f, url in zip(parsed.files, urls)
             ],

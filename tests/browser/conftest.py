@@ -63,7 +63,7 @@ class App:
 
 
 def start_app(tmp_path: Path, browser: Any, overrides: dict[str, str] | None = None,
-              locale: str = "en-US") -> tuple[Server, App]:
+              locale: str = "en-US", server: dict[str, str] | None = None) -> tuple[Server, App]:
     upload_dir = tmp_path / "uploads"
     port = free_port()
     ini = write_ini(tmp_path, {
@@ -71,10 +71,10 @@ def start_app(tmp_path: Path, browser: Any, overrides: dict[str, str] | None = N
         "sessup.upload.max_file_size": str(64 * MiB),
         "sessup.upload.max_total_size": str(128 * MiB),
         **(overrides or {}),
-    }, port=port)
-    server = start_server(ini, port)
-    context = browser.new_context(base_url=server.url, locale=locale, accept_downloads=True)
-    return server, App(server=server, url=server.url, upload_dir=upload_dir, context=context)
+    }, port=port, server=server)
+    process = start_server(ini, port)
+    context = browser.new_context(base_url=process.url, locale=locale, accept_downloads=True)
+    return process, App(server=process, url=process.url, upload_dir=upload_dir, context=context)
 
 
 @pytest.fixture

@@ -188,11 +188,13 @@ def test_sessup_upload_ports_an_ajax_file_upload_call(app: App, tmp_path: Path) 
             success: (data) => resolve(data), error: (xhr, status, e) => reject(status + ' ' + e)})); }""")
     assert result["files"][0]["filename"] == "seed.bin"
     assert result["files"][0]["sha256"] == sha256_of(original)
-    # A wrong token is refused, and the error callback gets the server's message.
+    # A wrong token the caller insists on (retryCsrf: false) is refused; the error
+    # callback gets the server's message and its JSON.
     error = page.evaluate("""() => new Promise((resolve) => sessupUpload({
-        url: '/upFile', fileElementId: 'inputFile', dataType: 'json', csrfToken: 'wrong',
-        success: () => resolve('unexpected success'), error: (xhr, status, message) => resolve([xhr.status, message])}))""")
-    assert error[0] == 403 and error[1].startswith("CSRF token incorrect or expired: get a token from GET /csrf")
+        url: '/upFile', fileElementId: 'inputFile', dataType: 'json', csrfToken: 'wrong', retryCsrf: false,
+        success: () => resolve('unexpected success'),
+        error: (xhr, status, message, info) => resolve([xhr.status, message, info.code])}))""")
+    assert error[0] == 403 and error[2] == "csrf_token_invalid" and "GET /csrf" in error[1]
     assert len(app.stored()) == 2
 
 

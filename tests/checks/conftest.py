@@ -54,11 +54,13 @@ class Paths:
                              status=status)
 
     def form(self, files: list[tuple[str, bytes]], status: Any = "*") -> webtest.TestResponse:
+        """Post the form; a success is the page its redirect leads to (GET /upload/done)."""
         page = self.app.get("/upload")
         token = page.forms["upload-form"]["csrf_token"].value
-        return self.app.post("/upload", [("csrf_token", token), ("description", "x")],
-                             upload_files=[("inputFile", n, d) for n, d in files] or [("inputFile", "", b"")],
-                             status=status)
+        res = self.app.post("/upload", [("csrf_token", token), ("description", "x")],
+                            upload_files=[("inputFile", n, d) for n, d in files] or [("inputFile", "", b"")],
+                            status=status)
+        return res.follow() if res.status_int == 303 else res
 
     def tus_create(self, length: int, filename: str, data: bytes | None = None, status: Any = "*",
                    **headers: str) -> webtest.TestResponse:
@@ -98,12 +100,15 @@ PATHS = ["upfile", "form", "tus"]
 
 
 def refused_message(res: webtest.TestResponse) -> str:
-    """The reason an upload was refused, whichever path answered."""
+    """The reason an upload was refused, whichever path answered: the developer
+    text of ``/upFile`` and tus, the short message for people of the form."""
     if res.content_type == "application/json":
         return res.json["error"]
     text = res.text
-    match = re.search(r"The upload was refused: ([^<]+)<", text)
-    return match.group(1) if match else text
+    box = re.search(r'<div id="form-errors" class="alert alert-danger" role="alert">(.*?)</div>', text, re.S)
+    if box:
+        return " ".join(re.sub(r"\s+", " ", m).strip() for m in re.findall(r"<p[^>]*>(.*?)</p>", box.group(1), re.S))
+    return text
 
 
 @pytest.fixture

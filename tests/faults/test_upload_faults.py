@@ -116,8 +116,8 @@ def store_some(client: Client, upload_dir: Path) -> dict[str, str]:
         assert status == 200, body
         [info] = json.loads(body)["files"]
         assert info["sha256"] == hashlib.sha256(payload).hexdigest()
-        assert sha256_file(upload_dir / info["path"]) == info["sha256"]
-        stored[info["path"]] = info["sha256"]
+        assert sha256_file(upload_dir / info["stored_name"]) == info["sha256"]
+        stored[info["stored_name"]] = info["sha256"]
     return stored
 
 

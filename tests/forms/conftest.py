@@ -29,6 +29,12 @@ def errors(html: str) -> list[str]:
     return [re.sub(r"\s+", " ", m).strip() for m in re.findall(r'class="invalid-feedback"[^>]*>(.*?)</p>', html, re.S)]
 
 
+def form_errors(html: str) -> list[str]:
+    """Text of each message of the error box above the form (a refusal of the whole upload)."""
+    box = re.search(r'<div id="form-errors" class="alert alert-danger" role="alert">(.*?)</div>', html, re.S)
+    return [re.sub(r"\s+", " ", m).strip() for m in re.findall(r"<p[^>]*>(.*?)</p>", box.group(1), re.S)] if box else []
+
+
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -77,7 +77,8 @@ def _pot_ids() -> set[str]:
 
 def test_chinese_catalog_translates_every_message() -> None:
     catalog = _catalog(LOCALE / "zh_CN" / "LC_MESSAGES" / "pyramid_sessup.mo")
-    missing = [msgid for msgid in _pot_ids() if not catalog.get(msgid)]
+    # A message with a plural form is under (msgid, 0): Chinese has one form.
+    missing = [msgid for msgid in _pot_ids() if not (catalog.get(msgid) or catalog.get((msgid, 0)))]
     assert missing == []
 
 

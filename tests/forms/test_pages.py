@@ -1,6 +1,7 @@
 """The HTML pages: home, /ajax, the session page and its buttons."""
 from __future__ import annotations
 
+import json
 import re
 
 import webtest
@@ -72,17 +73,71 @@ def test_session_page_counts_regenerates_and_destroys(testapp: webtest.TestApp) 
     testapp.post("/session/page/count", {"csrf_token": token_of(page)}, status=403)
     fresh = testapp.post("/session/page/destroy", {"csrf_token": token_of(after)}, status=303).follow()
     assert views(fresh) == 0
+    # Destroying says so, as regenerating does.
+    assert re.search(r'<div class="flash" role="status">The session was destroyed; this is a new one.</div>',
+                     fresh.text)
     assert views(count(testapp, fresh)) == 1
 
 
 def test_session_buttons_need_the_csrf_token(testapp: webtest.TestApp) -> None:
     count(testapp, count(testapp, testapp.get("/session/page")))
     testapp.post("/session/page/count", {"csrf_token": "wrong"}, status=403)
-    testapp.post("/session/page/regenerate", {"csrf_token": "wrong"}, status=403)
+    refused = testapp.post("/session/page/regenerate", {"csrf_token": "wrong"}, status=403)
     testapp.post("/session/page/destroy", {}, status=403)
     assert views(testapp.get("/session/page")) == 2
     testapp.get("/session/page/destroy", status=404)
     testapp.get("/session/page/count", status=404)
+    # A browser is told what happened and offered the page again.
+    assert "<h1>This form has expired</h1>" in refused.text
+    assert 'id="reload-form" href="/session/page"' in refused.text
+
+
+def test_session_button_of_a_dead_session_in_chinese(testapp: webtest.TestApp) -> None:
+    page = testapp.get("/session/page?_LOCALE_=zh_CN")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    testapp.post("/session/destroy", headers={"X-CSRF-Token": token})
+    refused = testapp.post("/session/page/destroy", {"csrf_token": token}, status=403)
+    assert "<h1>此表单已过期</h1>" in refused.text and "重新加载表单" in refused.text
+
+
+def test_ajax_page_publishes_its_limits_and_messages(make_app) -> None:
+    client = webtest.TestApp(make_app(**{"sessup.upload.max_file_size": "1000", "sessup.upload.max_files": "3",
+                                         "sessup.upload.allowed_extensions": "png txt"}))
+    page = client.get("/ajax?_LOCALE_=zh_CN")
+    limits = json.loads(re.search(r'<script type="application/json" id="sessup-limits">(.*?)</script>',
+                                  page.text).group(1))
+    assert limits == {"max_file_size": 1000, "max_total_size": 20971520, "max_files": 3,
+                      "allowed_extensions": ["png", "txt"], "allowed_types": []}
+    messages = json.loads(re.search(r'<script type="application/json" id="sessup-messages">(.*?)</script>',
+                                    page.text).group(1))
+    assert messages["errors"]["file_too_large"] == "${name} 超过了每个文件 ${limit} 的上限。"
+    assert messages["bytes_other"] == "${count} 字节"
+    assert messages["errors"]["body_too_large"] == "上传的内容超过了服务器可接受的大小。"
+
+
+def test_script_json_cannot_end_its_block(make_app) -> None:
+    from pyramid_sessup.demo.pages import _script_json
+
+    text = _script_json({"x": "</script><!-- <b>"})
+    assert "<" not in text and json.loads(text) == {"x": "</script><!-- <b>"}
+
+
+def test_favicon(testapp: webtest.TestApp) -> None:
+    icon = testapp.get("/favicon.ico")
+    assert icon.content_type == "image/x-icon" and icon.body[:4] == b"\x00\x00\x01\x00"
+    assert 'rel="icon" href="/favicon.ico"' in testapp.get("/").text
+
+
+def test_demo_pages_can_be_turned_off(make_app) -> None:
+    client = webtest.TestApp(make_app(**{"sessup.demo.pages": "false"}))
+    for path in ("/", "/upload", "/upload/done", "/ajax", "/session/page", "/tus-demo", "/favicon.ico",
+                 "/static/sessup.css"):
+        client.get(path, status=404)
+    # The add-on's routes stay.
+    token = client.get("/csrf").json["csrf_token"]
+    res = client.post("/upFile", upload_files=[("inputFile", "a.txt", b"a")], headers={"X-CSRF-Token": token})
+    assert client.get(res.text).body == b"a"
+    assert client.get("/session").json == {"views": 1}
 
 
 def test_session_page_in_chinese(testapp: webtest.TestApp) -> None:

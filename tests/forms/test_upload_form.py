@@ -7,10 +7,11 @@ import re
 import time
 from pathlib import Path
 
+import pytest
 import webtest
 
 from .. import samples
-from .conftest import FormClient, errors, kept_uids, sha, stored_files, temp_files
+from .conftest import FormClient, errors, form_errors, kept_uids, sha, stored_files, temp_files
 
 MiB = 1024 * 1024
 
@@ -34,7 +35,7 @@ def test_get_renders_one_multiple_file_input(form: FormClient) -> None:
 def test_several_files_in_one_input_stored_byte_exact(form: FormClient, upload_dir: Path) -> None:
     files = [("a.txt", b"hello"), ("all-bytes.bin", bytes(range(256)) * 40), ("empty.dat", b""),
              ("图片.png", b"\x89PNG\r\n\x1a\n" + os.urandom(3000))]
-    page = form.post(files, description="four files", status=200)
+    page = form.post(files, description="four files", status=303).follow()
     links = stored_links(page.text)
     assert [name for _, name in links] == [name for name, _ in files]
     for (href, _), (name, data) in zip(links, files):
@@ -43,7 +44,7 @@ def test_several_files_in_one_input_stored_byte_exact(form: FormClient, upload_d
         assert sha(data) in page.text
     # Real sizes, not -1.
     for _, data in files:
-        assert f'title="{len(data)} bytes"' in page.text
+        assert f'title="{len(data)}"' in page.text
     assert len(stored_files(upload_dir)) == 4
     assert temp_files(upload_dir) == []
     assert "four files" in page.text
@@ -58,7 +59,7 @@ def test_failed_then_fixed_keeps_files_without_sending_them_again(form: FormClie
     assert all(name in failed.text for name, _ in files)
     assert stored_files(upload_dir) == [] and len(temp_files(upload_dir)) == 3
 
-    done = form.post([], description="fixed", keep=uids, status=200)
+    done = form.post([], description="fixed", keep=uids, status=303).follow()
     links = stored_links(done.text)
     assert [name for _, name in links] == ["one.txt", "two.txt", "three.bin"]
     for (href, _), (_, data) in zip(links, files):
@@ -72,7 +73,7 @@ def test_failed_then_fixed_keeps_files_without_sending_them_again(form: FormClie
 def test_kept_and_new_files_together_and_untick_drops(form: FormClient, upload_dir: Path) -> None:
     failed = form.post([("a.txt", b"a"), ("b.txt", b"b")], description="", status=400)
     uid_a, uid_b = kept_uids(failed.text)
-    done = form.post([("c.txt", b"c")], description="ok", keep=[uid_a], status=200)
+    done = form.post([("c.txt", b"c")], description="ok", keep=[uid_a], status=303).follow()
     assert [name for _, name in stored_links(done.text)] == ["a.txt", "c.txt"]
 
 
@@ -108,7 +109,7 @@ def test_file_over_per_file_limit_is_named_and_dropped(make_form, upload_dir: Pa
 
 def test_file_exactly_at_limit_is_accepted(make_form) -> None:
     form = make_form(**{"sessup.upload.max_file_size": "1000", "sessup.upload.max_total_size": "100000"})
-    page = form.post([("edge.bin", b"x" * 1000)], status=200)
+    page = form.post([("edge.bin", b"x" * 1000)], status=303).follow()
     assert len(stored_links(page.text)) == 1
 
 
@@ -121,7 +122,7 @@ def test_total_size_over_limit(make_form, upload_dir: Path) -> None:
     assert errors(page.text) == ["Together the files are 1.95 KiB; the limit is 1.46 KiB."]
     assert len(kept_uids(page.text)) == 2
     # Dropping one fixes it.
-    done = form.post([], keep=kept_uids(page.text)[:1], status=200)
+    done = form.post([], keep=kept_uids(page.text)[:1], status=303).follow()
     assert [name for _, name in stored_links(done.text)] == ["a.bin"]
 
 
@@ -130,14 +131,15 @@ def test_too_many_files(make_form, upload_dir: Path) -> None:
     page = form.post([("1.txt", b"1"), ("2.txt", b"2"), ("3.txt", b"3")], status=400)
     assert errors(page.text) == ["3 files chosen; at most 2 are accepted."]
     assert len(kept_uids(page.text)) == 3
-    done = form.post([], keep=kept_uids(page.text)[:2], status=200)
+    done = form.post([], keep=kept_uids(page.text)[:2], status=303).follow()
     assert len(stored_links(done.text)) == 2
 
 
 def test_far_too_many_files_is_refused_by_the_pipeline(make_form, upload_dir: Path) -> None:
     form = make_form(**{"sessup.upload.max_files": "2"})
     page = form.post([(f"{i}.txt", b"x") for i in range(5)], status=413)
-    assert "The upload was refused: Too many files: sessup.upload.max_files is 4" in page.text
+    # The limit people are held to (2), not the pipeline's looser cut-off for the form (4).
+    assert form_errors(page.text) == ["Too many files: at most 2 per upload."]
     assert 'id="upload-form"' in page.text
     assert temp_files(upload_dir) == [] and stored_files(upload_dir) == []
 
@@ -155,13 +157,14 @@ def test_allowed_types(make_form, upload_dir: Path) -> None:
     page = form.post([("doc.pdf", b"%PDF-1.4")], status=400)
     assert errors(page.text) == ["doc.pdf is not an accepted type (accepted: image/*)."]
     assert temp_files(upload_dir) == []
-    done = form.post([("pic.png", samples.png())], status=200)
+    done = form.post([("pic.png", samples.png())], status=303).follow()
     assert [name for _, name in stored_links(done.text)] == ["pic.png"]
 
 
 def test_bad_csrf_token_is_403_and_leaves_nothing(form: FormClient, upload_dir: Path) -> None:
     response = form.post([("a.txt", b"a" * 5000)], token="wrong", status=403)
-    assert "CSRF" in response.text
+    assert "<h1>This form has expired</h1>" in response.text
+    assert re.search(r'<a class="btn btn-primary" id="reload-form" href="/upload"', response.text)
     assert temp_files(upload_dir) == [] and stored_files(upload_dir) == []
 
 
@@ -254,3 +257,88 @@ def test_accept_attribute_follows_the_allow_lists(make_form) -> None:
 def test_kept_files_show_their_size(form: FormClient) -> None:
     page = form.post([("a.bin", b"a" * 3000)], description="", status=400)
     assert re.search(r'title="3000">\(2.93 KiB\)', page.text)
+
+
+# -- refusals people can act on ---------------------------------------------------------
+
+def description_value(html: str) -> str:
+    return re.search(r'<input type="text" name="description" value="([^"]*)"', html).group(1)
+
+
+def test_413_names_the_per_file_limit_and_keeps_the_description_and_the_files_that_fit(
+        make_form, upload_dir: Path) -> None:
+    form = make_form(**{"sessup.upload.max_file_size": "1024", "sessup.upload.max_total_size": "3072"})
+    # big.bin is over the total too, so the pipeline stops at it: 413, not a validation message.
+    page = form.post([("fits.txt", b"a" * 500), ("big.bin", b"b" * 4000)], description="holiday", status=413)
+    assert form_errors(page.text) == ["big.bin is larger than 1 KiB, the limit per file."]
+    assert '<div id="form-errors" class="alert alert-danger" role="alert">' in page.text
+    assert description_value(page.text) == "holiday"
+    assert re.findall(r'class="kept-name">([^<]+)<', page.text) == ["fits.txt"]
+    assert stored_files(upload_dir) == [] and len(temp_files(upload_dir)) == 1
+    # Sending again with the kept file (nothing picked again) stores it.
+    done = form.post([], description="holiday", keep=kept_uids(page.text), status=303).follow()
+    assert [name for _, name in stored_links(done.text)] == ["fits.txt"]
+    assert temp_files(upload_dir) == []
+
+
+def test_413_in_chinese_is_all_chinese(make_form) -> None:
+    form = make_form(**{"sessup.upload.max_file_size": "1024", "sessup.upload.max_total_size": "3072"})
+    form.open("/upload?_LOCALE_=zh_CN")
+    page = form.post([("小.txt", b"a" * 10), ("大.bin", b"b" * 4000)], description="说明", status=413)
+    assert form_errors(page.text) == ["大.bin 超过了每个文件 1 KiB 的上限。"]
+    assert re.search(r'title="10">\(10 字节\)', page.text)  # the kept file's size, in Chinese too
+    assert description_value(page.text) == "说明"
+
+
+def test_413_for_the_total_keeps_the_files_before_it(make_form, upload_dir: Path) -> None:
+    form = make_form(**{"sessup.upload.max_file_size": "1000", "sessup.upload.max_total_size": "1500"})
+    page = form.post([("one.bin", b"1" * 1000), ("two.bin", b"2" * 1000)], description="d", status=413)
+    assert form_errors(page.text) == ["Together the files are larger than 1.46 KiB, the limit per upload."]
+    assert re.findall(r'class="kept-name">([^<]+)<', page.text) == ["one.bin"]
+
+
+def test_success_redirects_and_a_reload_stores_nothing_again(form: FormClient, upload_dir: Path) -> None:
+    posted = form.post([("a.txt", b"a"), ("b.txt", b"bb")], description="twice?", status=303)
+    assert posted.location == "/upload/done"  # a path, never built from Host
+    first = form.app.get("/upload/done")
+    again = form.app.get("/upload/done")  # what a reload does: a GET
+    assert stored_links(first.text) == stored_links(again.text)
+    assert [name for _, name in stored_links(again.text)] == ["a.txt", "b.txt"]
+    assert len(stored_files(upload_dir)) == 2
+    assert re.search(r'<div class="alert alert-success" role="status" id="saved">Saved 2 files.</div>', again.text)
+    assert "twice?" in again.text and again.headers["Cache-Control"] == "no-store"
+
+
+def test_done_page_without_an_upload_goes_to_the_form(form: FormClient) -> None:
+    assert form.app.get("/upload/done", status=303).location == "/upload"
+
+
+@pytest.mark.parametrize("locale, count, text", [
+    ("en", 1, "Saved 1 file."), ("en", 3, "Saved 3 files."), ("zh_CN", 1, "已保存 1 个文件。"),
+    ("zh_CN", 3, "已保存 3 个文件。")])
+def test_saved_message_has_plural_forms(form: FormClient, locale: str, count: int, text: str) -> None:
+    form.open(f"/upload?_LOCALE_={locale}")
+    page = form.post([(f"{i}.txt", b"x") for i in range(count)], status=303).follow()
+    assert re.search(r'id="saved">([^<]*)<', page.text).group(1) == text
+
+
+@pytest.mark.parametrize("locale, title", [("en", "This form has expired"), ("zh_CN", "此表单已过期")])
+def test_a_form_whose_session_was_destroyed_gets_a_page_that_offers_to_reload(
+        form: FormClient, upload_dir: Path, locale: str, title: str) -> None:
+    form.open(f"/upload?_LOCALE_={locale}")
+    stale = form.token
+    form.app.post("/session/destroy", headers={"X-CSRF-Token": stale})
+    page = form.post([("a.txt", b"a" * 5000)], token=stale, status=403)
+    assert page.content_type == "text/html"
+    assert f"<h1>{title}</h1>" in page.text
+    reload_link = re.search(r'<a class="btn btn-primary" id="reload-form" href="([^"]+)"', page.text).group(1)
+    assert reload_link == "/upload"
+    assert temp_files(upload_dir) == [] and stored_files(upload_dir) == []
+    # The reloaded form works.
+    form.open(reload_link)
+    assert form.post([("a.txt", b"a")], status=303).location == "/upload/done"
+
+
+def test_a_script_on_the_form_gets_the_json_error(form: FormClient) -> None:
+    res = form.post([("a.txt", b"a")], token="wrong", status=403, headers={"Accept": "application/json"})
+    assert res.json["code"] == "csrf_token_invalid"

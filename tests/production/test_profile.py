@@ -73,15 +73,15 @@ def test_one_worker_per_core_and_no_log_line_per_request(stack: Stack) -> None:
 @pytest.mark.server
 def test_development_ini_still_runs_on_waitress(tmp_path: Path) -> None:
     text = (ROOT / "development.ini").read_text()
-    assert "use = egg:waitress#main" in text
+    assert "use = egg:pyramid_sessup#waitress" in text  # waitress, with the one-line taken port
     port = free_port()
     ini = tmp_path / "development.ini"
-    ini.write_text(text.replace("listen = localhost:6543", f"listen = 127.0.0.1:{port}"))
+    ini.write_text(text)
     env = {k: v for k, v in os.environ.items() if k != "SESSUP_SECRET"}
-    with running_server(ini, port, env=env) as server:
+    with running_server(ini, port, env=env, args=[f"http_port={port}"]) as server:
         assert Browser(server.url).request("GET", "/session")[0] == 200
         assert server.children() == []  # waitress: one process
-    assert "waitress" in server.log()
+    assert "[pyramid_sessup.serve:" in server.log() and f":{port}" in server.log()  # serve.py's waitress
 
 
 def test_deployment_guide_shows_the_shipped_configuration() -> None:

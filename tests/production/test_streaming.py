@@ -182,4 +182,4 @@ def test_200_mib_upload_is_written_once(stack: Stack, front: str) -> None:
     assert info["size"] == size and info["sha256"] == digest.hexdigest()
     # The file once, its metadata, and nothing else: no spooled copy anywhere.
     assert size <= written <= size * 1.05, f"{written / MiB:.1f} MiB written for a {size / MiB:.0f} MiB file"
-    (stack.upload_dir / info["path"]).unlink()
+    (stack.upload_dir / info["stored_name"]).unlink()

@@ -184,3 +184,23 @@ def test_store_down_exit_status(tmp_path: Path) -> None:
                                "sessup.session.connect_timeout": "0.3"})
     result = run(ini, "count")
     assert result.returncode == 3 and "unavailable" in result.stderr
+
+
+@pytest.mark.parametrize("count", [3, 3000], ids=["fits-the-pipe", "more-than-the-pipe-holds"])
+def test_list_into_head_prints_no_traceback(tmp_path: Path, count: int) -> None:
+    """``sessup-sessions INI list | head -1``: one line out, nothing on stderr.
+    3000 IDs are about 130 KiB, more than a pipe holds, so the script writes
+    after head has gone."""
+    ini = write_ini(tmp_path, {"sessup.session.store": "file", "sessup.session.file.path": str(tmp_path / "s"),
+                               "sessup.upload.path": str(tmp_path / "uploads")})
+    store = make_store(parse_settings({"sessup.session.secret": "x" * 40, "sessup.session.store": "file",
+                                       "sessup.session.file.path": str(tmp_path / "s")}))
+    try:
+        for _ in range(count):
+            store.create(new_sid(), {"views": 1})
+    finally:
+        store.close()
+    result = subprocess.run(["bash", "-c", '"$0" "$1" list | head -1; echo "status=${PIPESTATUS[0]}" >&2',
+                             SCRIPT, str(ini)], capture_output=True, text=True, timeout=120)
+    assert len(result.stdout.splitlines()) == 1 and len(result.stdout.strip()) == 43
+    assert result.stderr == "status=0\n"

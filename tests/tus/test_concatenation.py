@@ -83,7 +83,7 @@ def test_partials_joined_in_order(testapp: webtest.TestApp, upload_dir: Path) ->
     assert head.headers["Upload-Metadata"] == meta(filename="joined.bin")
     result = testapp.get(res.headers["Location"]).json
     assert result["complete"] and result["filename"] == "joined.bin" and result["size"] == len(data)
-    stored = json.loads((upload_dir / ".meta" / (result["path"] + ".json")).read_text())
+    stored = json.loads((upload_dir / ".meta" / (result["stored_name"] + ".json")).read_text())
     assert stored["sha256"] == result["sha256"] and stored["size"] == len(data)
 
     # The partials are gone once joined; only the final upload's record is left.
@@ -91,7 +91,7 @@ def test_partials_joined_in_order(testapp: webtest.TestApp, upload_dir: Path) ->
         testapp.head(loc, headers=TUS, status=404)
     final_id = upload_id(res.headers["Location"])
     assert tus_state(upload_dir) == [f".tus/{final_id}.json", f".tus/{final_id}.lock"]
-    assert stored_files(upload_dir) == [result["path"]] and files_under(upload_dir, ".tmp") == []
+    assert stored_files(upload_dir) == [result["stored_name"]] and files_under(upload_dir, ".tmp") == []
 
 
 def test_partial_uploads_in_chunks_with_checksums(testapp: webtest.TestApp) -> None:

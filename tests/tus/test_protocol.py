@@ -112,7 +112,7 @@ def test_metadata_without_value_and_no_filename(testapp: webtest.TestApp, upload
     testapp.patch(loc, b"abc", headers=patch_headers(0), status=204)
     result = testapp.get(loc).json
     assert result["filename"] == "" and result["content_type"] == "application/octet-stream"
-    assert "." not in result["path"]
+    assert "." not in result["stored_name"]
 
 
 def test_filename_is_sanitised_and_type_derived(testapp: webtest.TestApp, create: Any, upload_dir: Path) -> None:
@@ -120,8 +120,8 @@ def test_filename_is_sanitised_and_type_derived(testapp: webtest.TestApp, create
     testapp.patch(loc, b"<b", headers=patch_headers(0), status=204)
     result = testapp.get(loc).json
     assert result["filename"] == "passwd.HTML"
-    assert result["content_type"] == "text/html" and result["path"].endswith(".html")
-    assert stored_files(upload_dir) == [result["path"]]
+    assert result["content_type"] == "text/html" and result["stored_name"].endswith(".html")
+    assert stored_files(upload_dir) == [result["stored_name"]]
     download = testapp.get(result["url"])
     assert download.headers["Content-Disposition"].startswith("attachment")  # never inline HTML
     assert download.content_type == "application/octet-stream"
@@ -130,7 +130,7 @@ def test_filename_is_sanitised_and_type_derived(testapp: webtest.TestApp, create
 def test_executable_extension_is_dropped(testapp: webtest.TestApp, create: Any) -> None:
     loc = create(1, filename="shell.php")
     testapp.patch(loc, b"x", headers=patch_headers(0), status=204)
-    assert "." not in testapp.get(loc).json["path"]
+    assert "." not in testapp.get(loc).json["stored_name"]
 
 
 @pytest.mark.parametrize("setting, value, filename", [
@@ -204,12 +204,12 @@ def test_patch_in_chunks_is_byte_exact(testapp: webtest.TestApp, create: Any, up
     assert head.headers["Upload-Offset"] == str(len(data))
     assert "Upload-Expires" not in head.headers
     result = testapp.get(loc).json
-    assert result == {"complete": True, "filename": "r.bin", "path": head.headers["Sessup-File-Path"],
+    assert result == {"complete": True, "filename": "r.bin", "stored_name": head.headers["Sessup-File-Path"],
                       "url": head.headers["Sessup-File-Url"], "size": len(data),
                       "sha256": hashlib.sha256(data).hexdigest(), "content_type": "application/octet-stream"}
     assert testapp.get(result["url"]).body == data
     # Stored like an /upFile result: metadata beside it, nothing left in the temporary places.
-    meta_json = json.loads((upload_dir / ".meta" / (result["path"] + ".json")).read_text())
+    meta_json = json.loads((upload_dir / ".meta" / (result["stored_name"] + ".json")).read_text())
     assert meta_json["sha256"] == result["sha256"] and meta_json["filename"] == "r.bin"
     assert files_under(upload_dir, ".tmp") == [] and not (upload_dir / ".tus" / (upload_id(loc) + ".part")).exists()
 

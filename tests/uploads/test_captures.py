@@ -122,9 +122,9 @@ def check_capture(case_dir: Path, client: webtest.TestApp, upload_dir: Path,
     assert res.json["fields"] == expected["fields"]
     # The bytes on disk, hashed here rather than trusting the pipeline's own hash.
     for f, want in zip(res.json["files"], expected["files"]):
-        assert hashlib.sha256((upload_dir / f["path"]).read_bytes()).hexdigest() == want["sha256"]
+        assert hashlib.sha256((upload_dir / f["stored_name"]).read_bytes()).hexdigest() == want["sha256"]
     # Each stored file and its metadata, and nothing else (no temporary file left).
-    stored = [f["path"] for f in res.json["files"]]
+    stored = [f["stored_name"] for f in res.json["files"]]
     assert leftovers(upload_dir) == sorted([*stored, *(f".meta/{name}.json" for name in stored)])
 
 
@@ -255,7 +255,7 @@ def test_shared_capture(shared_case: Path, upapp: Callable[..., webtest.TestApp]
         return
     assert expect in ("accept", "either"), f"{case['id']} should have been refused"
     for f in stored:  # never wrong bytes
-        assert (upload_dir / f["path"]).stat().st_size == f["size"]
+        assert (upload_dir / f["stored_name"]).stat().st_size == f["size"]
         matches = [e for e in case["files"] if f["sha256"] in hashes(e)]
         assert matches, f"{case['id']}: stored {f['filename']!r} with an unexpected sha256"
     if expect == "accept":

@@ -56,7 +56,7 @@ def test_disk_full_gives_507_and_next_upload_succeeds(upapp: Callable[..., webte
     assert len(os.listdir("/proc/self/fd")) == before
     ok = post_body(client, body(part("inputFile", b"small", filename="s.txt")), Accept="application/json")
     assert ok.status_int == 200
-    assert (path / ok.json["files"][0]["path"]).read_bytes() == b"small"
+    assert (path / ok.json["files"][0]["stored_name"]).read_bytes() == b"small"
 
 
 def test_disk_full_while_committing(upapp: Callable[..., webtest.TestApp], upload_dir: Path,

@@ -116,6 +116,53 @@ def test_csrf_checks_the_visitor_token_and_never_the_session(values: SessupSetti
     assert len(store.temp_files()) == 2  # only the accepted, uncommitted uploads
 
 
+def test_keep_received_hands_back_complete_files_and_fields(values: dict[str, Any], store: UploadStorage,
+                                                             upload_dir: Path) -> None:
+    config = CSRFConfig.from_values(values)
+    nonce = "N" * 43
+    data = body(part("csrf_token", config.token(nonce).encode()), part("description", b"two files"),
+                part("inputFile", b"a" * 500, filename="fits.txt"), part("inputFile", b"b" * 5000, filename="big.bin"),
+                part("inputFile", b"c", filename="after.txt"))
+    req = make_request(data, values, Cookie=f"{config.cookie_name}={nonce}")
+    req.session = NoSession()
+    with pytest.raises(UploadTooLarge) as refused:
+        receive_upload(req, limits=UploadLimits.from_values(values, max_file_size=1000), csrf=True, storage=store,
+                       keep_received=True)
+    received = refused.value.received
+    assert refused.value.code == "file_too_large"
+    assert [f.filename for f in received.files] == ["fits.txt"]  # not the one cut short, nor what came after
+    assert received.get("description") == "two files"
+    assert Path(received.files[0].temp_path).read_bytes() == b"a" * 500
+    assert len(leftovers(upload_dir)) == 1  # only the kept file: the cut-short one is gone
+    received.discard()
+    assert leftovers(upload_dir) == []
+
+
+@pytest.mark.parametrize("token", ["forged", None], ids=["wrong token", "no token"])
+def test_keep_received_never_for_a_request_without_the_token(values: dict[str, Any], store: UploadStorage,
+                                                             upload_dir: Path, token: str | None) -> None:
+    config = CSRFConfig.from_values(values)
+    parts = [part("csrf_token", token.encode())] if token else []
+    data = body(*parts, part("inputFile", b"a" * 500, filename="fits.txt"),
+                part("inputFile", b"b" * 5000, filename="big.bin"))
+    req = make_request(data, values, Cookie=f"{config.cookie_name}={'N' * 43}")  # a visitor, with no token
+    req.session = NoSession()
+    with pytest.raises(CSRFRefused):
+        receive_upload(req, limits=UploadLimits.from_values(values, max_file_size=1000), csrf=True, storage=store,
+                       keep_received=True)
+    assert leftovers(upload_dir) == []
+
+
+def test_without_keep_received_nothing_is_kept(values: dict[str, Any], store: UploadStorage,
+                                               upload_dir: Path) -> None:
+    data = body(part("inputFile", b"a" * 500, filename="fits.txt"), part("inputFile", b"b" * 5000, filename="big.bin"))
+    with pytest.raises(UploadTooLarge) as refused:
+        receive_upload(make_request(data, values), limits=UploadLimits.from_values(values, max_file_size=1000),
+                       storage=store)
+    assert refused.value.received is None
+    assert leftovers(upload_dir) == []
+
+
 @pytest.mark.parametrize("content_type, error", [
     ("multipart/form-data; boundary=abc", None),
     ('multipart/form-data; boundary="a b:c"', None),

@@ -136,7 +136,7 @@ def test_200_mib_upload_keeps_server_memory_flat(server: tuple[Server, Path]) ->
     assert status == 200, data
     info = json.loads(data)["files"][0]
     assert info["size"] == size and info["sha256"] == digest.hexdigest()
-    stored = upload_dir / info["path"]
+    stored = upload_dir / info["stored_name"]
     assert stored.stat().st_size == size
     peak_kb = proc_status(srv.pid, "VmHWM")
     print(f"\n200 MiB through waitress: {size / MiB / elapsed:.0f} MiB/s end to end, "
@@ -169,7 +169,7 @@ def test_three_files_and_csrf_through_waitress(server: tuple[Server, Path]) -> N
     got = json.loads(reply)["files"]
     assert [f["sha256"] for f in got] == [hashlib.sha256(c).hexdigest() for c in files]
     for f, content in zip(got, files):
-        assert (upload_dir / f["path"]).read_bytes() == content
+        assert (upload_dir / f["stored_name"]).read_bytes() == content
 
 
 def raw_socket(srv: Server) -> socket.socket:

@@ -44,8 +44,8 @@ def test_three_files_stored_byte_exact(client: webtest.TestApp, upload_dir: Path
     assert [f["filename"] for f in got] == ["hello.txt", "empty.bin", "all.dat"]
     for f, (_, _, data) in zip(got, files):
         assert f["sha256"] == sha(data) and f["size"] == len(data) and f["field"] == "inputFile"
-        assert NAME_PATTERN.fullmatch(f["path"]) and f["url"] == "/uploads/" + f["path"]
-        assert (upload_dir / f["path"]).read_bytes() == data
+        assert NAME_PATTERN.fullmatch(f["stored_name"]) and f["url"] == "/uploads/" + f["stored_name"]
+        assert (upload_dir / f["stored_name"]).read_bytes() == data
         assert client.get(f["url"]).body == data
     assert got[0]["content_type"] == "text/plain"
     assert res.json["fields"] == {"note": ["caf\u00e9"]}
@@ -63,7 +63,7 @@ def test_three_files_stored_byte_exact(client: webtest.TestApp, upload_dir: Path
 def test_metadata_sidecar(client: webtest.TestApp, upload_dir: Path) -> None:
     res = client.post("/upFile", upload_files=[("inputFile", "r\u00e9sum\u00e9.pdf", b"%PDF-1.4")],
                       headers={"Accept": "application/json"})
-    name = res.json["files"][0]["path"]
+    name = res.json["files"][0]["stored_name"]
     meta = json.loads((upload_dir / ".meta" / (name + ".json")).read_text())
     assert meta["filename"] == "r\u00e9sum\u00e9.pdf" and meta["sha256"] == sha(b"%PDF-1.4")
     assert meta["size"] == 8 and meta["content_type"] == "application/pdf"
@@ -126,13 +126,13 @@ def test_filename_star_and_hostile_names(client: webtest.TestApp, upload_dir: Pa
         assert res.status_int == 200, (disposition, res.text)
         f = res.json["files"][0]
         assert f["filename"] == expected, disposition
-        assert NAME_PATTERN.fullmatch(f["path"])
-        assert not f["path"].endswith(".php") and not f["path"].endswith(".exe")
+        assert NAME_PATTERN.fullmatch(f["stored_name"])
+        assert not f["stored_name"].endswith(".php") and not f["stored_name"].endswith(".exe")
     long = "a" * 1000 + ".txt"
     res = post_raw(client, body(part("inputFile", b"x", filename=long)), Accept="application/json")
     name = res.json["files"][0]["filename"]
     assert len(name.encode()) <= 255 and name.endswith(".txt")
-    assert res.json["files"][0]["path"].endswith(".txt")
+    assert res.json["files"][0]["stored_name"].endswith(".txt")
     # Nothing was written anywhere but the upload directory itself.
     root_entries = {p.name for p in upload_dir.iterdir()}
     assert all(NAME_PATTERN.fullmatch(n) for n in root_entries if not n.startswith("."))
@@ -227,7 +227,7 @@ def test_file_size_limit_exact_and_one_over(upapp: Callable[..., webtest.TestApp
     assert over.status_int == 413 and leftovers(upload_dir) == []
     exact = post_raw(client, body(part("inputFile", b"x" * 100_000, filename="big.bin")), Accept="application/json")
     assert exact.status_int == 200 and exact.json["files"][0]["size"] == 100_000
-    assert (upload_dir / exact.json["files"][0]["path"]).stat().st_size == 100_000
+    assert (upload_dir / exact.json["files"][0]["stored_name"]).stat().st_size == 100_000
 
 
 def test_total_size_limit(upapp: Callable[..., webtest.TestApp], upload_dir: Path) -> None:
@@ -244,7 +244,7 @@ def test_allow_lists(upapp: Callable[..., webtest.TestApp], upload_dir: Path) ->
     res = post_raw(client, body(part("inputFile", b"<?php", filename="x.php")))
     assert res.status_int == 415 and "sessup.upload.allowed_extensions" in res.text and "x.php" in res.text
     res = post_raw(client, body(part("inputFile", samples.jpeg(), filename="x.php.jpg")), Accept="application/json")
-    assert res.status_int == 200 and res.json["files"][0]["path"].endswith(".jpg")
+    assert res.status_int == 200 and res.json["files"][0]["stored_name"].endswith(".jpg")
     res = post_raw(client, body(part("inputFile", b"x", filename="noext")))
     assert res.status_int == 415
     client = upapp(**{"sessup.upload.allowed_types": "image/*"})
