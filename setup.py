@@ -21,15 +21,22 @@ requires = [
 # (a missing one stops start-up naming the extra).
 redis_require = ["redis>=5.0"]
 postgresql_require = ["psycopg[binary,pool]>=3.1"]
+# Object storage for uploads (sessup.upload.storage = s3). boto3 >= 1.36 has the
+# request_checksum_calculation switch the add-on turns to "when_required".
+s3_require = ["boto3>=1.36"]
 
 tests_require = [
     *redis_require,
     *postgresql_require,
+    *s3_require,
     "pytest>=8",
     "WebTest>=3.0",
     "playwright>=1.40",
     "tuspy>=1.0",
     "requests>=2.28",
+    # An S3-compatible server run as its own process (moto_server) for the
+    # object-storage tests; only the plain S3 API goes to it.
+    "moto[server]>=5.0",
     # Lint and type checks run in CI (scripts/test.sh).
     "ruff>=0.6",
     "mypy>=1.10",
@@ -55,7 +62,8 @@ setup(
     include_package_data=True,
     zip_safe=False,
     install_requires=requires,
-    extras_require={"redis": redis_require, "postgresql": postgresql_require, "testing": tests_require},
+    extras_require={"redis": redis_require, "postgresql": postgresql_require, "s3": s3_require,
+                    "testing": tests_require},
     entry_points={
         "paste.app_factory": ["main = pyramid_sessup.demo:main"],
         "console_scripts": [

@@ -119,3 +119,11 @@ class InsufficientStorage(UploadError):
 
     status_code = 507
     code = "insufficient_storage"
+
+
+class StorageUnavailable(UploadError):
+    """The object storage (``sessup.upload.storage = s3``) could not be reached,
+    or refused a request it should take; nothing of the upload was kept."""
+
+    status_code = 503
+    code = "storage_unavailable"

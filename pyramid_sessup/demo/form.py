@@ -31,7 +31,7 @@ from ..settings import SessupSettings
 from ..uploads import names
 from ..uploads.pipeline import UploadLimits as PipelineLimits
 from ..uploads.pipeline import get_storage, receive_upload
-from ..uploads.storage import UploadStorage
+from ..uploads.storage import Storage
 from ..uploads.views import download_path
 from .pages import page_values
 
@@ -41,7 +41,7 @@ FORM_ID = "upload-form"
 TEXT_FIELDS = ("csrf_token", "description")
 
 
-def _tmpstore(request: Request, storage: UploadStorage) -> SessionTempStore:
+def _tmpstore(request: Request, storage: Storage) -> SessionTempStore:
     values = request.registry.sessup_settings
     store = SessionTempStore(request.session, storage, values.upload.temp_max_age,
                              max_entries=2 * values.upload.max_files)
@@ -99,7 +99,7 @@ def upload_form(request: Request) -> Response:
     return _render(request, form.render())
 
 
-def _finalize(request: Request, storage: UploadStorage, tmpstore: SessionTempStore,
+def _finalize(request: Request, storage: Storage, tmpstore: SessionTempStore,
               files: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Give each validated file its final name; all or nothing."""
     allowed = request.registry.sessup_settings.upload.allowed_extensions
@@ -165,7 +165,7 @@ def upload_submit(request: Request) -> Response:
 
 def includeme(config: Configurator) -> None:
     config.include("..forms.i18n")
-    if not config.registry.sessup_settings.upload.path:
+    if not config.registry.sessup_settings.upload.enabled:
         return  # no upload directory: no upload form
     config.add_route("sessup.upload_form", "/upload")
     config.add_view(upload_form, route_name="sessup.upload_form", request_method="GET")

@@ -41,7 +41,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Iterator
 
-from ..uploads.storage import UploadStorage, storage_error_message
+from ..uploads.storage import LocalStorage, Storage, storage_error_message
 from .protocol import CHECKSUM_ALGORITHMS, CHECKSUM_MISMATCH, TusError
 
 log = logging.getLogger(__name__)
@@ -127,17 +127,20 @@ class TusStore:
     """The resumable uploads of one upload directory.
 
     ``storage``
-        The upload directory finished files are committed to.
+        Where finished files are committed to (the upload directory, or object storage).
 
     ``expiry``
         Seconds an unfinished upload lives without a PATCH
         (``sessup.upload.tus_expiry``); each PATCH extends it.
     """
 
-    def __init__(self, storage: UploadStorage, expiry: int) -> None:
+    def __init__(self, storage: Storage, expiry: int, directory: str | None = None) -> None:
         self.storage = storage
         self.expiry = expiry
-        self.dir = os.path.join(storage.root, TUS_DIR)
+        root = directory if directory is not None else getattr(storage, "root", None)
+        if root is None:
+            raise ValueError("resumable uploads need a directory")
+        self.dir = os.path.join(root, TUS_DIR)
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         self._hashes: OrderedDict[str, tuple[int, Any]] = OrderedDict()
         self._hash_lock = threading.Lock()
@@ -317,18 +320,19 @@ class TusStore:
                 while block := f.read(BLOCK):
                     digest.update(block)
         sha256 = digest.hexdigest()
-        temp_file, temp_path = self.storage.open_temp()
-        temp_file.close()
-        os.replace(data_path, temp_path)
+        temp_path, moved = self._into_temp(data_path)
         try:
             name = self.storage.finalize(temp_path, info.extension, metadata={
                 "filename": info.filename, "content_type": info.content_type, "size": info.length,
                 "sha256": sha256, "field": "tus"})
         except BaseException as exc:
-            try:
-                os.replace(temp_path, data_path)  # keep the bytes: a retry can complete it
-            except FileNotFoundError:  # pragma: no cover - finalize removed it: damaged (410 next time)
-                pass
+            if moved:
+                try:
+                    os.replace(temp_path, data_path)  # keep the bytes: a retry can complete it
+                except FileNotFoundError:  # pragma: no cover - finalize removed it: damaged (410 next time)
+                    pass
+            else:
+                self.storage.discard(temp_path)
             message = storage_error_message(exc)
             if message is not None:
                 raise TusError(507, message) from exc
@@ -340,6 +344,30 @@ class TusStore:
         except BaseException:
             self.storage.delete(name)
             raise
+        if not moved:
+            try:
+                os.unlink(data_path)  # the object storage has it now
+            except FileNotFoundError:  # pragma: no cover
+                pass
+
+    def _into_temp(self, data_path: str) -> tuple[str, bool]:
+        """Make the finished data file a temporary file of the storage: moved
+        into the upload directory's ``.tmp``, or copied into object storage (the
+        data file stays until the upload is removed).  Returns (handle, moved)."""
+        temp_file, temp_path = self.storage.open_temp()
+        if isinstance(self.storage, LocalStorage):
+            temp_file.close()
+            os.replace(data_path, temp_path)
+            return temp_path, True
+        try:
+            with open(data_path, "rb", buffering=0) as f:
+                while block := f.read(BLOCK):
+                    temp_file.write(block)
+            temp_file.close()
+        except BaseException:
+            temp_file.abort()
+            raise
+        return temp_path, False
 
     # -- removal -----------------------------------------------------------------------------
 
@@ -440,4 +468,4 @@ def _remove_if_older(path: str, cutoff: float) -> None:
 def sweep(root: str, expiry: int, *, now: float | None = None) -> int:
     """Remove the expired tus uploads of the upload directory ``root`` (for
     a cron job or the sweep command); return how many unfinished ones went."""
-    return TusStore(UploadStorage(root), expiry).sweep(now)
+    return TusStore(LocalStorage(root), expiry).sweep(now)

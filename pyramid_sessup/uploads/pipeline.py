@@ -19,7 +19,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from typing import Any, BinaryIO, Collection, Iterator
+from typing import Any, Collection, Iterator
 
 from multipart import MultipartError, MultipartSegment, ParserLimitReached, PushMultipartParser
 from pyramid.request import Request
@@ -29,7 +29,7 @@ from ..exceptions import InsufficientStorage, MalformedMultipart, UnsupportedMed
 from ..settings import SessupSettings
 from . import names
 from .body import ShortBody, body_length, iter_body
-from .storage import UploadStorage, storage_error_message, upload_storage
+from .storage import Storage, TempFile, storage_error_message, upload_storage
 
 log = logging.getLogger("pyramid_sessup.uploads")
 
@@ -85,6 +85,7 @@ class StoredFile:
     sha256: str
     #: Final stored name (relative to the upload directory) after commit.
     name: str = ""
+    #: Handle of the temporary file until commit (a path, or an object key).
     temp_path: str = ""
     #: The type the client claimed in the part header (informational).
     client_content_type: str = ""
@@ -101,7 +102,7 @@ class StoredFile:
 class ParsedUpload:
     """Files (in temporary files until :meth:`commit`) and text fields of one request."""
 
-    storage: UploadStorage
+    storage: Storage
     files: list[StoredFile] = dc_field(default_factory=list)
     fields: list[tuple[str, str]] = dc_field(default_factory=list)
     committed: bool = False
@@ -153,8 +154,8 @@ class ParsedUpload:
                 f.temp_path = ""
 
 
-def get_storage(request: Request) -> UploadStorage:
-    """The :class:`UploadStorage` of the application (created on first use)."""
+def get_storage(request: Request) -> Storage:
+    """The :class:`~.storage.Storage` of the application (created on first use)."""
     return upload_storage(request.registry)
 
 
@@ -196,7 +197,7 @@ def _body_chunks(request: Request, chunk_size: int) -> Iterator[bytes]:
         raise MalformedMultipart("The request body is shorter than its Content-Length") from None
 
 
-def _write_all(f: BinaryIO, data: bytes) -> None:
+def _write_all(f: TempFile, data: bytes) -> None:
     written = f.write(data)
     if written is not None and written < len(data):  # partial write: finish it without copying
         view = memoryview(data)[written:]
@@ -208,7 +209,7 @@ def _write_all(f: BinaryIO, data: bytes) -> None:
 class _Receiver:
     """State of one upload while it streams; owns the open temporary file."""
 
-    def __init__(self, storage: UploadStorage, limits: UploadLimits, file_fields: Collection[str]) -> None:
+    def __init__(self, storage: Storage, limits: UploadLimits, file_fields: Collection[str]) -> None:
         self.storage = storage
         self.limits = limits
         self.any_field = ANY_FIELD in file_fields
@@ -217,7 +218,7 @@ class _Receiver:
         self.total = 0
         self.file_parts = 0
         # current part
-        self.out: BinaryIO | None = None
+        self.out: TempFile | None = None
         self.current: StoredFile | None = None
         self.hasher: Any = None
         self.field_name: str | None = None
@@ -321,8 +322,10 @@ class _Receiver:
 
     def abort(self) -> None:
         """Close and remove everything this request created."""
+        out, self.out = self.out, None
         try:
-            self.close_file()
+            if out is not None:
+                out.abort()  # a multipart upload is aborted, not completed
         finally:
             self.result.discard()
 
@@ -333,7 +336,7 @@ def receive_upload(
     limits: UploadLimits | SessupSettings | None = None,
     file_fields: Collection[str] | None = None,
     csrf: bool | None = None,
-    storage: UploadStorage | None = None,
+    storage: Storage | None = None,
 ) -> ParsedUpload:
     """Stream a ``multipart/form-data`` request body into temporary files.
 
@@ -354,7 +357,7 @@ def receive_upload(
         Default: ``sessup.upload.require_csrf``.
 
     ``storage``
-        Default: the application's upload directory (:func:`get_storage`).
+        Default: the application's storage (:func:`get_storage`).
 
     Returns a :class:`ParsedUpload` whose files are still temporary: call
     :meth:`ParsedUpload.commit` to keep them or :meth:`ParsedUpload.discard`.
