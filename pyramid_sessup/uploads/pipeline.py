@@ -326,6 +326,8 @@ class _Receiver:
         try:
             if out is not None:
                 out.abort()  # a multipart upload is aborted, not completed
+                if self.current is not None:
+                    self.current.temp_path = ""  # abort removed it
         finally:
             self.result.discard()
 

@@ -445,7 +445,9 @@ class S3Storage(Storage):
     def metadata(self, name: str) -> dict[str, Any] | None:
         key = self._key_of(name)
         head = None if key is None else self._head(key)
-        return None if head is None else decode_metadata(head.get("Metadata"))
+        if head is None or META_KEY not in (head.get("Metadata") or {}):
+            return None
+        return decode_metadata(head.get("Metadata"))
 
     def delete(self, name: str) -> bool:
         key = self._key_of(name)

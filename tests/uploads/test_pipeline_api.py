@@ -12,8 +12,7 @@ from pyramid.request import Request
 from pyramid_sessup.csrf import CSRFConfig
 from pyramid_sessup.exceptions import CSRFRefused, MalformedMultipart, UnsupportedMediaType, UploadTooLarge
 from pyramid_sessup.settings import SessupSettings, parse_settings
-from pyramid_sessup.uploads.pipeline import (ANY_FIELD, ParsedUpload, UploadLimits, multipart_boundary,
-                                             receive_upload)
+from pyramid_sessup.uploads.pipeline import ANY_FIELD, ParsedUpload, UploadLimits, multipart_boundary, receive_upload
 from pyramid_sessup.uploads.storage import UploadStorage
 
 from .conftest import MULTIPART, body, leftovers, part

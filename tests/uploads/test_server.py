@@ -77,7 +77,7 @@ def csrf_session(srv: Server) -> tuple[str, str]:
     return cookie, token
 
 
-def file_blocks(size: int, seed: int = 7) -> tuple[Iterator[bytes], "hashlib._Hash"]:
+def file_blocks(size: int, seed: int = 7) -> tuple[Iterator[bytes], hashlib._Hash]:
     """``size`` pseudo-random bytes in 1 MiB blocks, and the sha256 they will have."""
     block = random.Random(seed).randbytes(MiB)
     digest = hashlib.sha256()
