@@ -150,7 +150,8 @@ def make_client(values: SessupSettings) -> Any:
 class S3TempFile:
     """A file being received into ``key``: parts sent as the buffer fills.
 
-    Memory: one buffer of ``part_size`` (plus the block being added).
+    Memory: one buffer of ``part_size`` (plus the block being added), and
+    a copy of one part while it is sent.
     """
 
     def __init__(self, storage: S3Storage, key: str) -> None:
@@ -168,15 +169,17 @@ class S3TempFile:
             raise ValueError("write to a closed temporary file")
         self._buffer += data
         self.size += len(data)
-        if len(self._buffer) >= self.storage.part_size:
-            try:
-                self._send_part()
-            except BaseException:
-                self.abort()
-                raise
+        try:
+            while len(self._buffer) >= self.storage.part_size:
+                self._send_part(self.storage.part_size)
+        except BaseException:
+            self.abort()
+            raise
         return len(data)
 
-    def _send_part(self) -> None:
+    def _send_part(self, size: int) -> None:
+        """Send the buffer's first ``size`` bytes as the next part.  Every part
+        but the last has exactly ``part_size`` bytes: R2 requires equal parts."""
         storage = self.storage
         if self._upload_id is None:
             answer = storage.call("CreateMultipartUpload", storage.client.create_multipart_upload,
@@ -185,11 +188,12 @@ class S3TempFile:
         number = len(self._parts) + 1
         if number > MAX_PARTS:
             raise StorageUnavailable("The file needs more than 10,000 parts: raise sessup.upload.s3.part_size")
+        with memoryview(self._buffer) as view:
+            body = bytes(view[:size])
         answer = storage.call("UploadPart", storage.client.upload_part, Bucket=storage.bucket, Key=self.key,
-                              UploadId=self._upload_id, PartNumber=number, Body=self._buffer)
+                              UploadId=self._upload_id, PartNumber=number, Body=body)
         self._parts.append({"PartNumber": number, "ETag": answer["ETag"]})
-        # A new buffer, not a cleared one: the client may still refer to the old one.
-        self._buffer = bytearray()
+        del self._buffer[:size]
 
     def close(self) -> None:
         if self._closed:
@@ -201,7 +205,7 @@ class S3TempFile:
                              Body=self._buffer)
             else:
                 if self._buffer:
-                    self._send_part()
+                    self._send_part(len(self._buffer))
                 storage.call("CompleteMultipartUpload", storage.client.complete_multipart_upload,
                              Bucket=storage.bucket, Key=self.key, UploadId=self._upload_id,
                              MultipartUpload={"Parts": self._parts})
@@ -486,8 +490,11 @@ class S3Storage(Storage):
         for page in self._pages("list_multipart_uploads", Prefix=self.prefix):
             for upload in page.get("Uploads", ()):
                 rest = upload["Key"][len(self.prefix):]
-                if TEMP_ID_PATTERN.fullmatch(rest.removeprefix(TMP_PREFIX)) if rest.startswith(TMP_PREFIX) \
-                        else NAME_PATTERN.fullmatch(rest):
+                if rest.startswith(TMP_PREFIX):
+                    ours = TEMP_ID_PATTERN.fullmatch(rest[len(TMP_PREFIX):])
+                else:
+                    ours = NAME_PATTERN.fullmatch(rest)
+                if ours:
                     yield upload
 
     def _temp_objects(self) -> Iterator[dict[str, Any]]:

@@ -442,7 +442,8 @@ class LocalStorage(Storage):
         """
         cutoff = (time.time() if now is None else now) - max_age
         removed = 0
-        for directory, pattern in ((self.tmp_dir, TEMP_PATTERN), (self.meta_dir, re.compile(r"\.[A-Za-z0-9_-]{32}\.tmp"))):
+        meta_temp = re.compile(r"\.[A-Za-z0-9_-]{32}\.tmp")
+        for directory, pattern in ((self.tmp_dir, TEMP_PATTERN), (self.meta_dir, meta_temp)):
             try:
                 entries = list(os.scandir(directory))
             except FileNotFoundError:

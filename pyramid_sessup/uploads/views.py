@@ -127,9 +127,11 @@ def _redirect(request: Request, storage: S3Storage, name: str) -> Response:
     """``sessup.upload.s3.download = redirect``: a presigned URL of the bucket,
     valid for ``sessup.upload.s3.url_expiry`` seconds, whose answer is always an
     attachment of the served type (the bucket cannot add nosniff or a CSP)."""
-    meta = storage.metadata(name)
-    if meta is None:
+    found = storage.open_download(name)  # one HeadObject: the file exists, and its metadata
+    if found is None:
         raise NotFound("No such file")
+    found.close()
+    meta = found.metadata
     media_type, _ = names.served_type(name)
     filename = meta.get("filename") if isinstance(meta.get("filename"), str) else ""
     url = storage.presigned_download(name, content_type=media_type, disposition=names.content_disposition(
