@@ -56,7 +56,11 @@ POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 POSTGRES_TABLE = "sessup_bench_sessions"
 STORES = ("memory", "file", "redis", "postgresql")
 STATIC_FILE = "/static/sessup.css"
-WORKLOADS = ("ceilings", "nosession", "session", "increments", "upload-big", "upload-many", "upload-small")
+WORKLOADS = ("ceilings", "nosession", "session", "increments", "upload-big", "upload-many", "upload-small",
+             "s3-big", "s3-small")
+MOTO_SERVER = BIN / "moto_server"
+S3_BUCKET = "sessup-bench"
+S3_PREFIX = "uploads/"
 
 
 @dataclass(frozen=True)
@@ -247,6 +251,40 @@ def sessup_server(store: str, data: Path, logdir: Path, lock: bool = False) -> c
     argv = [str(PSERVE), str(HERE / f"{store}.ini"), f"port={port}", f"data={data}", f"lock={str(lock).lower()}"]
     # PYTHONPATH: serve the pyramid_sessup of this checkout, even from a copy of the tree.
     return serving(f"sessup-{store}{'-lock' if lock else ''}", argv, logdir, port, env={"PYTHONPATH": str(ROOT)})
+
+
+@contextlib.contextmanager
+def sessup_s3_server(data: Path, logdir: Path) -> Iterator[Server]:
+    """An S3 server (``moto_server``, its own process) with the bench's bucket, and
+    ``pserve bench/s3.ini`` storing uploads there."""
+    s3_port = free_port()
+    with serving("s3-moto", [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(s3_port)], logdir, s3_port) as s3:
+        s3_client(s3.port).create_bucket(Bucket=S3_BUCKET)
+        port = free_port()
+        argv = [str(PSERVE), str(HERE / "s3.ini"), f"port={port}", f"data={data}", "lock=false",
+                f"s3=http://127.0.0.1:{s3.port}", f"bucket={S3_BUCKET}"]
+        with serving("sessup-s3", argv, logdir, port, env={"PYTHONPATH": str(ROOT)}) as server:
+            server.s3 = s3  # type: ignore[attr-defined]
+            yield server
+
+
+def s3_client(port: int):  # type: ignore[no-untyped-def]
+    """The bench's own boto3 client of the S3 server (to check and empty the bucket)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.session.Session().client(
+        "s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1", aws_access_key_id="bench-key",
+        aws_secret_access_key="bench-secret-for-a-local-emulator-only",
+        config=Config(s3={"addressing_style": "path"}, request_checksum_calculation="when_required"))
+
+
+def read_bytes(pid: int) -> int:
+    """Bytes a process read (files and sockets alike: ``rchar``)."""
+    for line in _read_proc(pid, "io").splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    return 0
 
 
 def node_server(store: str, upload_dir: Path, logdir: Path) -> contextlib.AbstractContextManager[Server]:
@@ -489,7 +527,9 @@ class Bench:
             (data / "sessions").mkdir(parents=True, exist_ok=True)
             kind, _, rest = name.partition("-")
             try:
-                if kind == "sessup":
+                if name == "sessup-s3":
+                    starter = sessup_s3_server(data, self.logdir)
+                elif kind == "sessup":
                     store, _, lock = rest.partition("-")
                     starter = sessup_server(store, data, self.logdir, lock=bool(lock))
                 elif kind == "node":
@@ -608,7 +648,8 @@ class Bench:
         # sessup requires CSRF on uploads; the express seed had none.
         return csrf_headers(server.port) if side == "sessup" else {}
 
-    def upload_runs(self, fn: Callable[[str, Server, Path], Cell]) -> dict[str, Callable[[], Cell]]:
+    def upload_runs(self, fn: Callable[[str, Server, Path], Cell], sessup: str = "sessup-file",
+                    node: str | None = "node-memory") -> dict[str, Callable[[], Cell]]:
         def run(side: str, name: str) -> Cell:
             # Start each upload with no dirty pages pending, so one run's writeback
             # (or another workload's) does not throttle the next.
@@ -616,7 +657,69 @@ class Bench:
             return fn(side, self.server(name), self.upload_dir(name))
 
         return {side: (lambda side=side, name=name: run(side, name))
-                for side, name in self.sides("sessup-file", "node-memory").items()}
+                for side, name in self.sides(sessup, node).items()}
+
+    # -- uploads into object storage ------------------------------------------------------
+
+    def bucket_sizes(self, server: Server) -> list[int]:
+        """Sizes of the stored objects (temporary ones excluded), then empty the bucket."""
+        client = s3_client(server.s3.port)  # type: ignore[attr-defined]
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=S3_BUCKET)
+        keys = [(o["Key"], o["Size"]) for page in pages for o in page.get("Contents", ())]
+        for key, _ in keys:
+            client.delete_object(Bucket=S3_BUCKET, Key=key)
+        unfinished = client.list_multipart_uploads(Bucket=S3_BUCKET).get("Uploads", ())
+        if unfinished:
+            raise RuntimeError(f"{len(unfinished)} unfinished multipart upload(s) left in the bucket")
+        return [size for key, size in keys if not key.startswith(S3_PREFIX + ".tmp/")]
+
+    def s3_big(self) -> None:
+        size = self.profile.big_size
+
+        def run(side: str, server: Server, upload_dir: Path) -> Cell:
+            s3_pid = server.s3.pid  # type: ignore[attr-defined]
+            received0 = read_bytes(s3_pid)
+            with Meter(server.pid) as meter:
+                posted = post_multipart(server.port, [("big.bin", self.big_file)], self.upload_headers(side, server))
+            if posted.status != 200:
+                raise RuntimeError(f"answer {posted.status} {posted.body[:120]!r}")
+            received = read_bytes(s3_pid) - received0
+            stored = self.bucket_sizes(server)
+            seconds = posted.seconds
+            cell = meter.fill(Cell(value=size / MiB / seconds, unit="MiB/s", p50=seconds, p99=seconds))
+            cell.note = (f"the S3 server read {received / size:.2f}x the file (bytes sent to it, HTTP included); "
+                         f"server wrote {cell.written / size:.2f}x the file to disk (waitress's body buffer); "
+                         f"last byte sent at {posted.sent:.2f} s, answer {seconds - posted.sent:.2f} s later")
+            if stored != [size]:
+                cell.note += f"; bucket held {len(stored)} objects, {sum(stored)} bytes (expected one of {size})"
+            return cell
+
+        self.compare("upload-big-s3", f"one {size // MiB} MiB upload into S3 (moto_server)",
+                     "RSS < 64 MiB; bytes to S3 ~ 1x the file", self.upload_runs(run, "sessup-s3", None),
+                     self.profile.repeats)
+
+    def s3_small(self) -> None:
+        boundary = "sessupbench" + secrets.token_hex(16)
+        content = os.urandom(4 * KiB)
+        heads, tail, _ = multipart_framing([("small.bin", content)], boundary)
+        body_file = self.tmp / "small-body-s3.bin"
+        body_file.write_bytes(heads[0] + content + b"\r\n" + tail)
+
+        def run(side: str, server: Server, upload_dir: Path) -> Cell:
+            script = upload_script(self.tmp / f"upload-{server.name}.lua", body_file,
+                                   f"multipart/form-data; boundary={boundary}", self.upload_headers(side, server))
+            s3_pid = server.s3.pid  # type: ignore[attr-defined]
+            received0 = read_bytes(s3_pid)
+            cell = self.measured_wrk(server, "/upFile", 16, script)
+            received = read_bytes(s3_pid) - received0
+            stored = self.bucket_sizes(server)
+            per_file = received / len(stored) if stored else 0
+            cell.note = ((cell.note + "; " if cell.note else "") + f"{len(stored)} objects stored; the S3 server "
+                         f"read {per_file / KiB:.1f} KiB per stored file (PutObject, CopyObject, DeleteObject)")
+            return cell
+
+        self.compare("upload-small-s3", "4 KiB single-file uploads into S3 (moto_server), 16 conn", "",
+                     self.upload_runs(run, "sessup-s3", None), self.profile.repeats)
 
     @property
     def big_file(self) -> Path:
@@ -776,6 +879,11 @@ class Bench:
                     self.upload_many()
                 if self.wants("upload-big"):
                     self.upload_big()
+            # Object storage only when asked for (--only s3-big,s3-small): it needs the testing extra.
+            if "s3-small" in self.only:
+                self.s3_small()
+            if "s3-big" in self.only:
+                self.s3_big()
             if self.wants("increments"):
                 for store in self.stores:
                     self.increments(store, lock=False)
@@ -940,7 +1048,7 @@ def judge(report: Report, big_size: int) -> None:
 
 ORDER = (["ceil-tcp", "ceil-file", "ceil-wsgi", "bare-pyramid", "nosession", "home"]
          + [f"session-{s}-{c}" for s in STORES for c in (16, 64)]
-         + ["upload-big", "upload-many", "upload-small"]
+         + ["upload-big", "upload-many", "upload-small", "upload-big-s3", "upload-small-s3"]
          + [f"increments-{s}-{m}" for s in STORES for m in ("nolock", "lock")])
 
 
