@@ -168,6 +168,49 @@ def test_credentials_stay_out_of_a_debug_log(tmp_path: Path, s3_server: S3Server
     assert "botocore" in log and SECRET_KEY not in log
 
 
+def test_concurrent_uploads_and_refusals_share_one_client(tmp_path: Path, s3_server: S3Server,
+                                                          s3_bucket: str) -> None:
+    """8 threads, 6 rounds each, against one server (its threads share one S3
+    client): uploads (some multipart) and refused uploads interleave; every
+    stored file is byte-exact, every refusal leaves nothing, failures counted."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    srv = serve(tmp_path / "a", s3_server, s3_bucket, **{"sessup.upload.max_file_size": str(7 * MiB),
+                                                          "sessup.upload.max_total_size": str(7 * MiB)})
+    failures: list[str] = []
+    stored: dict[str, bytes] = {}
+    try:
+        visitor = Visitor(srv)
+
+        def one(worker: int, round_: int) -> None:
+            size = (6 * MiB + worker) if (worker + round_) % 4 == 0 else 1000 * (worker + 1) + round_
+            content = random_bytes(size, worker * 100 + round_)
+            if (worker + round_) % 3 == 0:  # over the limit after a part went up: refused, aborted
+                content += random_bytes(2 * MiB, 1)
+            data = body(part("inputFile", content, filename=f"{worker}-{round_}.bin"))
+            status, _, reply = visitor.request("POST", "/upFile", data, {"Content-Type": MULTIPART,
+                                                                        "X-CSRF-Token": visitor.token})
+            if len(content) > 7 * MiB:
+                if status != 413:
+                    failures.append(f"{worker}-{round_}: expected 413, got {status}")
+                return
+            if status != 200:
+                failures.append(f"{worker}-{round_}: {status} {reply[:100]!r}")
+                return
+            info = json.loads(reply)["files"][0]
+            stored["uploads/" + info["path"]] = content
+
+        with ThreadPoolExecutor(8) as pool:
+            for future in [pool.submit(one, w, r) for w in range(8) for r in range(6)]:
+                future.result()
+    finally:
+        srv.stop()
+    assert failures == []
+    assert s3_server.unfinished(s3_bucket) == [] and s3_server.keys(s3_bucket) == sorted(stored)
+    for key, content in stored.items():
+        assert s3_server.read(s3_bucket, key) == content
+
+
 def parts_sent(s3_server: S3Server, bucket: str) -> int:
     client = s3_server.client()
     total = 0
