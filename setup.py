@@ -15,6 +15,7 @@ requires = [
     "deform>=2.0.15",
     "pyramid_chameleon>=0.3",
     "multipart>=2.0.1",
+    "python-magic>=0.4.27",
 ]
 
 # Store drivers are extras: only apps that use that store need them
@@ -24,11 +25,15 @@ postgresql_require = ["psycopg[binary,pool]>=3.1"]
 # Object storage for uploads (sessup.upload.storage = s3). boto3 >= 1.36 has the
 # request_checksum_calculation switch the add-on turns to "when_required".
 s3_require = ["boto3>=1.36"]
+# production.ini's server (egg:pyramid_sessup#gunicorn): gthread workers, the body
+# streamed to the application; 27 bounds the drain of a body the app refused.
+production_require = ["gunicorn>=27"]
 
 tests_require = [
     *redis_require,
     *postgresql_require,
     *s3_require,
+    *production_require,
     "pytest>=8",
     "WebTest>=3.0",
     "playwright>=1.40",
@@ -63,9 +68,11 @@ setup(
     zip_safe=False,
     install_requires=requires,
     extras_require={"redis": redis_require, "postgresql": postgresql_require, "s3": s3_require,
+                    "production": production_require,
                     "testing": tests_require},
     entry_points={
         "paste.app_factory": ["main = pyramid_sessup.demo:main"],
+        "paste.server_runner": ["gunicorn = pyramid_sessup.serving:gunicorn"],
         "console_scripts": [
             "sessup-sessions = pyramid_sessup.scripts.sessions:main",
             "sessup-sweep = pyramid_sessup.scripts.sweep:main",

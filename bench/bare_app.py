@@ -1,4 +1,4 @@
-"""Baselines for bench/run.py, served by waitress with the bench INIs' tuning.
+"""Baselines for bench/run.py, served by the bench INIs' server (production.ini's gunicorn) and tuning.
 
     .venv/bin/python bench/bare_app.py pyramid PORT   # a bare Pyramid app: GET / and /static/*
     .venv/bin/python bench/bare_app.py wsgi PORT      # a bare WSGI hello world (the ceiling)
@@ -47,18 +47,19 @@ def wsgi_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Ite
 
 
 def server_options(ini: Path = HERE / "file.ini") -> dict[str, str]:
-    """The [server:main] tuning of the bench INIs (without use/listen)."""
+    """The [server:main] tuning of the bench INIs (without use and port)."""
     parser = configparser.ConfigParser(interpolation=None)
     parser.read(ini)
-    return {k: v for k, v in parser.items("server:main") if k not in ("use", "listen")}
+    return {k: v for k, v in parser.items("server:main") if k not in ("use", "bind")}
 
 
 def main(argv: list[str]) -> None:
-    from waitress import serve
+    from pyramid_sessup.serving import gunicorn
 
-    kind, port = argv[1], int(argv[2])
+    kind, port = argv[1], argv[2]
     app = pyramid_app() if kind == "pyramid" else wsgi_app
-    serve(app, listen=f"127.0.0.1:{port}", **server_options())
+    # The same runner and settings as pserve bench/<store>.ini (gunicorn's logging from that INI).
+    gunicorn(app, {"__file__": str(HERE / "file.ini"), "here": str(HERE)}, port=port, **server_options())
 
 
 if __name__ == "__main__":

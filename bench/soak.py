@@ -12,12 +12,12 @@ What it does:
    server's ``TMPDIR`` inside that directory, and starts ``pserve`` on it with
    a random 48-character ``SESSUP_SECRET`` (as a deployment would).
 2. Warms the server up with the same mix for a few seconds, lets it settle,
-   and takes a baseline of its open descriptors (the file session store's
-   lock files, which it keeps open per worker thread and stripe, are counted
-   apart and checked against that bound), descriptors of deleted files
-   (waitress spools request bodies over ``inbuf_overflow`` to anonymous
-   temporary files), files in the upload directory's ``.tmp``, files in its
-   ``TMPDIR`` and its RSS.
+   and takes a baseline, summed over its processes (gunicorn's master and
+   workers), of its open descriptors (the file session store's lock files,
+   which it keeps open per worker thread and stripe, are counted apart and
+   checked against that bound), descriptors of deleted files (a server that
+   spools request bodies keeps them in anonymous temporary files), files in
+   the upload directory's ``.tmp``, files in its ``TMPDIR`` and its RSS.
 3. Runs N connections (threads, one keep-alive connection and one session
    each) for the given time, mixing: session writes (``GET /session``) and
    reads (``GET /csrf``), 4 KiB and 5 MiB uploads to ``POST /upFile`` with
@@ -96,7 +96,7 @@ def write_ini(tmp: Path, port: int) -> Path:
     parser.read(ROOT / "production.ini")
     parser.set("app:main", "sessup.session.file.path", str(tmp / "sessions"))
     parser.set("app:main", "sessup.upload.path", str(tmp / "uploads"))
-    parser.set("server:main", "listen", f"{HOST}:{port}")
+    parser.set("server:main", "port", str(port))
     ini = tmp / "production.ini"
     with open(ini, "w") as f:
         parser.write(f)
@@ -120,7 +120,15 @@ class Server:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([str(PSERVE), str(self.ini)], cwd=str(tmp), env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.pid = self.proc.pid  # pserve runs waitress in-process
+        self.pid = self.proc.pid  # gunicorn's master; its workers are children
+
+    def pids(self) -> list[int]:
+        """The master and its workers."""
+        try:
+            with open(f"/proc/{self.pid}/task/{self.pid}/children") as f:
+                return [self.pid, *(int(p) for p in f.read().split())]
+        except FileNotFoundError:
+            return [self.pid]
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -164,20 +172,26 @@ class Resources:
 
     @classmethod
     def of(cls, server: Server) -> "Resources":
-        fds = deleted = sockets = locks = 0
+        """Summed over the server's processes (gunicorn's master and workers)."""
+        fds = deleted = sockets = locks = rss = 0
         lock_prefix = str(server.lock_dir) + os.sep
-        fd_dir = f"/proc/{server.pid}/fd"
-        for name in os.listdir(fd_dir):
+        for pid in server.pids():
+            fd_dir = f"/proc/{pid}/fd"
             try:
-                target = os.readlink(os.path.join(fd_dir, name))
+                names = os.listdir(fd_dir)
+                with open(f"/proc/{pid}/status") as f:
+                    rss += next(int(line.split()[1]) * KiB for line in f if line.startswith("VmRSS:"))
             except OSError:
-                continue  # closed meanwhile
-            fds += 1
-            deleted += target.endswith("(deleted)")
-            sockets += target.startswith("socket:")
-            locks += target.startswith(lock_prefix) and target.endswith(".lock")
-        with open(f"/proc/{server.pid}/status") as f:
-            rss = next(int(line.split()[1]) * KiB for line in f if line.startswith("VmRSS:"))
+                continue  # a worker that was just replaced
+            for name in names:
+                try:
+                    target = os.readlink(os.path.join(fd_dir, name))
+                except OSError:
+                    continue  # closed meanwhile
+                fds += 1
+                deleted += target.endswith("(deleted)")
+                sockets += target.startswith("socket:")
+                locks += target.startswith(lock_prefix) and target.endswith(".lock")
         return cls(fds, deleted, sockets, _count_files(server.upload_tmp), _count_files(server.systmp), rss, locks)
 
 
@@ -187,15 +201,15 @@ def _server_option(ini: Path, key: str, default: str) -> str:
     return parser.get("server:main", key, fallback=default)
 
 
-def lock_fd_bound(threads: int) -> int:
+def lock_fd_bound(threads: int, processes: int = 1) -> int:
     """Most lock-file descriptors the file store may hold: one per worker
-    thread and stripe (plus the main thread's, from start-up)."""
+    thread and stripe (plus the main thread's, from start-up), per process."""
     try:
         from pyramid_sessup.stores import file as file_store
         stripes = int(getattr(file_store, "_STRIPES", 16))
     except ImportError:  # pragma: no cover - the soak runs in the project's venv
         stripes = 16
-    return (threads + 1) * stripes
+    return (threads + 1) * stripes * processes
 
 
 def _count_files(path: Path) -> int:
@@ -548,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
         rng = random.Random(args.seed)
         bodies = {"small": multipart(rng.randbytes(4 * KiB), "small.bin"),
                   "big": multipart(rng.randbytes(5 * MiB), "big.bin")}
-        print(f"pserve production.ini (pid {server.pid}) on {HOST}:{server.port}; data in {tmp}")
+        print(f"pserve production.ini (pids {server.pids()}) on {HOST}:{server.port}; data in {tmp}")
         print("server environment: SESSUP_SECRET (random, 48 characters), TMPDIR=<data>/systmp"
               + "".join(f", {k}={v}" for k, v in SERVER_ENV.items()))
         print(f"mix: {', '.join(f'{k} {v}' for k, v in MIX.items() if forms or k != 'form')} "
@@ -593,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"traffic:         {stats.bytes_up / MiB:.0f} MiB up, {stats.bytes_down / MiB:.0f} MiB down")
         print()
         print(f"{'resource':<34}{'baseline':>12}{'after':>12}  check")
-        bound = lock_fd_bound(server.threads)
+        bound = lock_fd_bound(server.threads, len(server.pids()))
         rows = [
             ("open descriptors", baseline.fds, after.fds, True),
             ("  session lock files (bound %d)" % bound, baseline.lock_fds, after.lock_fds, after.lock_fds <= bound),
@@ -625,10 +639,8 @@ def main(argv: list[str] | None = None) -> int:
             failures.append("the server logged a traceback")
         print()
         log_lines = [line for line in log.splitlines() if " ERROR " in line or "Traceback" in line]
-        queue = log.count("Task queue depth")
         print(f"server log: {len(log.splitlines())} lines, {len(log_lines)} error lines "
-              f"({queue} waitress 'Task queue depth' warnings: {args.connections} connections, "
-              f"waitress threads = 8)")
+              f"({len(server.pids())} processes, {server.threads} threads each, {args.connections} connections)")
         for line in log_lines[:5]:
             print(f"    {line}")
     except Exception as exc:  # report, clean up, fail

@@ -1,14 +1,21 @@
 #!/usr/bin/env python
-"""Benchmark row for resumable uploads: 1 GiB through tus in 8 MiB chunks.
+"""Benchmark rows for resumable uploads: 1 GiB through tus in 8 MiB chunks,
+in one upload and in 4 parallel parts (concatenation).
 
-    .venv/bin/python bench/tus_bench.py [--ini bench/file.ini] [--size-mib 1024] [--chunk-mib 8]
+    .venv/bin/python bench/tus_bench.py [--ini bench/file.ini] [--size-mib 1024] [--chunk-mib 8] [--parts 1,4]
 
 Starts ``pserve <ini> port=<free> data=<tmp> lock=false`` (the bench INIs take
 those three variables), writes a file of random bytes, warms the server up
-with a two-chunk upload, then uploads the file the way a tus client does: POST /files/ (creation), PATCH chunk after chunk on one
-keep-alive connection, each answered before the next is sent.  Prints one
-Markdown row: throughput (file bytes / wall time from creation to the final
-204, which includes the server committing the file with its sha256) and the
+with a two-chunk upload, then uploads the file the way a tus client does:
+POST /files/ (creation), PATCH chunk after chunk on one keep-alive
+connection, each answered before the next is sent.  With N parts
+(``--parts``; each number is one row) the file is cut into N slices, each a
+partial upload (``Upload-Concat: partial``) sent by its own thread on its own
+connection at the same time, then one ``Upload-Concat: final`` request joins
+them.  Prints one Markdown row per part count: throughput (file bytes / wall
+time from the first creation to the last answer, which includes the server
+joining the parts and committing the file with its sha256), the final
+request's own time (the join: copy, hashing pass, commit) and the
 server's peak RSS during the upload (VmHWM of the pserve PID, reset through
 /proc/PID/clear_refs first) beside its RSS just before.  The sha256 the server reports must match.
 Only 127.0.0.1 is contacted; the temporary directory is removed afterwards.
@@ -26,8 +33,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 HERE = Path(__file__).resolve().parent
 PSERVE = Path(sys.executable).parent / "pserve"
@@ -91,7 +100,7 @@ def upload(conn: http.client.HTTPConnection, cookie: str, source: Path, size: in
     res.read()
     if res.status != 201:
         raise SystemExit(f"creation answered {res.status}")
-    path = "/" + res.getheader("Location", "").split("/", 3)[3]
+    path = urlsplit(res.getheader("Location", "")).path  # absolute URL or path
     offset = patches = 0
     with open(source, "rb") as f:
         while offset < size:
@@ -108,7 +117,67 @@ def upload(conn: http.client.HTTPConnection, cookie: str, source: Path, size: in
     return res.getheader("Sessup-File-Sha256", ""), patches
 
 
-def run(ini: Path, size: int, chunk: int) -> dict[str, float]:
+def upload_parallel(port: int, cookie: str, source: Path, size: int, chunk: int,
+                    parts: int) -> tuple[str, int, float]:
+    """Upload ``source`` as ``parts`` partial uploads at once, then join them;
+    return the server's sha256, the PATCH count and the seconds the final
+    request took (the server joining, hashing and committing the file)."""
+    step = -(-size // parts)
+    slices = [(start, min(size, start + step)) for start in range(0, size, step)]
+    conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=600) for _ in slices]
+    urls: list[str] = []
+    for conn, (start, end) in zip(conns, slices):  # created one after the other, as clients do
+        conn.request("POST", "/files/", headers={**TUS, "Cookie": cookie, "Upload-Length": str(end - start),
+                                                 "Upload-Concat": "partial"})
+        res = conn.getresponse()
+        res.read()
+        if res.status != 201:
+            raise SystemExit(f"partial creation answered {res.status}")
+        urls.append(urlsplit(res.getheader("Location", "")).path)
+    counts = [0] * len(slices)
+    errors: list[str] = []
+
+    def send(index: int) -> None:
+        start, end = slices[index]
+        offset = 0
+        try:
+            with open(source, "rb") as f:
+                f.seek(start)
+                while offset < end - start:
+                    body = f.read(min(chunk, end - start - offset))
+                    conns[index].request("PATCH", urls[index], body=body, headers={
+                        **TUS, "Cookie": cookie, "Upload-Offset": str(offset),
+                        "Content-Type": "application/offset+octet-stream"})
+                    res = conns[index].getresponse()
+                    res.read()
+                    if res.status != 204:
+                        raise RuntimeError(f"PATCH of part {index} at {offset} answered {res.status}")
+                    offset = int(res.getheader("Upload-Offset", "0"))
+                    counts[index] += 1
+        except (OSError, RuntimeError, http.client.HTTPException) as exc:  # reported below: the run stops
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(slices))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise SystemExit(errors[0])
+    joining = time.perf_counter()
+    conns[0].request("POST", "/files/", headers={**TUS, "Cookie": cookie, "Upload-Concat": "final;" + " ".join(urls),
+                                                 "Upload-Metadata": "filename YmVuY2guYmlu"})
+    res = conns[0].getresponse()
+    res.read()
+    joined = time.perf_counter() - joining
+    if res.status != 201:
+        raise SystemExit(f"final creation answered {res.status}")
+    for conn in conns:
+        conn.close()
+    return res.getheader("Sessup-File-Sha256", ""), sum(counts), joined
+
+
+def run(ini: Path, size: int, chunk: int, parts: int = 1) -> dict[str, float]:
     data = Path(tempfile.mkdtemp(prefix="sessup-tus-bench-"))
     port = free_port()
     source = data / "source.bin"
@@ -129,7 +198,11 @@ def run(ini: Path, size: int, chunk: int) -> dict[str, float]:
         idle = rss_mib(proc.pid)
 
         started = time.perf_counter()
-        sha256, patches = upload(conn, cookie, source, size, chunk)
+        join = float("nan")
+        if parts > 1:
+            sha256, patches, join = upload_parallel(port, cookie, source, size, chunk, parts)
+        else:
+            sha256, patches = upload(conn, cookie, source, size, chunk)
         elapsed = time.perf_counter() - started
         rss = peak_rss_mib(proc.pid)
         if sha256 != expected:
@@ -144,7 +217,7 @@ def run(ini: Path, size: int, chunk: int) -> dict[str, float]:
             proc.wait(10)
         shutil.rmtree(data, ignore_errors=True)
     return {"mib_s": size / MiB / elapsed, "seconds": elapsed, "rss_mib": rss, "idle_mib": idle,
-            "patches": patches}
+            "patches": patches, "join_s": join}
 
 
 def main() -> None:
@@ -152,14 +225,22 @@ def main() -> None:
     parser.add_argument("--ini", default=str(HERE / "file.ini"))
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--chunk-mib", type=int, default=8)
+    parser.add_argument("--parts", default="1,4", help="comma-separated part counts, one row each (1: one upload)")
     args = parser.parse_args()
-    result = run(Path(args.ini), args.size_mib * MiB, args.chunk_mib * MiB)
-    label = f"tus {args.size_mib} MiB in {args.chunk_mib} MiB chunks ({Path(args.ini).name})"
+    counts = [int(p) for p in args.parts.split(",") if p.strip()]
+    if not counts or min(counts) < 1:
+        raise SystemExit("--parts takes whole numbers of at least 1")
+    print("| workload | MiB/s | seconds | PATCHes | final request (s) | server peak RSS (MiB) "
+          "| server RSS before (MiB) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for parts in counts:
+        result = run(Path(args.ini), args.size_mib * MiB, args.chunk_mib * MiB, parts)
+        how = "one upload" if parts == 1 else f"{parts} parallel parts, joined"
+        label = f"tus {args.size_mib} MiB in {args.chunk_mib} MiB chunks, {how} ({Path(args.ini).name})"
+        join = "" if result["join_s"] != result["join_s"] else f"{result['join_s']:.2f}"  # NaN: no join
+        print(f"| {label} | {result['mib_s']:.1f} | {result['seconds']:.2f} | {result['patches']:.0f} | {join} "
+              f"| {result['rss_mib']:.1f} | {result['idle_mib']:.1f} |", flush=True)
     load = os.getloadavg()
-    print("| workload | MiB/s | seconds | PATCHes | server peak RSS (MiB) | server RSS before (MiB) |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    print(f"| {label} | {result['mib_s']:.1f} | {result['seconds']:.2f} | {result['patches']:.0f} "
-          f"| {result['rss_mib']:.1f} | {result['idle_mib']:.1f} |")
     print(f"\nload average after the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, nproc {os.cpu_count()}")
 
 

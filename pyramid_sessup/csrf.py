@@ -57,7 +57,7 @@ CSRF_FIELD = "csrf_token"
 
 #: What a refused script client is told, so the 403 says how to succeed.
 HOW_TO = (f"get a token from GET /csrf (keep its cookies) and send it in the {CSRF_HEADER} header "
-          f"or a {CSRF_FIELD} form field")
+          f"or a {CSRF_FIELD} form field before the files")
 
 #: Appended to the session cookie's name to name the nonce cookie.
 COOKIE_SUFFIX = "_csrf"

@@ -51,7 +51,9 @@ def fill_error(response: Response, request: Request, exc: SessupError) -> Respon
     headers["Cache-Control"] = "no-store"
     # Messages may repeat a client's file name: never let a browser sniff them as HTML.
     headers["X-Content-Type-Options"] = "nosniff"
-    if exc.status_code in (429, 503) and "Retry-After" not in exc.headers:
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
+    elif exc.status_code in (429, 503) and "Retry-After" not in exc.headers:
         headers["Retry-After"] = str(_retry_after(request))
     for key, value in exc.headers.items():
         headers[key] = value

@@ -38,6 +38,9 @@ class SessupError(Exception):
         if code is not None:
             self.code = code
 
+    #: Seconds a client should wait before trying again (``Retry-After``), if any.
+    retry_after: int | None = None
+
 
 class SessionError(SessupError):
     """Base class of session errors."""
@@ -127,3 +130,32 @@ class StorageUnavailable(UploadError):
 
     status_code = 503
     code = "storage_unavailable"
+class UploadRejected(UploadError):
+    """A file was refused on its content: the virus scanner found something,
+    or a verifier (``sessup.upload.verifiers``) refused it.  Verifiers raise
+    this (or another :class:`UploadError`) to refuse an upload; the message
+    should name the file."""
+
+    status_code = 422
+    code = "file_rejected"
+
+
+class ScannerUnavailable(UploadError):
+    """The virus scanner (``sessup.upload.clamav``) could not be reached or did
+    not answer in time, and ``sessup.upload.clamav_on_error`` is ``fail``."""
+
+    status_code = 503
+    code = "scanner_unavailable"
+    retry_after = 30
+
+
+class QuotaExceeded(UploadError):
+    """An upload quota (``sessup.upload.quota_files``/``quota_bytes``) is
+    used up for the current window; ``retry_after`` says when it frees up."""
+
+    status_code = 429
+    code = "quota_exceeded"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after))

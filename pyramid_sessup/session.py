@@ -15,7 +15,9 @@ pyramid_beaker session class (Beaker's lazy ``SessionObject`` with Pyramid's
 * writes as per-key merges of what this request changed (nested mutations
   included), so concurrent requests do not undo each other; read-only requests
   only slide the expiry;
-* ``regenerate()`` and ``invalidate()`` kill the old ID at once;
+* ``regenerate()`` and ``invalidate()`` kill the old ID at once, for good: the
+  store keeps a tombstone, and a request still running on a session that was
+  logged out (or that expired) meanwhile writes nothing and clears its cookie;
 * optional per-session locking; a policy for when the store is down.
 """
 from __future__ import annotations
@@ -97,23 +99,27 @@ class _Incidents:
     not one per request."""
 
     def __init__(self) -> None:
-        self._down = False
+        self._down_since: float | None = None  # monotonic time of the first failure
         self._lock = threading.Lock()
 
     def failed(self, exc: BaseException, policy: str) -> None:
         with self._lock:
-            if self._down:
+            if self._down_since is not None:
                 return
-            self._down = True
+            self._down_since = time.monotonic()
         action = "answering 503" if policy == "fail" else "serving requests without a session"
         log.error("session store unavailable (%s); %s until it recovers", exc, action)
 
-    def succeeded(self) -> None:
-        if self._down:
+    def succeeded(self, started: float) -> None:
+        """A store call that ``started`` (monotonic time) has just succeeded."""
+        if self._down_since is not None:
             with self._lock:
-                if not self._down:
+                # A call already under way when the outage was noticed (it finished
+                # as the server went down) proves nothing: without this, one
+                # incident was logged as two, "back" a few milliseconds after "down".
+                if self._down_since is None or started < self._down_since:
                     return
-                self._down = False
+                self._down_since = None
             log.warning("session store reachable again")
 
 
@@ -161,6 +167,7 @@ class SessupSession(BeakerSession):
         self._snapshot: dict[str, str] = {}  # key -> JSON as loaded/last written
         self._send_cookie = False
         self._clear_cookie = False
+        self._dead = False  # logged out or expired under this request: write nothing more
         self._force_full = False
         self._lock_token: Any = None
         self._locked_sid = ""
@@ -201,12 +208,13 @@ class SessupSession(BeakerSession):
 
     # -- loading and locking ---------------------------------------------------------
     def _store_call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        started = time.monotonic()
         try:
             result = fn(*args, **kw)
         except StoreUnavailable as exc:
             self.incidents.failed(exc, self.config.on_store_error)
             raise
-        self.incidents.succeeded()
+        self.incidents.succeeded(started)
         return result
 
     def _load_existing(self, sid: str) -> dict[str, Any] | None:
@@ -263,16 +271,21 @@ class SessupSession(BeakerSession):
         old = None if self.is_new else self.id
         self.id = new_session_id()
         self._loaded_record = None
-        if self.anonymous:
+        if self.anonymous or self._dead:
             return
-        data = self._full_record()
-        if old is not None or dict.__len__(self) or self.config.save_uninitialized:
-            self._store_call(self.store.replace, self.id, data)
-            self._snapshot = {k: _encode(k, v) for k, v in self.items()}
-            self.is_new = False
-            self._send_cookie = True
         if old is not None:
-            self._store_call(self.store.delete, old)
+            # One atomic step: the new record, and a tombstone for the old ID.  It
+            # fails if the old session was logged out or expired meanwhile.
+            if not self._store_call(self.store.move, old, self.id, self._full_record()):
+                self._gone()
+                return
+        elif dict.__len__(self) or self.config.save_uninitialized:
+            self._create_record()
+        else:
+            return
+        self._snapshot = {k: _encode(k, v) for k, v in self.items()}
+        self.is_new = False
+        self._send_cookie = True
 
     regenerate_id = regenerate
 
@@ -280,9 +293,10 @@ class SessupSession(BeakerSession):
         """Delete the stored record and start an empty session under a new ID;
         the CSRF token changes too."""
         csrf.rotate(self.request)
-        if not self.is_new and not self.anonymous:
+        if not self.is_new and not self.anonymous and not self._dead:
             self._store_call(self.store.delete, self.id)
             self._clear_cookie = True
+        self._dead = False
         dict.clear(self)
         self._snapshot = {}
         self.accessed_dict = {}
@@ -301,14 +315,17 @@ class SessupSession(BeakerSession):
 
     def save(self, accessed_only: bool = False) -> None:
         """Write the whole session to the store now."""
-        if self.anonymous or accessed_only:
+        if self.anonymous or accessed_only or self._dead:
             return
-        self._store_call(self.store.replace, self.id, self._full_record())
-        self._snapshot = {k: _encode(k, v) for k, v in self.items()}
-        self._loaded_record = None
         if self.is_new:
+            self._create_record()
             self.is_new = False
             self._send_cookie = True
+        elif not self._store_call(self.store.replace, self.id, self._full_record()):
+            self._gone()
+            return
+        self._snapshot = {k: _encode(k, v) for k, v in self.items()}
+        self._loaded_record = None
 
     def reload(self) -> None:
         """Re-read the session from the store, dropping this request's unsaved changes."""
@@ -339,6 +356,18 @@ class SessupSession(BeakerSession):
         return csrf.new_csrf_token(self.request)
 
     # -- end of request ----------------------------------------------------------------
+    def _create_record(self) -> None:
+        """Store this new session; an ID that is taken (or a tombstone) is never reused."""
+        while not self._store_call(self.store.create, self.id, self._full_record()):
+            self.id = new_session_id()  # astronomically unlikely collision
+
+    def _gone(self) -> None:
+        """The stored session was logged out or expired while this request ran: it
+        stays dead.  Nothing more is written, and the client's cookie is cleared."""
+        self._dead = True
+        self._send_cookie = False
+        self._clear_cookie = True
+
     def _full_record(self) -> dict[str, Any]:
         record = dict(self.items())
         record[CREATED_KEY] = self._created
@@ -355,13 +384,12 @@ class SessupSession(BeakerSession):
 
     def persist(self) -> None:
         """Write what this request changed; decide whether a cookie goes out."""
-        if self.anonymous:
+        if self.anonymous or self._dead:
             return
         changed, removed = self._diff()
         if self.is_new:
             if dict.__len__(self) or self.config.save_uninitialized:
-                while not self._store_call(self.store.create, self.id, self._full_record()):
-                    self.id = new_session_id()  # astronomically unlikely collision
+                self._create_record()
                 self.is_new = False
                 self._send_cookie = True
                 self._clear_cookie = False
@@ -371,12 +399,17 @@ class SessupSession(BeakerSession):
             self._clear_cookie = True
             return
         if self.config.resave:
-            self._store_call(self.store.replace, self.id, self._full_record())
+            if not self._store_call(self.store.replace, self.id, self._full_record()):
+                self._gone()
+                return
         elif changed or removed:
             expected = self._loaded_record if not self._force_full else None
             if self._store_call(self.store.update, self.id, changed, removed, expected=expected) is None:
-                # Expired or deleted while this request ran: keep what it wrote.
-                self._store_call(self.store.replace, self.id, self._full_record())
+                # Logged out, regenerated or expired while this request ran: the
+                # ID stays dead (re-creating it here once let a stolen cookie
+                # outlive the logout).
+                self._gone()
+                return
             # express re-sends the cookie (with a fresh expiry) when the session changed.
             self._send_cookie = True
         if self.config.rolling:
@@ -452,6 +485,10 @@ def session_factory_from_values(values: SessupSettings, store: SessionStore) -> 
     @implementer(ISession)
     class SessupSessionObject(base):  # type: ignore[misc, valid-type]
         """``request.session``: created lazily, persisted by one response callback."""
+
+        #: Changes inside a stored value (a dict changed in place) are found
+        #: when the response is saved: no need to call ``changed()``.
+        detects_nested_changes = True
 
         def __init__(self, request: Request) -> None:
             SessionObject.__init__(self, request.environ, **self._options)

@@ -224,6 +224,45 @@ def _credential(value: Any) -> str | None:
     if any(ord(ch) < 33 or ord(ch) > 126 for ch in text):
         raise _Invalid("must be printable ASCII without spaces")
     return text
+def _callables(value: Any) -> tuple[Callable[..., Any], ...]:
+    """Whitespace-separated dotted names (``pkg.mod:func`` or ``pkg.mod.func``),
+    imported now so that a typo stops start-up."""
+    from pyramid.path import DottedNameResolver
+
+    resolved = []
+    for name in str(value or "").split():
+        try:
+            obj = DottedNameResolver().resolve(name)
+        except (ImportError, ValueError, AttributeError) as exc:
+            raise _Invalid(f"cannot import {name!r} ({exc})") from None
+        if not callable(obj):
+            raise _Invalid(f"{name!r} is not callable")
+        resolved.append(obj)
+    return tuple(resolved)
+
+
+def _callable(value: Any) -> Callable[..., Any] | None:
+    found = _callables(value)
+    if len(found) > 1:
+        raise _Invalid("expected one dotted name")
+    return found[0] if found else None
+
+
+def _scanner_url(value: Any) -> str | None:
+    """``unix:///run/clamav/clamd.ctl`` or ``tcp://host:port``."""
+    text = "" if value is None else str(value).strip()
+    if not text:
+        return None
+    if text.startswith("unix://"):
+        if not text[len("unix://"):].startswith("/"):
+            raise _Invalid("a unix socket URL needs an absolute path: unix:///run/clamav/clamd.ctl")
+        return text
+    if text.startswith("tcp://"):
+        host, sep, port = text[len("tcp://"):].rstrip("/").rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise _Invalid("expected tcp://host:port")
+        return text
+    raise _Invalid("expected unix:///path/to/clamd.ctl or tcp://host:port")
 
 
 @dataclass(frozen=True)
@@ -344,6 +383,9 @@ PARAMS: tuple[Param, ...] = (
           "(start-up and sweep function); finished uploads' records are dropped after it too."),
     Param("upload.tus_max_chunk_size", _int_converter(1, optional=True), None, "bytes or empty",
           "Largest body of one tus PATCH (or creation-with-upload POST); empty: only the file size limits."),
+    Param("upload.tus_max_parts", _int_converter(1), 32, "count",
+          "Most partial uploads one final tus upload may join (concatenation, e.g. parallel uploads); "
+          "the joined file is held to upload.max_file_size like any other."),
     Param("upload.temp_max_age", _int_converter(1), 3600, "seconds",
           "Temporary files older than this are swept (start-up, and the sweep command); kept "
           "form uploads expire after it too."),
@@ -377,6 +419,35 @@ PARAMS: tuple[Param, ...] = (
           "presigned URL of the bucket (forced attachment, the stored type) valid for url_expiry."),
     Param("upload.s3.url_expiry", _int_converter(1), 60, "seconds",
           "Lifetime of the presigned URLs of download = redirect."),
+    # -- checks before a file is stored (uploads/verify.py, clamav.py, quota.py) ----------
+    Param("upload.content_check", _choice("auto", "always", "off"), "auto", "auto | always | off",
+          "Check each file's first bytes (libmagic) against the type its extension claims; a "
+          "mismatch is 415 naming the file. auto: only when allowed_extensions or allowed_types is set."),
+    Param("upload.verifiers", _callables, (), "dotted names",
+          "Functions called as f(file, request) with each still-temporary file before it is stored "
+          "(e.g. mypkg.checks:no_pdf_javascript); raising UploadRejected (or any UploadError) refuses "
+          "the upload."),
+    Param("upload.clamav", _scanner_url, None, "URL or empty",
+          "clamd to scan each file with before it is stored (INSTREAM): unix:///run/clamav/clamd.ctl "
+          "or tcp://host:port. An infected file is 422 naming the file. Empty: no scanning."),
+    Param("upload.clamav_timeout", _float_converter(0.1), 30.0, "seconds",
+          "How long clamd may stay silent (connect, each block sent, the verdict; the verdict gets one "
+          "more second per MiB of the file) before the scan counts as failed."),
+    Param("upload.clamav_on_error", _choice("fail", "allow"), "fail", "fail | allow",
+          "clamd unreachable or too slow: fail answers 503 with Retry-After and stores nothing; allow "
+          "stores the file unscanned (and logs a warning)."),
+    Param("upload.quota_files", _int_converter(0, optional=True), None, "count or empty",
+          "Most files one visitor may store per quota_window (/upFile, the form, tus creations; "
+          "empty files count). Over it: 429 with Retry-After. Empty: no limit."),
+    Param("upload.quota_bytes", _int_converter(0, optional=True), None, "bytes or empty",
+          "Most bytes one visitor may store per quota_window (a tus upload counts its Upload-Length "
+          "when created). Over it: 429 with Retry-After. Empty: no limit."),
+    Param("upload.quota_window", _int_converter(1), 3600, "seconds",
+          "The rolling window of the quotas, counted atomically in the session store (in 60 slices)."),
+    Param("upload.quota_key", _callable, None, "dotted name or empty",
+          "A function f(request) returning the keys an upload counts against (it must be under every "
+          "key's quota). Empty: the visitor's session when it has one, else the client address "
+          "(pyramid_sessup.uploads.quota:visitor_keys)."),
 )
 
 # -- the typed result -------------------------------------------------------------------
@@ -435,7 +506,17 @@ class UploadSettings:
     chunk_size: int
     tus_expiry: int
     tus_max_chunk_size: int | None
+    tus_max_parts: int
     temp_max_age: int
+    content_check: str
+    verifiers: tuple[Callable[..., Any], ...]
+    clamav: str | None
+    clamav_timeout: float
+    clamav_on_error: str
+    quota_files: int | None
+    quota_bytes: int | None
+    quota_window: int
+    quota_key: Callable[..., Any] | None
     storage: str
     s3_bucket: str | None
     s3_prefix: str

@@ -2,7 +2,8 @@
 # Set up everything the test suite needs on a fresh Debian machine, then run it.
 #   bash scripts/test.sh [pytest args...]
 # Installs: a virtualenv in .venv with the package and its [testing] extras;
-# Debian's chromium (for the browser tests), redis-server, postgresql, nodejs and curl if absent.
+# Debian's chromium (for the browser tests), redis-server, postgresql, nodejs, curl and nginx (the
+# tests start their own nginx in front of the production profile) if absent.
 # Starts Redis and PostgreSQL if they do not answer. Never downloads a browser build.
 # With CI=true (or SESSUP_PY313=1; SESSUP_PY313=0 turns it off) it then also runs the suite's fast part
 # (not browser, not slow) on Python 3.13 in .venv313: python3.13 from SESSUP_PYTHON313, PATH or pyenv.
@@ -28,8 +29,21 @@ need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v pg_ctlcluster >/dev/null || need+=(postgresql)
 command -v npm >/dev/null || need+=(nodejs npm)
+{ [ -x /usr/sbin/clamd ] && ldconfig -p | grep -q 'libmagic\.so\.1'; } || need+=(clamav-daemon libmagic1)
 command -v curl >/dev/null || need+=(curl)
-if [ ${#need[@]} -gt 0 ]; then log "apt-get install ${need[*]}"; apt_install "${need[@]}"; fi
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || need+=(nginx)
+if [ ${#need[@]} -gt 0 ]; then
+  log "apt-get install ${need[*]}"
+  # Packages must not start their system services (nginx on port 80): the tests start their own.
+  no_start=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod 755 /usr/sbin/policy-rc.d
+    no_start=1
+  fi
+  apt_install "${need[@]}"
+  if [ -n "$no_start" ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
+fi
 
 # --- services --------------------------------------------------------------------------
 answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -58,9 +72,11 @@ if [ ! -x .venv/bin/python ]; then log "creating .venv"; python3 -m venv .venv; 
 log "installing pyramid_sessup[testing]"
 pip_quiet .venv/bin/python -m pip install -q -e '.[testing]'
 
-# --- JavaScript test clients (tus-js-client) -------------------------------------------
-log "npm ci in tests/tus/js"
-(cd tests/tus/js && npm ci --no-audit --no-fund --silent)
+# --- JavaScript test clients (tus-js-client; Uppy bundled for the browser test) ------
+for dir in tests/tus/js tests/browser/uppy; do
+  log "npm ci in $dir"
+  (cd "$dir" && npm ci --no-audit --no-fund --silent)
+done
 
 # --- tests -----------------------------------------------------------------------------
 in_ci=""

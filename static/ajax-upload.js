@@ -5,9 +5,12 @@
  *
  * The "Resumable (tus)" switch sends each file in chunks through
  * static/sessup-tus.js instead, one file after the other, with the same bars
- * and results.  Such an upload survives a page reload (choose the same file
- * again: it continues at the server's offset) and a lost connection (retried);
- * cancelling aborts the chunk in flight and deletes the unfinished upload.
+ * and results.  A large file (at least PARALLEL chunks) goes in PARALLEL
+ * parts at once, joined by the server, when the server offers it.  Such an
+ * upload survives a page reload (choose the same file again: it, or each of
+ * its parts, continues at the server's offset) and a lost connection
+ * (retried); cancelling aborts the chunks in flight and deletes the
+ * unfinished upload.
  */
 (function () {
   'use strict';
@@ -29,6 +32,7 @@
   var current = null;
   var probing = 0;  // generation of the offset look-ups of the picked files
   var MODE_KEY = 'sessup-ajax-mode';
+  var PARALLEL = 4;  // parts of a large file sent at once in the resumable mode
 
   function t(key, values) {
     var text = messages[key] || key;
@@ -207,6 +211,7 @@
     var sum = files.reduce(function (a, f) { return a + f.size; }, 0);
     var endpoint = modeSwitch.getAttribute('data-tus-endpoint') || '/files/';
     var chunkSize = parseInt(modeSwitch.getAttribute('data-chunk-size') || '', 10) || undefined;
+    var parallel = parseInt(modeSwitch.getAttribute('data-tus-parallel') || '', 10) || PARALLEL;
     var anchor = results.firstChild;  // this batch's results go above the older ones, in order
     var finishedBytes = 0;
     var index = 0;
@@ -255,6 +260,7 @@
       var up = new window.SessupTus.Upload(file, {
         endpoint: endpoint,
         chunkSize: chunkSize,
+        parallelUploads: parallel,
         onResume: function (offset, total) {
           var percent = Math.round((total ? offset / total : 1) * 1000) / 10;
           statusBox.textContent = t('resuming', {name: file.name, percent: percent + '%'});

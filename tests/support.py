@@ -68,8 +68,39 @@ def write_ini(directory: Path, overrides: dict[str, str], base: str = "testing.i
     return path
 
 
+def write_production_ini(directory: Path, overrides: dict[str, str], server: dict[str, str] | None = None,
+                         name: str = "production.ini") -> Path:
+    """``production.ini`` as shipped (gunicorn, its logging), with ``[app:main]``
+    keys overridden; the port comes from pserve's ``http_port`` variable
+    (:func:`start_production`)."""
+    import configparser
+
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str  # keep key case
+    parser.read(ROOT / "production.ini")
+    for key, value in overrides.items():
+        parser.set("app:main", key, value)
+    for key, value in (server or {}).items():
+        parser.set("server:main", key, value)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    with open(path, "w") as f:
+        parser.write(f)
+    return path
+
+
+#: SESSUP_SECRET for production-profile servers (production.ini refuses to start without one).
+PRODUCTION_SECRET = "production-profile-test-secret-7c0b1e5a9d2f4e6a8b3c"
+
+
+def start_production(ini: Path, port: int, env: dict[str, str] | None = None, **kw: object) -> Server:
+    """``pserve production.ini http_port=PORT`` (gunicorn: a master and its workers)."""
+    return start_server(ini, port, env={"SESSUP_SECRET": PRODUCTION_SECRET, **(env or {})},  # type: ignore[arg-type]
+                        args=[f"http_port={port}"], **kw)
+
+
 class Server:
-    """A real ``pserve`` (waitress) process."""
+    """A real ``pserve`` process (waitress; or gunicorn's master, whose workers are :meth:`children`)."""
 
     def __init__(self, proc: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
         self.proc = proc
@@ -84,6 +115,18 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def children(self) -> list[int]:
+        """PIDs of the processes this one started (gunicorn's workers)."""
+        try:
+            with open(f"/proc/{self.pid}/task/{self.pid}/children") as f:
+                return [int(pid) for pid in f.read().split()]
+        except FileNotFoundError:
+            return []
+
+    def pids(self) -> list[int]:
+        """This process and its children."""
+        return [self.pid, *self.children()]
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -94,8 +137,34 @@ class Server:
                 self.proc.wait(10)
 
     def kill9(self) -> None:
+        """SIGKILL; then wait (bounded) for its children, which notice their
+        parent is gone and exit by themselves (gunicorn's workers within a second)."""
+        children = self.children()
         self.proc.kill()
         self.proc.wait(10)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not all(exited(pid) for pid in children):
+            time.sleep(0.05)
+
+
+def io_written(pids: Sequence[int]) -> int:
+    """Bytes the processes sent to storage so far (``write_bytes`` of ``/proc/PID/io``)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/io") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("write_bytes:"))
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
+
+
+def exited(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return any(line.startswith("State:") and "Z" in line.split()[1] for line in f)
+    except FileNotFoundError:
+        return True
 
 
 def start_server(ini: Path, port: int, env: dict[str, str] | None = None, cwd: Path | None = None,

@@ -18,17 +18,22 @@ from .support import ROOT
 SECURITY = ROOT / "SECURITY.md"
 
 #: The threats SECURITY.md must cover, as its rows name them.
-SESSION_THREATS = ["Tampered IDs", "Oversized IDs", "Unknown IDs", "Expired IDs", "Fixation", "Logout", "Pickle",
+SESSION_THREATS = ["Tampered IDs", "Oversized IDs", "Unknown IDs", "Expired IDs", "Fixation", "Logout", "Logout races", "Pickle",
                    "Cookie flags", "CSRF", "Untrusted `Host`", "Shadowed routes", "Cache leaks (`Vary: Cookie`)",
                    "CSRF token after login and logout", "Cached session answers (`no-store`)",
                    "Anonymous visitors filling the store", "Duplicate session cookies", "Undecodable input (never a 5xx)"]
 UPLOAD_THREATS = ["Traversal", "NUL", "Long names", "Reserved names", "Bidi and Unicode tricks", "Double extensions",
                   "Stored XSS", "Spoofed types", "Part floods", "Huge headers", "CRLF junk", "Header ReDoS",
-                  "Boundary errors", "Truncation", "Disconnects", "Slow bodies", "Lying Content-Length", "Disk full",
-                  "Descriptor leaks", "Predictable names", "Symlinks", "Server path leaks"]
+                  "Boundary errors", "Truncation", "Disconnects", "Slow bodies", "Refused bodies", "Lying Content-Length", "Disk full",
+                  "Descriptor leaks", "Predictable names", "Symlinks", "Server path leaks",
+                  "Resumable uploads of others", "Deferred and joined sizes", "Half-joined uploads",
+                  "Abandoned partial uploads", "Malware", "Unverified files", "Upload floods",
+                  "Ambiguous multipart", "Range and conditional requests"]
 OBJECT_STORAGE_THREATS = ["Unchecked files in the bucket", "Abandoned multipart uploads", "Object storage outage",
                           "Leaked storage credentials", "Active content from the bucket"]
-FAULT_THREATS = ["Session store outage", "Crash mid-upload", "Memory growth under load", "Read-only upload directory"]
+FAULT_THREATS = ["Session store outage", "Crash mid-upload", "Memory growth under load", "Read-only upload directory",
+                 "Deleted working folders", "Crashed lock holder", "Vanishing folders",
+                 "Virus scanner outage", "Many files in one form"]
 
 NODE_ID = re.compile(r"`(tests/[^`\s]+?\.py::[^`]+)`")
 

@@ -29,8 +29,8 @@ from ..forms.tempstore import SessionTempStore
 from ..forms.widget import MultiFileUploadWidget
 from ..settings import SessupSettings
 from ..uploads import names
+from ..uploads.pipeline import StoredFile, commit_files, get_storage, receive_upload
 from ..uploads.pipeline import UploadLimits as PipelineLimits
-from ..uploads.pipeline import get_storage, receive_upload
 from ..uploads.storage import Storage
 from ..uploads.views import download_path
 from .pages import page_values
@@ -101,28 +101,38 @@ def upload_form(request: Request) -> Response:
 
 def _finalize(request: Request, storage: Storage, tmpstore: SessionTempStore,
               files: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Give each validated file its final name; all or nothing."""
+    """Check and store each validated file through the pipeline's one door
+    (:func:`commit_files`: checks, quota, final names, event); all or nothing."""
     allowed = request.registry.sessup_settings.upload.allowed_extensions
     field = request.registry.sessup_settings.upload.field
+    pending: list[StoredFile] = []
+    for file in files:
+        temp_path = tmpstore.temp_path(file["uid"])
+        if temp_path is None:  # expired between validation and now
+            raise UploadError(f"{file['filename']}: the kept file has expired; pick it again")
+        pending.append(StoredFile(
+            field=field, filename=file["filename"], content_type=file["mimetype"], size=file["size"],
+            sha256=file["sha256"], temp_path=temp_path,
+            extension=names.stored_extension(names.extension_of(file["filename"]), allowed)))
+    commit_files(request, storage, pending)
     done: list[dict[str, Any]] = []
-    try:
-        for file in files:
-            temp_path = tmpstore.temp_path(file["uid"])
-            if temp_path is None:  # expired between validation and now
-                raise UploadError(f"{file['filename']}: the kept file has expired; pick it again")
-            ext = names.stored_extension(names.extension_of(file["filename"]), allowed)
-            name = storage.finalize(temp_path, ext, metadata={
-                "filename": file["filename"], "content_type": file["mimetype"], "size": file["size"],
-                "sha256": file["sha256"], "field": field})
-            tmpstore.pop(file["uid"])
-            done.append({**file, "name": name,
-                         "url": download_path(request, name),
-                         "size_text": format_size(file["size"])})
-    except BaseException:
-        for file in done:
-            storage.delete(file["name"])
-        raise
+    for file, stored in zip(files, pending):
+        tmpstore.pop(file["uid"])
+        done.append({**file, "name": stored.name, "url": download_path(request, stored.name),
+                     "size_text": format_size(file["size"])})
     return done
+
+
+def _refused(request: Request, storage: Storage, exc: UploadError) -> Response:
+    """The form again, with why the upload was refused, status as /upFile would answer."""
+    tmpstore = _tmpstore(request, storage)
+    form = make_form(request, tmpstore)
+    request.session.flash(request.localizer.translate(
+        _("The upload was refused: ${reason}", mapping={"reason": str(exc)})))
+    response = _render(request, form.render(), status=exc.status_code)
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 def upload_submit(request: Request) -> Response:
@@ -134,13 +144,8 @@ def upload_submit(request: Request) -> Response:
         parsed = receive_upload(request, limits=pipeline_limits(values), file_fields={field}, csrf=True,
                                 storage=storage)
     except UploadError as exc:
-        # Nothing of this request was kept (the pipeline removed it): show the
-        # form again with the reason, status as /upFile would answer.
-        tmpstore = _tmpstore(request, storage)
-        form = make_form(request, tmpstore)
-        request.session.flash(request.localizer.translate(
-            _("The upload was refused: ${reason}", mapping={"reason": str(exc)})))
-        return _render(request, form.render(), status=exc.status_code)
+        # Nothing of this request was kept (the pipeline removed it).
+        return _refused(request, storage, exc)
 
     tmpstore = _tmpstore(request, storage)
     adopted = False
@@ -154,7 +159,10 @@ def upload_submit(request: Request) -> Response:
             appstruct = form.validate_pstruct(pstruct)
         except deform.ValidationFailure as failure:
             return _render(request, failure.render(), status=400)
-        stored = _finalize(request, storage, tmpstore, appstruct[field])
+        try:
+            stored = _finalize(request, storage, tmpstore, appstruct[field])
+        except UploadError as exc:
+            return _refused(request, storage, exc)  # a refused file is removed; the others stay kept
     except BaseException:
         if not adopted:
             parsed.discard()

@@ -43,17 +43,33 @@ class SessionTempStore:
         self.max_age = max_age
         self.max_entries = max_entries
         self._now = now
+        self._announced = False
 
-    # The session's value is replaced on every change (never mutated in place),
-    # so the session layer always sees the write.
+    # The entries dict lives in the session and is changed in place, so that a
+    # form with a thousand files costs the session one encoding of it (when the
+    # response is saved), not one per file: assigning it anew on every change
+    # made the form's cost quadratic in the number of files.  A session that
+    # only sees assignments is told once through ISession.changed().
     def _entries(self) -> dict[str, dict[str, Any]]:
+        """The entries as stored (read-only use)."""
         value = self.session.get(SESSION_KEY)
-        return dict(value) if isinstance(value, dict) else {}
+        return value if isinstance(value, dict) else {}
 
-    def _save(self, entries: dict[str, dict[str, Any]]) -> None:
-        if entries:
-            self.session[SESSION_KEY] = entries
-        elif SESSION_KEY in self.session:
+    def _writable(self) -> dict[str, dict[str, Any]]:
+        """The entries, to change in place; the session knows they change."""
+        value = self.session.get(SESSION_KEY)
+        if not isinstance(value, dict):
+            value = {}
+            self.session[SESSION_KEY] = value
+        if not self._announced:
+            self._announced = True
+            changed = getattr(self.session, "changed", None)  # ISession's; a plain dict has none
+            if changed is not None and not getattr(self.session, "detects_nested_changes", False):
+                changed()
+        return value
+
+    def _tidy(self, entries: dict[str, dict[str, Any]]) -> None:
+        if not entries and SESSION_KEY in self.session:
             del self.session[SESSION_KEY]
 
     def _temp_path(self, entry: dict[str, Any]) -> str | None:
@@ -67,20 +83,22 @@ class SessionTempStore:
 
     def purge_expired(self) -> int:
         """Remove expired entries (and their files); return how many."""
-        entries = self._entries()
         cutoff = self._now() - self.max_age
-        expired = [uid for uid, e in entries.items() if not isinstance(e.get("created"), (int, float))
-                   or e["created"] < cutoff]
-        for uid in expired:
-            self._discard_file(entries.pop(uid))
+        expired = [uid for uid, e in self._entries().items()
+                   if not isinstance(e, dict) or not isinstance(e.get("created"), (int, float)) or e["created"] < cutoff]
         if expired:
-            self._save(entries)
+            entries = self._writable()
+            for uid in expired:
+                entry = entries.pop(uid)
+                if isinstance(entry, dict):
+                    self._discard_file(entry)
+            self._tidy(entries)
         return len(expired)
 
     def adopt(self, stored: Any) -> dict[str, Any]:
         """Keep a file just received by the pipeline (a ``StoredFile`` still in
         its temporary file); return its entry, with a new ``uid``."""
-        entries = self._entries()
+        entries = self._writable()
         uid = secrets.token_urlsafe(16)
         entry = {
             "uid": uid,
@@ -95,7 +113,6 @@ class SessionTempStore:
         while len(entries) > self.max_entries:
             oldest = min(entries, key=lambda k: entries[k].get("created", 0))
             self._discard_file(entries.pop(oldest))
-        self._save(entries)
         return dict(entry)
 
     def get(self, uid: Any) -> dict[str, Any] | None:
@@ -117,31 +134,34 @@ class SessionTempStore:
 
     def pop(self, uid: str) -> dict[str, Any] | None:
         """Forget ``uid`` without removing its file (it is being stored for good)."""
-        entries = self._entries()
-        entry = entries.pop(uid, None)
-        if entry is not None:
-            self._save(entries)
+        if uid not in self._entries():
+            return None
+        entries = self._writable()
+        entry = entries.pop(uid)
+        self._tidy(entries)
         return entry
 
     def remove(self, uid: str) -> None:
         """Forget ``uid`` and remove its file."""
-        entries = self._entries()
-        entry = entries.pop(uid, None)
-        if entry is not None:
-            self._discard_file(entry)
-            self._save(entries)
+        if uid not in self._entries():
+            return
+        entries = self._writable()
+        self._discard_file(entries.pop(uid))
+        self._tidy(entries)
 
     def clear(self) -> None:
         """Forget every entry and remove every kept file."""
-        for entry in self._entries().values():
+        entries = self._entries()
+        for entry in entries.values():
             self._discard_file(entry)
-        self._save({})
+        if SESSION_KEY in self.session:
+            del self.session[SESSION_KEY]
 
     def __contains__(self, uid: object) -> bool:
         return isinstance(uid, str) and self.get(uid) is not None
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._entries())
+        return iter(list(self._entries()))
 
     def __len__(self) -> int:
         return len(self._entries())

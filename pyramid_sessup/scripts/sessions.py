@@ -10,8 +10,11 @@ In the style of Pyramid's p-scripts, the INI file comes first::
 
 It reads the ``sessup.*`` settings of the INI's app section (``INI#name``
 picks another section) and talks to the store they select, so it works the
-same for every store.  ``purge-expired`` is the cron job of the file and
-PostgreSQL stores; Redis expires records by itself (it reports 0).
+same for every store.  ``count`` and ``list`` see live sessions only, never the
+tombstone a logged-out ID leaves behind; ``delete`` makes the ID such a
+tombstone (dead for one session lifetime).  ``purge-expired`` removes expired
+sessions and tombstones: the cron job of the file and PostgreSQL stores; Redis
+expires records by itself (it reports 0).
 
 Exit status: 0 success, 1 no such session, 2 usage or configuration error,
 3 store unavailable.
@@ -69,14 +72,14 @@ def run(store: SessionStore, command: str, sid: str | None, out: TextIO, err: Te
     elif command == "delete":
         assert sid is not None
         existed = store.load(sid, touch=False) is not None
-        store.delete(sid)  # also removes a corrupt record, which load() cannot read
+        store.delete(sid)  # also kills a corrupt record, which load() cannot read
         if not existed:
             err.write(f"sessup-sessions: no readable session {sid}; nothing is left under that ID\n")
             return 1
         out.write(f"deleted {sid}\n")
     elif command == "purge-expired":
         purged = store.purge_expired()
-        out.write(f"purged {purged} expired session(s)\n")
+        out.write(f"purged {purged} expired record(s)\n")
     return 0
 
 

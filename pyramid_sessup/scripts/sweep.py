@@ -11,7 +11,8 @@ file behind: in ``<sessup.upload.path>/.tmp``, or with
 object under ``<prefix>.tmp/``.  The application sweeps them when it starts;
 run this from cron for long-running servers.  Files still being written are
 recent, so they are never removed.  Unfinished resumable (tus) uploads past
-``sessup.upload.tus_expiry`` go too.
+``sessup.upload.tus_expiry`` go too, and
+partial uploads (concatenation) that were never joined.
 
 Exit status: 0 success, 1 the object storage did not answer, 2 usage or
 configuration error.

@@ -5,13 +5,27 @@ plus an expiry ``timeout`` seconds after the last access.  The session layer
 (:mod:`pyramid_sessup.session`) talks only to this interface, so every
 semantic it promises holds for every store:
 
-* ``load`` returns ``None`` for an absent, expired or corrupt record (it never
-  raises for bad stored bytes, and never unpickles anything);
+* ``load`` returns ``None`` for an absent, expired, dead or corrupt record (it
+  never raises for bad stored bytes, and never unpickles anything);
 * ``update`` merges per key under the store's own atomicity (file lock, Redis
   WATCH/MULTI or script, PostgreSQL row lock), so two requests that write
   different keys of one session both persist;
 * ``touch`` slides the expiry without rewriting the data;
+* a dead ID stays dead: ``delete`` and ``move`` leave a *tombstone* (the record
+  ``null``, :data:`TOMBSTONE`) that lives ``timeout`` seconds, written in the
+  same atomic step as the delete.  No write brings a tombstoned, expired or
+  absent record back: ``update`` and ``replace`` then change nothing and say
+  so, and ``create`` refuses a tombstoned ID.  A request still running on a
+  session that was logged out meanwhile thus writes nothing;
+* ``ids``, ``count`` and ``sessup-sessions`` see live records only;
+  ``purge_expired`` removes expired tombstones too;
 * a store that cannot be reached raises :class:`StoreUnavailable`.
+
+Besides sessions, a store keeps *counters* (upload quotas,
+:mod:`pyramid_sessup.uploads.quota`) in a namespace of their own that no
+session ID can reach: :meth:`SessionStore.modify_counter` changes one
+atomically across every process that shares the store, and never creates or
+touches a session record.
 """
 from __future__ import annotations
 
@@ -20,7 +34,7 @@ import json
 import logging
 import re
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
 from ..exceptions import StoreUnavailable
 
@@ -32,6 +46,25 @@ log = logging.getLogger("pyramid_sessup.stores")
 #: Session IDs are ``secrets.token_urlsafe(32)``: 43 URL-safe characters (256 bits).
 #: Anything else is refused before a store or the filesystem ever sees it.
 SESSION_ID_RE = re.compile(r"[A-Za-z0-9_-]{43}\Z")
+
+#: Counter keys: lower-case hex digests (the quota module hashes what it counts).
+COUNTER_KEY_RE = re.compile(r"[0-9a-f]{16,64}\Z")
+
+T = TypeVar("T")
+
+#: ``modify_counter``'s function: current data (``None`` if absent or expired)
+#: -> (data to store, or ``None`` to leave the counter as it is; a result).
+CounterFn = Callable[["dict[str, Any] | None"], "tuple[dict[str, Any] | None, Any]"]
+
+
+def valid_counter_key(key: str) -> bool:
+    """True if ``key`` has the shape of a counter key."""
+    return isinstance(key, str) and COUNTER_KEY_RE.match(key) is not None
+
+
+#: The stored form of a dead ID.  A record is always a JSON object, so the JSON
+#: ``null`` can never be mistaken for one.
+TOMBSTONE = "null"
 
 
 def valid_session_id(sid: str) -> bool:
@@ -91,14 +124,16 @@ class SessionStore(abc.ABC):
     # -- per-request operations (one round trip each) ---------------------------------
     @abc.abstractmethod
     def load(self, sid: str, *, touch: bool = True) -> dict[str, Any] | None:
-        """Return the record's data, or ``None`` if absent, expired or corrupt.
+        """Return the record's data, or ``None`` if absent, expired, dead or corrupt.
 
-        With ``touch``, the expiry slides to now + timeout in the same round trip.
+        With ``touch``, a live record's expiry slides to now + timeout in the same
+        round trip (a store may slide a tombstone's too: it only stays dead longer).
         """
 
     @abc.abstractmethod
     def create(self, sid: str, data: Mapping[str, Any]) -> bool:
-        """Store a new record unless one exists; ``False`` if ``sid`` was taken."""
+        """Store a new record; ``False`` (and nothing written) if ``sid`` holds a
+        live record or a tombstone."""
 
     @abc.abstractmethod
     def update(self, sid: str, changed: Mapping[str, Any], removed: Iterable[str], *,
@@ -110,21 +145,33 @@ class SessionStore(abc.ABC):
         one round trip when nobody wrote meanwhile (compare-and-set); any other
         store ignores it.  The result is the same either way.
 
-        Returns the merged data, or ``None`` if the record no longer exists
-        (deleted or expired meanwhile): the caller decides whether to re-create it.
+        Returns the merged data, or ``None`` with nothing written if the record
+        is absent, expired, dead or corrupt (it may have been deleted or expired
+        while the caller's request ran: that session is over).
         """
 
     @abc.abstractmethod
-    def replace(self, sid: str, data: Mapping[str, Any]) -> None:
-        """Write the whole record (create or overwrite) and slide the expiry."""
+    def replace(self, sid: str, data: Mapping[str, Any]) -> bool:
+        """Overwrite a present record (even a corrupt one) with ``data`` and slide
+        the expiry; ``False`` with nothing written if it is absent, expired or dead."""
+
+    @abc.abstractmethod
+    def move(self, old: str, new: str, data: Mapping[str, Any]) -> bool:
+        """Atomically store ``data`` as the new record ``new`` and turn ``old`` into a
+        tombstone, if ``old`` holds a live, readable record and ``new`` is free.
+
+        ``False``, with nothing changed, otherwise: ``old`` was logged out or
+        expired meanwhile (``new`` is a fresh 256-bit ID, never taken in practice).
+        """
 
     @abc.abstractmethod
     def touch(self, sid: str) -> None:
-        """Slide the expiry to now + timeout without rewriting the data."""
+        """Slide a live record's expiry to now + timeout without rewriting the data."""
 
     @abc.abstractmethod
     def delete(self, sid: str) -> None:
-        """Delete the record; deleting an absent record is not an error."""
+        """Replace the record with a tombstone that lives ``timeout`` seconds, in one
+        atomic step; an absent ID gets a tombstone too."""
 
     # -- locking (sessup.session.lock) -------------------------------------------------
     @abc.abstractmethod
@@ -148,17 +195,32 @@ class SessionStore(abc.ABC):
         finally:
             self.release_lock(sid, token)
 
+    # -- counters (upload quotas) ---------------------------------------------------------
+    @abc.abstractmethod
+    def modify_counter(self, key: str, fn: CounterFn, ttl: float) -> Any:
+        """Atomically read-modify-write the counter ``key`` (see :data:`COUNTER_KEY_RE`).
+
+        ``fn(data)`` gets the counter's JSON object (``None`` when absent or
+        expired) and returns ``(new_data, result)``; ``new_data`` (unless
+        ``None``) is stored to expire ``ttl`` seconds from now, and ``result``
+        is returned.  No other call for the same key, in any process sharing
+        the store, runs between the read and the write.  ``fn`` may run more
+        than once (optimistic stores retry on a conflict), so it must not have
+        side effects.  Counters live apart from sessions: they are never
+        listed, counted or loaded as a session.
+        """
+
     # -- operations (sessup-sessions) ---------------------------------------------------
     @abc.abstractmethod
     def ids(self) -> Iterator[str]:
-        """Iterate over the IDs of the stored, unexpired sessions."""
+        """Iterate over the IDs of the stored, unexpired sessions (never a tombstone)."""
 
     def count(self) -> int:
         return sum(1 for _ in self.ids())
 
     @abc.abstractmethod
     def purge_expired(self) -> int:
-        """Delete every expired record; return how many were deleted."""
+        """Delete every expired record and tombstone; return how many were deleted."""
 
     def close(self) -> None:
         """Release connections and other resources."""
@@ -168,7 +230,9 @@ __all__ = [
     "SessionStore",
     "StoreUnavailable",
     "SESSION_ID_RE",
+    "TOMBSTONE",
     "valid_session_id",
+    "valid_counter_key",
     "dumps",
     "loads",
     "merge",

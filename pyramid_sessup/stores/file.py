@@ -1,43 +1,55 @@
 """File session store: one JSON file per session, for one machine.
 
-Layout under ``sessup.session.file.path``::
+Layout under ``sessup.session.file.path`` (folders are created on demand, so
+deleting them while the application runs only deletes sessions)::
 
-    ab/abXXXX…XXXX.json   the record
+    ab/abXXXX…XXXX.json   the record, or the tombstone ``null`` of a dead ID
     ab/abXXXX…XXXX.lock   the session lock of ``sessup.session.lock`` (flock)
-    .merge/NN.lock        short reader/writer locks, striped over 16 files
+    .quota/<key>.json     counters (upload quotas), each flock()ed while it changes;
+                          the file's modification time is its expiry
 
 The file's modification time is the last access: a read-only request only
-``utime``s the file (touch without rewrite), and a record whose mtime is older
-than the timeout is expired.  Writers merge per key under the stripe's
-exclusive lock, so two processes writing different keys of one session both
-persist; readers hold it shared, so they never see a half-written record.
+``utime``s the file (touch without rewrite), and a record (or tombstone) whose
+mtime is older than the timeout is expired.
 
-A new record is written to a temporary file and renamed into place; an
-existing one is overwritten in place, padded with spaces (JSON ignores them)
-so the file never shrinks.  Replacing or truncating a file frees its blocks,
-which on this kind of filesystem (ext4, ``discard``) cost about a millisecond
-of kernel time per write; overwriting costs a few microseconds.  The price:
-a power cut in the middle of a write can leave one session unreadable, and it
-then counts as corrupt (a new, empty session), never as someone else's data.
+The record file is its own lock: readers hold ``flock`` shared on it, writers
+exclusive, so two processes writing different keys of one session both
+persist and a reader never sees a half-written record.  There is no separate
+lock file that could be deleted from under a writer.  A file enters its path
+complete (written under a temporary name, then ``link``ed, which never
+replaces a file) and leaves it only by ``unlink`` under its own exclusive lock,
+once expired; a lock holder whose file still has a link (``st_nlink``) thus
+holds the lock of the file at the path, and one that finds it unlinked opens
+the path again.  A dead ID's file is overwritten with the tombstone in place,
+under that same lock.
+
+An existing record is overwritten in place, padded with spaces (JSON ignores
+them) so the file never shrinks.  Replacing or truncating a file frees its
+blocks, which on this kind of filesystem (ext4, ``discard``) cost about a
+millisecond of kernel time per write; overwriting costs a few microseconds.
+The price: a power cut in the middle of a write can leave one session
+unreadable, and it then counts as corrupt (a new, empty session), never as
+someone else's data.
 """
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 import secrets
-import threading
 import time
-import zlib
-from contextlib import contextmanager
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
 from ..exceptions import SessionLockTimeout, StoreUnavailable
 from ..settings import SessupSettings
-from .base import SessionStore, dumps, loads, merge, valid_session_id
+from .base import TOMBSTONE, CounterFn, SessionStore, dumps, loads, merge, valid_counter_key, valid_session_id
 
-_STRIPES = 16
+T = TypeVar("T")
+
 _POLL = 0.005  # seconds between two tries of a held session lock
+_DEAD = TOMBSTONE.encode("ascii")
+_READ_ONLY = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ_WRITE = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+_ATTEMPTS = 100  # a file replaced under us this often in a row is not a race but a fault
 
 
 def _read_all(fd: int, size: int) -> bytes:
@@ -66,17 +78,13 @@ def _overwrite(fd: int, payload: bytes, size: int) -> None:
         offset += os.pwrite(fd, view[offset:], offset)
 
 
-class _StripeDescriptors(dict):  # type: ignore[type-arg]
-    """One thread's open stripe-lock descriptors.  Thread-local data is
-    released when its thread ends, and this closes them then: threads that come
-    and go leak nothing."""
+def _dead(raw: bytes) -> bool:
+    # A record always starts with "{"; the tombstone is "null", padded.
+    return raw[:4] == _DEAD
 
-    def __del__(self) -> None:
-        for fd in self.values():
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+
+def _unavailable(exc: OSError) -> StoreUnavailable:
+    return StoreUnavailable(f"file store: {exc.strerror or exc}")
 
 
 class _HeldLock:
@@ -99,86 +107,71 @@ class FileStore(SessionStore):
     def __init__(self, path: str, *, timeout: int) -> None:
         super().__init__(timeout=timeout)
         self.path = path
-        self._merge_dir = os.path.join(path, ".merge")
-        os.makedirs(self._merge_dir, mode=0o700, exist_ok=True)
-        # Each thread keeps its own descriptor per stripe: flock excludes open
-        # file descriptions, so threads must not share one, and reopening the
-        # lock file on every request cost three system calls (each a GIL hand-off).
-        self._local = threading.local()
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        self._counter_dir = os.path.join(path, ".quota")
 
     @classmethod
     def from_settings(cls, values: SessupSettings) -> "FileStore":
         return cls(values.session.file_path, timeout=values.session.timeout)
 
-    # -- paths and locks -----------------------------------------------------------------
+    # -- the record file and its lock ----------------------------------------------------
     def _record_path(self, sid: str) -> str:
         # The ID was validated: 43 URL-safe characters, no dots or slashes.
         return os.path.join(self.path, sid[:2], sid + ".json")
 
-    @contextmanager
-    def _merge_lock(self, sid: str, shared: bool = False) -> Iterator[None]:
-        stripe = zlib.crc32(sid.encode("ascii")) % _STRIPES
-        fds = getattr(self._local, "fds", None)
-        if fds is None:
-            fds = self._local.fds = _StripeDescriptors()
-        fd = fds.get(stripe)
-        if fd is None:
-            fd = fds[stripe] = os.open(os.path.join(self._merge_dir, f"{stripe:02d}.lock"),
-                                       os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+    def _expired(self, st: os.stat_result, now: float) -> bool:
+        return now - st.st_mtime > self.timeout
 
-    def _read(self, path: str, now: float, *, touch: bool = False) -> str | None:
-        """The record's text, or None if absent or expired (an expired one is removed).
+    def _with_record(self, path: str, exclusive: bool,
+                     fn: Callable[[int, os.stat_result], T]) -> T | None:
+        """``fn(fd, stat)`` under the record file's lock; ``None`` if there is no file.
 
-        With ``touch``, the access time slides on the same descriptor.
+        A file unlinked while we waited for its lock is no longer the record:
+        open the path again.
         """
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise StoreUnavailable(f"file store: {exc.strerror}") from None
-        try:
-            st = os.fstat(fd)
-            if now - st.st_mtime > self.timeout:
-                expired = True
-            else:
-                expired = False
-                raw = _read_all(fd, st.st_size)
-                if touch:
-                    os.utime(fd)
-        except OSError as exc:
-            raise StoreUnavailable(f"file store: {exc.strerror}") from None
-        finally:
-            os.close(fd)
-        if expired:
-            self._unlink(path)
-            return None
-        return raw.decode("utf-8", "replace")
+        flags = _READ_WRITE if exclusive else _READ_ONLY
+        for _ in range(_ATTEMPTS):
+            try:
+                fd = os.open(path, flags)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                raise _unavailable(exc) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+                st = os.fstat(fd)
+                if st.st_nlink:
+                    return fn(fd, st)
+            except OSError as exc:
+                raise _unavailable(exc) from None
+            finally:
+                os.close(fd)  # also releases the lock
+        raise StoreUnavailable("file store: a record file kept disappearing")
 
-    def _write(self, sid: str, data: Mapping[str, Any]) -> None:
-        """Write the record; the caller holds the stripe's exclusive lock."""
+    def _unlink_expired(self, path: str, st: os.stat_result) -> bool:
+        """Unlink the expired file we hold exclusively, if the path still names it."""
+        try:
+            if os.stat(path, follow_symlinks=False).st_ino != st.st_ino:
+                return False
+            os.unlink(path)
+            return True
+        except FileNotFoundError:
+            return False
+
+    def _remove_expired(self, path: str) -> bool | None:
+        """Remove the file at ``path`` if it expired: True if removed, False if it is
+        live (a record or tombstone), None if there was none to remove."""
+        def check(fd: int, st: os.stat_result) -> bool | None:
+            if not self._expired(st, time.time()):
+                return False
+            return True if self._unlink_expired(path, st) else None
+
+        return self._with_record(path, True, check)
+
+    def _link_new(self, sid: str, payload: bytes) -> bool:
+        """Put a complete file with ``payload`` at the record's path, never over an
+        existing file: an expired one is removed first; False if a live one is there."""
         path = self._record_path(sid)
-        payload = dumps(data).encode("utf-8")
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
-            self._write_new(sid, path, payload)
-            return
-        except OSError as exc:
-            raise StoreUnavailable(f"file store: {exc.strerror}") from None
-        try:
-            _overwrite(fd, payload, os.fstat(fd).st_size)
-        except OSError as exc:
-            raise StoreUnavailable(f"file store: {exc.strerror}") from None
-        finally:
-            os.close(fd)
-
-    def _write_new(self, sid: str, path: str, payload: bytes) -> None:
         directory = os.path.dirname(path)
         tmp = os.path.join(directory, f".{sid}.{secrets.token_hex(6)}.tmp")
         try:
@@ -191,10 +184,19 @@ class FileStore(SessionStore):
                 os.write(fd, payload)
             finally:
                 os.close(fd)
-            os.replace(tmp, path)
+            for _ in range(_ATTEMPTS):
+                try:
+                    os.link(tmp, path)
+                    return True
+                except FileExistsError:
+                    pass
+                if self._remove_expired(path) is False:
+                    return False
+            raise StoreUnavailable("file store: a record file kept reappearing")
         except OSError as exc:
+            raise _unavailable(exc) from None
+        finally:
             self._unlink(tmp)
-            raise StoreUnavailable(f"file store: {exc.strerror}") from None
 
     @staticmethod
     def _unlink(path: str) -> None:
@@ -202,98 +204,257 @@ class FileStore(SessionStore):
             os.unlink(path)
         except FileNotFoundError:
             pass
+        except OSError as exc:
+            raise _unavailable(exc) from None
 
     # -- the contract -------------------------------------------------------------------
     def load(self, sid: str, *, touch: bool = True) -> dict[str, Any] | None:
         if not valid_session_id(sid):
             return None
-        with self._merge_lock(sid, shared=True):
-            raw = self._read(self._record_path(sid), time.time(), touch=touch)
-        return loads(raw, sid)
+        path = self._record_path(sid)
+
+        def read(fd: int, st: os.stat_result) -> bytes | bool:
+            if self._expired(st, time.time()):
+                return False
+            raw = _read_all(fd, st.st_size)
+            if _dead(raw):
+                return True
+            if touch:
+                os.utime(fd)
+            return raw
+
+        raw = self._with_record(path, False, read)
+        if raw is False:
+            self._remove_expired(path)  # under its exclusive lock, re-checked there
+        if not isinstance(raw, bytes):  # absent, expired or dead
+            return None
+        return loads(raw.decode("utf-8", "replace"), sid)
 
     def create(self, sid: str, data: Mapping[str, Any]) -> bool:
         if not valid_session_id(sid):
             return False
-        with self._merge_lock(sid):
-            if self._read(self._record_path(sid), time.time()) is not None:
-                return False
-            self._write(sid, data)
-            return True
+        return self._link_new(sid, dumps(data).encode("utf-8"))
+
+    def _rewrite(self, sid: str, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any] | None:
+        """Replace a live, readable record by ``fn(record)`` under its exclusive lock."""
+        path = self._record_path(sid)
+
+        def rewrite(fd: int, st: os.stat_result) -> dict[str, Any] | None:
+            if self._expired(st, time.time()):
+                self._unlink_expired(path, st)
+                return None
+            raw = _read_all(fd, st.st_size)
+            current = None if _dead(raw) else loads(raw, sid)
+            if current is None:
+                return None
+            result = fn(current)
+            _overwrite(fd, dumps(result).encode("utf-8"), st.st_size)
+            return result
+
+        return self._with_record(path, True, rewrite)
 
     def update(self, sid: str, changed: Mapping[str, Any], removed: Iterable[str], *,
                expected: str | None = None) -> dict[str, Any] | None:
         if not valid_session_id(sid):
             return None
-        path = self._record_path(sid)
-        with self._merge_lock(sid):
-            # One descriptor to read, merge and overwrite: fewer system calls.
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
-            except FileNotFoundError:
-                return None
-            except OSError as exc:
-                raise StoreUnavailable(f"file store: {exc.strerror}") from None
-            try:
-                st = os.fstat(fd)
-                expired = time.time() - st.st_mtime > self.timeout
-                current = None if expired else loads(_read_all(fd, st.st_size), sid)
-                if current is not None:
-                    _overwrite(fd, dumps(merge(current, changed, removed)).encode("utf-8"), st.st_size)
-            except OSError as exc:
-                raise StoreUnavailable(f"file store: {exc.strerror}") from None
-            finally:
-                os.close(fd)
-            if expired:
-                self._unlink(path)
-            return current
+        return self._rewrite(sid, lambda current: merge(current, changed, removed))
 
-    def replace(self, sid: str, data: Mapping[str, Any]) -> None:
+    def replace(self, sid: str, data: Mapping[str, Any]) -> bool:
         if not valid_session_id(sid):
-            return
-        with self._merge_lock(sid):
-            self._write(sid, data)
+            return False
+        path = self._record_path(sid)
+        payload = dumps(data).encode("utf-8")
+
+        def overwrite(fd: int, st: os.stat_result) -> bool:
+            if self._expired(st, time.time()):
+                self._unlink_expired(path, st)
+                return False
+            if _dead(os.pread(fd, len(_DEAD), 0)):
+                return False
+            _overwrite(fd, payload, st.st_size)
+            return True
+
+        return bool(self._with_record(path, True, overwrite))
+
+    def move(self, old: str, new: str, data: Mapping[str, Any]) -> bool:
+        if not (valid_session_id(old) and valid_session_id(new)) or old == new:
+            return False
+        path = self._record_path(old)
+        payload = dumps(data).encode("utf-8")
+
+        def move(fd: int, st: os.stat_result) -> bool:
+            # Under the old record's exclusive lock: nobody writes it meanwhile.
+            if self._expired(st, time.time()):
+                return False
+            raw = _read_all(fd, st.st_size)
+            if _dead(raw) or loads(raw, old) is None:
+                return False
+            if not self._link_new(new, payload):
+                return False
+            _overwrite(fd, _DEAD, st.st_size)
+            return True
+
+        return bool(self._with_record(path, True, move))
 
     def touch(self, sid: str) -> None:
         if not valid_session_id(sid):
             return
-        try:
-            os.utime(self._record_path(sid))
-        except FileNotFoundError:
-            pass
+
+        def slide(fd: int, st: os.stat_result) -> None:
+            if not self._expired(st, time.time()) and not _dead(os.pread(fd, len(_DEAD), 0)):
+                os.utime(fd)
+
+        self._with_record(self._record_path(sid), False, slide)
 
     def delete(self, sid: str) -> None:
         if not valid_session_id(sid):
             return
-        with self._merge_lock(sid):
-            self._unlink(self._record_path(sid))
+
+        def bury(fd: int, st: os.stat_result) -> bool:
+            _overwrite(fd, _DEAD, st.st_size)  # the write also sets the mtime: a fresh lifetime
+            return True
+
+        for _ in range(_ATTEMPTS):
+            if self._with_record(self._record_path(sid), True, bury) or self._link_new(sid, _DEAD):
+                return
+        raise StoreUnavailable("file store: a record file kept disappearing")
+
+    # -- locking (sessup.session.lock) ---------------------------------------------------
+    def _lock_path(self, sid: str) -> str:
+        return os.path.join(self.path, sid[:2], sid + ".lock")
+
+    def _open_lock_file(self, path: str) -> int:
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        try:
+            try:
+                return os.open(path, flags, 0o600)
+            except FileNotFoundError:
+                os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+                return os.open(path, flags, 0o600)
+        except OSError as exc:
+            raise _unavailable(exc) from None
 
     def acquire_lock(self, sid: str, timeout: float) -> Any:
         if not valid_session_id(sid):
             raise SessionLockTimeout("invalid session id")
-        path = os.path.join(self.path, sid[:2], sid + ".lock")
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        except FileNotFoundError:
-            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        path = self._lock_path(sid)
         # flock is released by the kernel if the holder dies: no stale locks.
         deadline = time.monotonic() + timeout
         while True:
+            fd = self._open_lock_file(path)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return _HeldLock(fd)
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        pass
+                    if time.monotonic() >= deadline:
+                        raise SessionLockTimeout(f"session is locked by another request (waited {timeout:g}s)")
+                    time.sleep(_POLL)
+                # Held; but a lock file removed meanwhile (purge, or by hand) locks
+                # nothing: only the file at the path counts.
+                try:
+                    current = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+                except FileNotFoundError:
+                    current = False
             except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    os.close(fd)
-                    raise StoreUnavailable(f"file store: {exc.strerror}") from None
-            if time.monotonic() >= deadline:
                 os.close(fd)
-                raise SessionLockTimeout(f"session is locked by another request (waited {timeout:g}s)")
-            time.sleep(_POLL)
+                raise _unavailable(exc) from None
+            except BaseException:
+                os.close(fd)
+                raise
+            if current:
+                return _HeldLock(fd)
+            os.close(fd)
 
     def release_lock(self, sid: str, token: Any) -> None:
         token.release()
 
+    def _remove_unused_lock_file(self, path: str) -> None:
+        """Unlink a lock file nobody holds, holding it ourselves (see acquire_lock)."""
+        try:
+            fd = os.open(path, _READ_ONLY)
+        except FileNotFoundError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                os.unlink(path)
+        except (BlockingIOError, FileNotFoundError):
+            pass  # in use, or gone
+        finally:
+            os.close(fd)
+
+    # -- counters ----------------------------------------------------------------------
+    def _open_counter(self, path: str) -> int:
+        """Open and flock the counter file at ``path`` (created if absent); the
+        descriptor returned is locked on the file that is at ``path`` now."""
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            except FileNotFoundError:
+                os.makedirs(self._counter_dir, mode=0o700, exist_ok=True)
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                # A purge may have removed the file between our open and our
+                # lock: then we hold a dead inode and must start over.
+                if os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                    return fd
+            except FileNotFoundError:
+                pass
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+
+    def modify_counter(self, key: str, fn: CounterFn, ttl: float) -> Any:
+        if not valid_counter_key(key):
+            raise ValueError("not a counter key")
+        path = os.path.join(self._counter_dir, key + ".json")
+        try:
+            fd = self._open_counter(path)
+            try:
+                st = os.fstat(fd)
+                now = time.time()
+                # mtime is the expiry; an empty file is one just created.
+                current = loads(_read_all(fd, st.st_size), key) if st.st_size and st.st_mtime > now else None
+                new, result = fn(current)
+                if new is not None:
+                    _overwrite(fd, dumps(new).encode("utf-8"), st.st_size)
+                    expires = now + ttl
+                    os.utime(fd, (expires, expires))
+                return result
+            finally:
+                os.close(fd)  # releases the flock
+        except OSError as exc:
+            raise StoreUnavailable(f"file store: {exc.strerror}") from None
+
+    def _purge_counters(self, now: float) -> None:
+        try:
+            names = os.listdir(self._counter_dir)
+        except FileNotFoundError:
+            return
+        for name in names:
+            path = os.path.join(self._counter_dir, name)
+            try:
+                if os.stat(path, follow_symlinks=False).st_mtime > now:
+                    continue
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                # Still expired, and still the file at that name, under the lock.
+                if os.fstat(fd).st_mtime <= now and os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                    os.unlink(path)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+
+    # -- operations (sessup-sessions) ------------------------------------------------------
     def _entries(self) -> Iterator[tuple[str, str]]:
         try:
             shards = os.listdir(self.path)
@@ -311,14 +472,13 @@ class FileStore(SessionStore):
                 yield directory, name
 
     def ids(self) -> Iterator[str]:
-        now = time.time()
+        def alive(fd: int, st: os.stat_result) -> bool:
+            return not self._expired(st, time.time()) and not _dead(os.pread(fd, len(_DEAD), 0))
+
         for directory, name in self._entries():
-            if name.endswith(".json"):
-                try:
-                    if now - os.stat(os.path.join(directory, name)).st_mtime <= self.timeout:
-                        yield name[:-5]
-                except FileNotFoundError:
-                    continue
+            if name.endswith(".json") and valid_session_id(name[:-5]):
+                if self._with_record(os.path.join(directory, name), False, alive):
+                    yield name[:-5]
 
     def purge_expired(self) -> int:
         now = time.time()
@@ -326,18 +486,17 @@ class FileStore(SessionStore):
         for directory, name in list(self._entries()):
             path = os.path.join(directory, name)
             try:
-                age = now - os.stat(path).st_mtime
+                age = now - os.stat(path, follow_symlinks=False).st_mtime
             except FileNotFoundError:
                 continue
             if name.endswith(".json") and age > self.timeout:
-                sid = name[:-5]
-                with self._merge_lock(sid):
-                    # Re-check under the lock: a request may have touched it meanwhile.
-                    if self._read(path, time.time()) is None:
-                        purged += 1
+                # Re-checked under the file's lock: a request may have touched it meanwhile.
+                if self._remove_expired(path):
+                    purged += 1
             elif name.endswith(".lock") and age > self.timeout:
                 if not os.path.exists(path[:-5] + ".json"):
-                    self._unlink(path)
+                    self._remove_unused_lock_file(path)
             elif name.endswith(".tmp") and age > 60:
                 self._unlink(path)  # left by a crash mid-write
+        self._purge_counters(now)
         return purged

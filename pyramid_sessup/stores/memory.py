@@ -2,8 +2,9 @@
 
 Records are kept as JSON text (not live objects), so the memory store
 behaves exactly like the shared stores: what cannot survive JSON does not
-survive here either.  Expired records are evicted as they are met and by a
-sweep every few thousand writes, so the store does not grow without bound.
+survive here either.  A tombstone is an entry whose text is ``None``.
+Expired records and tombstones are evicted as they are met and by a sweep
+every few thousand writes, so the store does not grow without bound.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from ..exceptions import SessionLockTimeout
 from ..settings import SessupSettings
-from .base import SessionStore, dumps, loads, merge, valid_session_id
+from .base import CounterFn, SessionStore, dumps, loads, merge, valid_counter_key, valid_session_id
 
 _SWEEP_EVERY = 4096  # writes between two sweeps of expired records
 
@@ -24,27 +25,32 @@ class MemoryStore(SessionStore):
 
     def __init__(self, *, timeout: int) -> None:
         super().__init__(timeout=timeout)
-        self._records: dict[str, tuple[str, float]] = {}  # sid -> (json, expires_at)
+        # sid -> (json, or None for a tombstone; expires_at)
+        self._records: dict[str, tuple[str | None, float]] = {}
         self._mutex = threading.Lock()
         self._locks: dict[str, tuple[str, float]] = {}  # sid -> (token, held until)
         self._lock_changed = threading.Condition(self._mutex)
         self._writes = 0
+        self._counters: dict[str, tuple[str, float]] = {}  # key -> (json, expires_at), apart from sessions
 
     @classmethod
     def from_settings(cls, values: SessupSettings) -> "MemoryStore":
         return cls(timeout=values.session.timeout)
 
-    def _live(self, sid: str, now: float) -> str | None:
+    def _entry(self, sid: str, now: float) -> tuple[str | None, float] | None:
+        """The unexpired entry of ``sid`` (a record or a tombstone), if any."""
         entry = self._records.get(sid)
-        if entry is None:
-            return None
-        if entry[1] <= now:
+        if entry is not None and entry[1] <= now:
             del self._records[sid]
             return None
-        return entry[0]
+        return entry
 
-    def _write(self, sid: str, data: Mapping[str, Any], now: float) -> None:
-        self._records[sid] = (dumps(data), now + self.timeout)
+    def _live(self, sid: str, now: float) -> str | None:
+        entry = self._entry(sid, now)
+        return None if entry is None else entry[0]
+
+    def _write(self, sid: str, data: Mapping[str, Any] | None, now: float) -> None:
+        self._records[sid] = (None if data is None else dumps(data), now + self.timeout)
         self._writes += 1
         if self._writes % _SWEEP_EVERY == 0:
             for key in [k for k, (_, exp) in self._records.items() if exp <= now]:
@@ -61,9 +67,11 @@ class MemoryStore(SessionStore):
         return loads(raw, sid)
 
     def create(self, sid: str, data: Mapping[str, Any]) -> bool:
+        if not valid_session_id(sid):
+            return False
         now = time.time()
         with self._mutex:
-            if self._live(sid, now) is not None:
+            if self._entry(sid, now) is not None:
                 return False
             self._write(sid, data, now)
             return True
@@ -78,9 +86,24 @@ class MemoryStore(SessionStore):
             self._write(sid, merge(current, changed, removed), now)
             return current
 
-    def replace(self, sid: str, data: Mapping[str, Any]) -> None:
+    def replace(self, sid: str, data: Mapping[str, Any]) -> bool:
+        now = time.time()
         with self._mutex:
-            self._write(sid, data, time.time())
+            if self._live(sid, now) is None:
+                return False
+            self._write(sid, data, now)
+            return True
+
+    def move(self, old: str, new: str, data: Mapping[str, Any]) -> bool:
+        if not (valid_session_id(old) and valid_session_id(new)):
+            return False
+        now = time.time()
+        with self._mutex:
+            if loads(self._live(old, now), old) is None or self._entry(new, now) is not None:
+                return False
+            self._write(new, data, now)
+            self._write(old, None, now)
+            return True
 
     def touch(self, sid: str) -> None:
         now = time.time()
@@ -90,8 +113,10 @@ class MemoryStore(SessionStore):
                 self._records[sid] = (raw, now + self.timeout)
 
     def delete(self, sid: str) -> None:
+        if not valid_session_id(sid):
+            return
         with self._mutex:
-            self._records.pop(sid, None)
+            self._write(sid, None, time.time())
 
     def acquire_lock(self, sid: str, timeout: float) -> Any:
         token = uuid.uuid4().hex
@@ -115,10 +140,28 @@ class MemoryStore(SessionStore):
                 del self._locks[sid]
                 self._lock_changed.notify_all()
 
+    def modify_counter(self, key: str, fn: CounterFn, ttl: float) -> Any:
+        if not valid_counter_key(key):
+            raise ValueError("not a counter key")
+        with self._mutex:
+            now = time.time()
+            entry = self._counters.get(key)
+            current = loads(entry[0], key) if entry is not None and entry[1] > now else None
+            new, result = fn(current)
+            if new is not None:
+                self._counters[key] = (dumps(new), now + ttl)
+                self._writes += 1
+                if self._writes % _SWEEP_EVERY == 0:
+                    for stale in [k for k, (_, exp) in self._counters.items() if exp <= now]:
+                        del self._counters[stale]
+            elif entry is not None and entry[1] <= now:
+                del self._counters[key]
+            return result
+
     def ids(self) -> Iterator[str]:
         now = time.time()
         with self._mutex:
-            live = [sid for sid, (_, exp) in self._records.items() if exp > now]
+            live = [sid for sid, (raw, exp) in self._records.items() if exp > now and raw is not None]
         return iter(live)
 
     def purge_expired(self) -> int:
@@ -127,4 +170,6 @@ class MemoryStore(SessionStore):
             expired = [sid for sid, (_, exp) in self._records.items() if exp <= now]
             for sid in expired:
                 del self._records[sid]
+            for key in [k for k, (_, exp) in self._counters.items() if exp <= now]:
+                del self._counters[key]
         return len(expired)

@@ -8,9 +8,16 @@ SELECT/INSERT/UPDATE/DELETE on it)::
                           version bigint NOT NULL DEFAULT 1, expires_at timestamptz NOT NULL);
     CREATE INDEX <table>_expires_at ON <table> (expires_at);
 
+A dead ID (``delete``, ``move``) is a row whose ``data`` is the JSON ``null``,
+expiring like a session: the one statement that deletes the record writes it.
+Every read and write skips such a row; ``create`` cannot take it over until it
+has expired.
+
 Session locks (``sessup.session.lock``) are rows of the same table with the ID
-``lock:<session id>`` (never a valid session ID) and their own expiry, so one
-table is all there is to create, grant, back up or drop.
+``lock:<session id>`` (never a valid session ID) and their own expiry, and so
+are counters (upload quotas, ``quota:<key>``), so one table is all there is to
+create, grant, back up or drop.  Session IDs never hold ``:``, which is how
+every session query tells the other rows apart.
 
 Every per-request operation is one statement, so one round trip: ``load`` with
 touch is ``UPDATE … RETURNING data`` (committed without waiting for the WAL
@@ -45,7 +52,7 @@ from pyramid.exceptions import ConfigurationError
 
 from ..exceptions import SessionLockTimeout, SessionValueError, StoreUnavailable
 from ..settings import SessupSettings
-from .base import SessionStore, dumps, loads, valid_session_id
+from .base import TOMBSTONE, CounterFn, SessionStore, dumps, loads, valid_counter_key, valid_session_id
 
 log = logging.getLogger("pyramid_sessup.stores.postgresql")
 
@@ -61,9 +68,14 @@ _TABLE_RE = re.compile(r"(?:([A-Za-z_][A-Za-z0-9_]{0,62})\.)?([A-Za-z_][A-Za-z0-
 #: connection that was closed under us.
 _UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError)
 
-#: Lock rows share the table; their IDs start with this (":" never occurs in a session ID).
+#: Lock and counter rows share the table; their IDs start with these (":" never
+#: occurs in a session ID).
 _LOCK_PREFIX = "lock:"
-_NOT_LOCK = f"left(id, {len(_LOCK_PREFIX)}) <> '{_LOCK_PREFIX}'"
+_COUNTER_PREFIX = "quota:"
+_SESSION_ROW = "strpos(id, ':') = 0"
+
+#: A row that is not a tombstone.
+_ALIVE = f"data <> '{TOMBSTONE}'::jsonb"
 
 
 def parse_table_name(name: str) -> tuple[str, ...]:
@@ -158,7 +170,8 @@ class PostgresStore(SessionStore):
         # writes of session data stay fully durable.  This turns the commit of
         # every read request from a disk flush (~3 ms) into ~0.2 ms.
         no_wait = sql.SQL("set_config('synchronous_commit', 'off', true) IS NOT NULL")
-        fmt = {"t": t, "expiry": expiry, "index": self._index, "no_wait": no_wait}
+        fmt = {"t": t, "expiry": expiry, "index": self._index, "no_wait": no_wait, "alive": sql.SQL(_ALIVE),
+               "dead": sql.SQL(f"'{TOMBSTONE}'::jsonb")}
 
         def q(text: str) -> sql.Composed:
             return sql.SQL(text).format(**fmt)
@@ -170,11 +183,11 @@ class PostgresStore(SessionStore):
                 " CREATE INDEX IF NOT EXISTS {index} ON {t} (expires_at)"
             ),
             "load_touch": q(
-                "UPDATE {t} SET expires_at = {expiry} WHERE id = %(id)s AND expires_at > now()"
+                "UPDATE {t} SET expires_at = {expiry} WHERE id = %(id)s AND expires_at > now() AND {alive}"
                 " AND {no_wait} RETURNING data::text"
             ),
-            "load": q("SELECT data::text FROM {t} WHERE id = %(id)s AND expires_at > now()"),
-            # An expired row that was not purged yet does not make the ID "taken".
+            "load": q("SELECT data::text FROM {t} WHERE id = %(id)s AND expires_at > now() AND {alive}"),
+            # An expired row (record or tombstone) that was not purged yet does not make the ID "taken".
             "create": q(
                 "INSERT INTO {t} AS s (id, data, version, expires_at) VALUES (%(id)s, %(data)s::jsonb, 1, {expiry})"
                 " ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, version = s.version + 1,"
@@ -188,12 +201,27 @@ class PostgresStore(SessionStore):
                 " RETURNING data::text"
             ),
             "replace": q(
-                "INSERT INTO {t} AS s (id, data, version, expires_at) VALUES (%(id)s, %(data)s::jsonb, 1, {expiry})"
+                "UPDATE {t} SET data = %(data)s::jsonb, version = version + 1, expires_at = {expiry}"
+                " WHERE id = %(id)s AND expires_at > now() AND {alive}"
+            ),
+            # One statement, so atomic: the old row becomes a tombstone under its row
+            # lock (a concurrent update then finds it dead), and the new row is
+            # inserted only if that happened; a taken new ID aborts both.
+            "move": q(
+                "WITH dead AS (UPDATE {t} SET data = {dead}, version = version + 1, expires_at = {expiry}"
+                " WHERE id = %(old)s AND expires_at > now() AND jsonb_typeof(data) = 'object' RETURNING 1)"
+                " INSERT INTO {t} (id, data, version, expires_at)"
+                " SELECT %(new)s, %(data)s::jsonb, 1, {expiry} FROM dead RETURNING 1"
+            ),
+            "touch": q(
+                "UPDATE {t} SET expires_at = {expiry} WHERE id = %(id)s AND expires_at > now() AND {alive}"
+                " AND {no_wait}"
+            ),
+            "delete": q(
+                "INSERT INTO {t} AS s (id, data, version, expires_at) VALUES (%(id)s, {dead}, 1, {expiry})"
                 " ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, version = s.version + 1,"
                 " expires_at = EXCLUDED.expires_at"
             ),
-            "touch": q("UPDATE {t} SET expires_at = {expiry} WHERE id = %(id)s AND expires_at > now() AND {no_wait}"),
-            "delete": q("DELETE FROM {t} WHERE id = %(id)s"),
             # A lock row is taken if absent or expired.  Lock rows live as long as one
             # request: their commits need no WAL flush either (a database crash
             # ends every request holding a lock anyway).
@@ -206,10 +234,21 @@ class PostgresStore(SessionStore):
             "unlock": q(
                 "DELETE FROM {t} WHERE id = %(lock_id)s AND data = to_jsonb(%(token)s::text) AND {no_wait}"
             ),
-            "ids": q(f"SELECT id FROM {{t}} WHERE expires_at > now() AND {_NOT_LOCK}"),
-            "count": q(f"SELECT count(*) FROM {{t}} WHERE expires_at > now() AND {_NOT_LOCK}"),
-            "purge": q(f"DELETE FROM {{t}} WHERE expires_at <= now() AND {_NOT_LOCK}"),
-            "purge_locks": q(f"DELETE FROM {{t}} WHERE expires_at <= now() AND NOT {_NOT_LOCK}"),
+            # A counter row is created if absent and locked in one statement (the
+            # no-op DO UPDATE takes the row lock); an expired one reads as empty.
+            "counter_lock": q(
+                "INSERT INTO {t} AS s (id, data, version, expires_at) VALUES (%(id)s, '{{}}'::jsonb, 1, now())"
+                " ON CONFLICT (id) DO UPDATE SET version = s.version"
+                " RETURNING CASE WHEN s.expires_at > now() THEN s.data::text END"
+            ),
+            "counter_set": q(
+                "UPDATE {t} SET data = %(data)s::jsonb, version = version + 1, expires_at = {expiry}"
+                " WHERE id = %(id)s"
+            ),
+            "ids": q(f"SELECT id FROM {{t}} WHERE expires_at > now() AND {_SESSION_ROW} AND {{alive}}"),
+            "count": q(f"SELECT count(*) FROM {{t}} WHERE expires_at > now() AND {_SESSION_ROW} AND {{alive}}"),
+            "purge": q(f"DELETE FROM {{t}} WHERE expires_at <= now() AND {_SESSION_ROW}"),
+            "purge_locks": q(f"DELETE FROM {{t}} WHERE expires_at <= now() AND NOT {_SESSION_ROW}"),
         }
 
     # -- connection handling --------------------------------------------------------------
@@ -313,10 +352,18 @@ class PostgresStore(SessionStore):
                                    "ttl": self.timeout})
         return None if row is None else loads(row[0], sid)
 
-    def replace(self, sid: str, data: Mapping[str, Any]) -> None:
+    def replace(self, sid: str, data: Mapping[str, Any]) -> bool:
         if not valid_session_id(sid):
-            return
-        self._rowcount("replace", {"id": sid, "data": dumps(data), "ttl": self.timeout})
+            return False
+        return self._rowcount("replace", {"id": sid, "data": dumps(data), "ttl": self.timeout}) == 1
+
+    def move(self, old: str, new: str, data: Mapping[str, Any]) -> bool:
+        if not (valid_session_id(old) and valid_session_id(new)):
+            return False
+        try:
+            return self._one("move", {"old": old, "new": new, "data": dumps(data), "ttl": self.timeout}) is not None
+        except psycopg.errors.UniqueViolation:
+            return False  # the new ID is taken: the whole statement did nothing
 
     def touch(self, sid: str) -> None:
         if not valid_session_id(sid):
@@ -326,7 +373,7 @@ class PostgresStore(SessionStore):
     def delete(self, sid: str) -> None:
         if not valid_session_id(sid):
             return
-        self._rowcount("delete", {"id": sid})
+        self._rowcount("delete", {"id": sid, "ttl": self.timeout})
 
     # -- locking: a row "lock:<sid>" holding a token, with its own expiry (a crashed
     # holder blocks others at most lock_ttl); waiting polls with short, growing pauses -----
@@ -346,6 +393,23 @@ class PostgresStore(SessionStore):
 
     def release_lock(self, sid: str, token: Any) -> None:
         self._rowcount("unlock", {"lock_id": _LOCK_PREFIX + sid, "token": token})
+
+    # -- counters: rows "quota:<key>", read-modify-written under their row lock -----------
+    def modify_counter(self, key: str, fn: CounterFn, ttl: float) -> Any:
+        if not valid_counter_key(key):
+            raise ValueError("not a counter key")
+        row_id = _COUNTER_PREFIX + key
+
+        def run(conn: psycopg.Connection[Any]) -> Any:
+            with conn.transaction():
+                row = conn.execute(self._q["counter_lock"], {"id": row_id}).fetchone()
+                current = loads(row[0], key) if row is not None and row[0] is not None else None
+                new, result = fn(current)
+                if new is not None:
+                    conn.execute(self._q["counter_set"], {"id": row_id, "data": dumps(new), "ttl": ttl})
+                return result
+
+        return self._run(run)
 
     # -- operations ------------------------------------------------------------------------
     def ids(self) -> Iterator[str]:

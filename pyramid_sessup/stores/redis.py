@@ -3,7 +3,8 @@
 Layout: key ``key_prefix + sid`` holds the record as a JSON string (never a
 pickle); its TTL is the idle timeout, so Redis itself removes expired
 sessions.  Locks live at ``key_prefix + "lock:" + sid``; that suffix is never a
-valid session ID, so :meth:`RedisStore.ids` cannot mistake a lock for a session.
+valid session ID, so :meth:`RedisStore.ids` cannot mistake a lock for a session;
+counters (upload quotas) at ``key_prefix + "quota:" + key``, likewise.
 
 One round trip per request where possible: ``GETEX … EX`` loads and slides
 the expiry at once, ``SET … NX EX`` creates, ``EXPIRE`` touches.  ``update``
@@ -14,6 +15,11 @@ script that compares raw strings: one round trip when the request knows the
 record it loaded and nobody wrote meanwhile; on a conflict it merges onto the
 record the script returned and tries again.  Without a known record it falls
 back to ``WATCH``/``MULTI``.
+
+A dead ID's key holds the tombstone ``null`` with the session's TTL: ``delete``
+is one ``SET … EX``, so the record and its tombstone swap atomically;
+``create``'s ``NX`` refuses it, and the compare-and-set and ``replace``
+scripts never write over it.
 """
 from __future__ import annotations
 
@@ -32,7 +38,7 @@ from redis.retry import Retry
 
 from ..exceptions import SessionLockTimeout, StoreUnavailable
 from ..settings import SessupSettings
-from .base import SessionStore, dumps, loads, merge, valid_session_id
+from .base import TOMBSTONE, CounterFn, SessionStore, dumps, loads, merge, valid_counter_key, valid_session_id
 
 log = logging.getLogger("pyramid_sessup.stores.redis")
 
@@ -55,6 +61,29 @@ if current == ARGV[1] then
 end
 return current
 """
+
+#: Overwrite a present record, never a tombstone: 1 if written, 0 if absent or dead.
+_REPLACE = """
+local current = redis.call('GET', KEYS[1])
+if current and current ~= ARGV[3] then
+    redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+    return 1
+end
+return 0
+"""
+
+#: regenerate(): the new record and the old ID's tombstone, both or neither.
+_MOVE = """
+local current = redis.call('GET', KEYS[1])
+if not current or string.sub(current, 1, 1) ~= '{' or redis.call('EXISTS', KEYS[2]) == 1 then
+    return 0
+end
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[2])
+return 1
+"""
+
+_DEAD = TOMBSTONE.encode("ascii")
 
 #: Optimistic merges retried this often before giving up; each retry means
 #: another writer committed in between, so this is only reached under a
@@ -108,6 +137,8 @@ class RedisStore(SessionStore):
         self.client = redis.Redis(connection_pool=self.pool)
         self._release_script = self.client.register_script(_RELEASE_LOCK)
         self._swap_script = self.client.register_script(_SWAP)
+        self._replace_script = self.client.register_script(_REPLACE)
+        self._move_script = self.client.register_script(_MOVE)
 
     @classmethod
     def from_settings(cls, values: SessupSettings) -> "RedisStore":
@@ -149,6 +180,8 @@ class RedisStore(SessionStore):
         except ResponseError:
             # WRONGTYPE: something other than a string sits at the key.
             raw = b"\x00not a string"
+        if raw == _DEAD:
+            return None
         return loads(raw, sid)
 
     def create(self, sid: str, data: Mapping[str, Any]) -> bool:
@@ -176,7 +209,7 @@ class RedisStore(SessionStore):
                             raw = pipe.get(key)
                         except ResponseError:
                             raw = b"\x00not a string"
-                        data = loads(raw, sid)
+                        data = None if raw == _DEAD else loads(raw, sid)
                         if data is None:
                             pipe.unwatch()
                             return None
@@ -209,18 +242,31 @@ class RedisStore(SessionStore):
                 return None
             if result == 1:
                 return data
-            if not result:
-                return None  # deleted or expired meanwhile
+            if not result or result == _DEAD:
+                return None  # deleted, replaced or expired meanwhile
             base = result  # another request wrote first: merge onto its record
         raise StoreUnavailable(f"session {sid[:8]}…: update kept conflicting after {_MAX_UPDATE_ATTEMPTS} attempts")
 
-    def replace(self, sid: str, data: Mapping[str, Any]) -> None:
+    def replace(self, sid: str, data: Mapping[str, Any]) -> bool:
         if not valid_session_id(sid):
-            return
+            return False
         try:
-            self.client.set(self._key(sid), dumps(data), ex=self.timeout)
+            return self._replace_script(keys=[self._key(sid)], args=[dumps(data), self.timeout, _DEAD]) == 1
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise self._unavailable(exc) from exc
+        except ResponseError:  # not a string at the key: nothing to overwrite
+            return False
+
+    def move(self, old: str, new: str, data: Mapping[str, Any]) -> bool:
+        if not (valid_session_id(old) and valid_session_id(new)):
+            return False
+        try:
+            return self._move_script(keys=[self._key(old), self._key(new)],
+                                     args=[dumps(data), self.timeout, _DEAD]) == 1
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise self._unavailable(exc) from exc
+        except ResponseError:  # not a string at the old key: not a live session
+            return False
 
     def touch(self, sid: str) -> None:
         if not valid_session_id(sid):
@@ -234,7 +280,8 @@ class RedisStore(SessionStore):
         if not valid_session_id(sid):
             return
         try:
-            self.client.delete(self._key(sid))
+            # One command: the record becomes its tombstone, with a fresh TTL.
+            self.client.set(self._key(sid), _DEAD, ex=self.timeout)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise self._unavailable(exc) from exc
 
@@ -264,15 +311,56 @@ class RedisStore(SessionStore):
             raise self._unavailable(exc) from exc
 
     # -- operations ------------------------------------------------------------------------
+    def modify_counter(self, key: str, fn: CounterFn, ttl: float) -> Any:
+        if not valid_counter_key(key):
+            raise ValueError("not a counter key")
+        name = self.key_prefix + "quota:" + key
+        ttl_ms = max(1, int(ttl * 1000))
+        try:
+            with self.client.pipeline(transaction=True) as pipe:
+                for _ in range(_MAX_UPDATE_ATTEMPTS):
+                    try:
+                        pipe.watch(name)
+                        try:
+                            raw = pipe.get(name)
+                        except ResponseError:
+                            raw = None
+                        new, result = fn(loads(raw, key) if raw is not None else None)
+                        if new is None:
+                            pipe.unwatch()
+                            return result
+                        pipe.multi()
+                        pipe.set(name, dumps(new), px=ttl_ms)
+                        pipe.execute()
+                        return result
+                    except WatchError:
+                        continue  # another process changed it between GET and EXEC: redo on its value
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise self._unavailable(exc) from exc
+        raise StoreUnavailable(f"counter {key[:8]}…: kept conflicting after {_MAX_UPDATE_ATTEMPTS} attempts")
+
     def ids(self) -> Iterator[str]:
         start = len(self.key_prefix)
         try:
+            batch: list[str] = []
             for key in self.client.scan_iter(match=_glob_escape(self.key_prefix) + "*", count=1000):
                 sid = key.decode("utf-8", "replace")[start:]
                 if valid_session_id(sid):
-                    yield sid
+                    batch.append(sid)
+                if len(batch) >= 500:
+                    yield from self._not_dead(batch)
+                    batch = []
+            yield from self._not_dead(batch)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise self._unavailable(exc) from exc
+
+    def _not_dead(self, sids: list[str]) -> list[str]:
+        """``sids`` without the tombstones (and the keys gone since the scan, or
+        not strings: MGET answers nil for those)."""
+        if not sids:
+            return []
+        values = self.client.mget([self._key(sid) for sid in sids])
+        return [sid for sid, value in zip(sids, values) if value != _DEAD and value is not None]
 
     def purge_expired(self) -> int:
         # Redis deletes expired keys itself (every record is written with a TTL),

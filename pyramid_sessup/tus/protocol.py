@@ -9,14 +9,19 @@ import base64
 import binascii
 import hashlib
 import re
+from dataclasses import dataclass
 from email.utils import formatdate
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .state import UploadInfo
 
 from ..exceptions import SessupError
 
 TUS_VERSION = "1.0.0"
 #: Extensions this server implements (advertised by ``OPTIONS``).
-EXTENSIONS = ("creation", "creation-with-upload", "termination", "expiration", "checksum")
+EXTENSIONS = ("creation", "creation-with-upload", "creation-defer-length", "termination", "expiration",
+              "checksum", "concatenation")
 #: ``Upload-Checksum`` algorithms, by their tus name.
 CHECKSUM_ALGORITHMS: Mapping[str, Any] = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
 #: The media type of every PATCH body.
@@ -25,6 +30,9 @@ OFFSET_OCTET_STREAM = "application/offset+octet-stream"
 CHECKSUM_MISMATCH = 460
 #: Longest ``Upload-Metadata`` value accepted (it is stored and echoed by HEAD).
 MAX_METADATA = 4096
+
+#: Longest URL of one partial upload in ``Upload-Concat: final;...``.
+MAX_CONCAT_URL = 2048
 
 _DIGITS = re.compile(r"[0-9]{1,19}")
 _META_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -51,6 +59,68 @@ def parse_length(value: str | None, header: str) -> int:
     if not _DIGITS.fullmatch(value):
         raise TusError(400, f"{header} must be a non-negative whole number")
     return int(value)
+
+
+def parse_defer_length(value: str | None) -> bool:
+    """``Upload-Defer-Length``: absent, or exactly ``1`` (creation-defer-length)."""
+    if value is None:
+        return False
+    if value.strip() != "1":
+        raise TusError(400, "Upload-Defer-Length must be 1")
+    return True
+
+
+@dataclass(frozen=True)
+class Concat:
+    """An ``Upload-Concat`` header: ``partial``, or ``final`` with the partial
+    uploads' URLs in order."""
+
+    final: bool
+    urls: tuple[str, ...] = ()
+
+
+def parse_concat(value: str | None, max_parts: int) -> Concat | None:
+    """``Upload-Concat: partial`` or ``Upload-Concat: final;<url> <url> ...``
+    (concatenation).  More than ``max_parts`` URLs is 400 before any look-up."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value == "partial":
+        return Concat(final=False)
+    kind, semicolon, rest = value.partition(";")
+    if kind.strip() != "final" or not semicolon:
+        raise TusError(400, "Upload-Concat must be 'partial' or 'final;<url> <url> ...'")
+    if len(rest) > max_parts * (MAX_CONCAT_URL + 1):
+        raise TusError(400, f"Upload-Concat names more than sessup.upload.tus_max_parts ({max_parts}) uploads")
+    urls = tuple(rest.split())
+    if not urls:
+        raise TusError(400, "Upload-Concat: final names no partial upload")
+    if len(urls) > max_parts:
+        raise TusError(400, f"Upload-Concat names {len(urls)} uploads; at most sessup.upload.tus_max_parts "
+                       f"({max_parts}) may be joined")
+    if any(len(url) > MAX_CONCAT_URL for url in urls):
+        raise TusError(400, f"Upload-Concat: a URL is longer than {MAX_CONCAT_URL} characters")
+    return Concat(final=True, urls=urls)
+
+
+def creation_length(length: str | None, defer: str | None, *, final: bool, limit: int) -> int | None:
+    """The ``Upload-Length`` of a creation request: ``None`` when deferred
+    (``Upload-Defer-Length: 1``) or, for a final upload, when absent (its
+    length is the partial uploads' total).  413 over ``limit``."""
+    deferred = parse_defer_length(defer)
+    if final:
+        if deferred:
+            raise TusError(400, "A final upload (Upload-Concat: final) cannot defer its length")
+        return None if length is None else parse_length(length, "Upload-Length")
+    if deferred:
+        if length is not None:
+            raise TusError(400, "Send Upload-Length or Upload-Defer-Length, not both")
+        return None
+    value = parse_length(length, "Upload-Length")
+    if value > limit:
+        raise TusError(413, f"Upload-Length is larger than sessup.upload.max_file_size ({limit} bytes)",
+                       {"Tus-Max-Size": str(limit)})
+    return value
 
 
 def parse_metadata(value: str | None) -> dict[str, str | None]:
@@ -108,6 +178,30 @@ def check_version(value: str | None) -> None:
 def http_date(timestamp: float) -> str:
     """RFC 7231 ``IMF-fixdate``, as ``Upload-Expires`` uses."""
     return formatdate(timestamp, usegmt=True)
+
+
+def state_headers(info: UploadInfo) -> dict[str, str]:
+    """What HEAD (and every answer about an upload) says of its state.
+
+    A deferred length shows as ``Upload-Defer-Length: 1``; partial and final
+    uploads carry ``Upload-Concat``.  A final upload not yet assembled (only
+    seen after a crash mid-assembly) has no ``Upload-Offset``, as the
+    concatenation extension asks.
+    """
+    headers: dict[str, str] = {}
+    if info.concat != "final" or info.done:
+        headers["Upload-Offset"] = str(info.offset)
+    if info.length is None:
+        headers["Upload-Defer-Length"] = "1"
+    else:
+        headers["Upload-Length"] = str(info.length)
+    if info.concat == "partial":
+        headers["Upload-Concat"] = "partial"
+    elif info.concat == "final":
+        headers["Upload-Concat"] = "final;" + " ".join(info.parts)
+    if not info.done or info.concat == "partial":
+        headers["Upload-Expires"] = http_date(info.expires)
+    return headers
 
 
 def discovery_headers(max_size: int) -> dict[str, str]:

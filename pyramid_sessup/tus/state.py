@@ -1,18 +1,23 @@
 """Resumable uploads on disk, shared by every process of one upload directory.
 
-Layout (beside :class:`~pyramid_sessup.uploads.storage.UploadStorage`'s own)::
+Layout (beside :class:`~pyramid_sessup.uploads.storage.LocalStorage`'s own)::
 
     <root>/.tus/<id>.json    the upload's state (owner, length, committed offset, expiry, result);
                              replaced atomically (write a temporary file, then rename)
     <root>/.tus/<id>.part    the bytes received so far
     <root>/.tus/<id>.lock    flock()ed (non-blocking) by the one request changing the upload
 
-Why a directory of our own and not ``UploadStorage``'s ``.tmp``: that directory
+Why a directory of our own and not ``LocalStorage``'s ``.tmp``: that directory
 is swept after ``sessup.upload.temp_max_age`` of inactivity (crash leftovers),
 while a paused tus upload must live until ``sessup.upload.tus_expiry``.  On
 completion the data file is moved into a fresh ``.tmp`` name and committed with
-:meth:`UploadStorage.finalize`, so a finished upload is stored, named and
+:meth:`LocalStorage.finalize`, so a finished upload is stored, named and
 described exactly like an ``/upFile`` result.
+
+Partial uploads (concatenation) are kept the same way; a finished partial is
+not committed but waits, still expiring, to be joined by a final upload
+(:mod:`.concat`).  A deferred length (creation-defer-length) is ``None``
+until a PATCH declares it.
 
 The committed offset in the JSON file is the truth.  Bytes beyond it in the
 data file (a process killed mid-write) are cut off by the next request that
@@ -38,11 +43,20 @@ import threading
 import time
 from collections import OrderedDict
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Iterator
 
-from ..uploads.storage import LocalStorage, Storage, storage_error_message
+from pyramid.request import Request
+
+from ..exceptions import InsufficientStorage
+from ..uploads.events import notify_stored
+from ..uploads.pipeline import StoredFile, commit_files, finalize_all, refuses_the_file
+from ..uploads.storage import LocalStorage, Storage, in_working_dir, storage_error_message, working_dir
 from .protocol import CHECKSUM_ALGORITHMS, CHECKSUM_MISMATCH, TusError
+
+#: ``UploadInfo.concat`` values.
+PARTIAL = "partial"
+FINAL = "final"
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +80,8 @@ class UploadInfo:
 
     id: str
     owner: str
-    length: int
+    #: ``None`` while the length is deferred (creation-defer-length).
+    length: int | None
     offset: int
     created: float
     expires: float
@@ -83,25 +98,39 @@ class UploadInfo:
     #: Stored name and sha256 once finished.
     name: str = ""
     sha256: str = ""
+    #: "" (a plain upload), "partial" or "final" (concatenation).
+    concat: str = ""
+    #: A final upload's partial uploads, as the client named them (echoed by HEAD).
+    parts: list[str] = field(default_factory=list)
 
     def owned_by(self, token: str | None) -> bool:
         return bool(token) and hmac.compare_digest(self.owner, owner_digest(token or ""))
 
     def expired(self, now: float | None = None) -> bool:
-        return not self.done and self.expires < (time.time() if now is None else now)
+        # A finished partial upload still expires: it waits for its final upload.
+        return self.lingers() and self.expires < (time.time() if now is None else now)
+
+    def lingers(self) -> bool:
+        """True while the upload is not a stored file (unfinished, or a partial)."""
+        return not self.done or self.concat == PARTIAL
 
     @classmethod
-    def from_json(cls, data: Any) -> "UploadInfo | None":
+    def from_json(cls, data: Any) -> UploadInfo | None:
         if not isinstance(data, dict):
             return None
         kwargs = {}
         for f in fields(cls):
-            if f.name not in data:
-                return None
-            kwargs[f.name] = data[f.name]
+            if f.name in data:
+                kwargs[f.name] = data[f.name]
+            elif f.default is MISSING and f.default_factory is MISSING:
+                return None  # fields added later have defaults: older records still load
         info = cls(**kwargs)
-        ints_ok = all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (info.length, info.offset))
-        if not ints_ok or info.offset > info.length or not isinstance(info.done, bool):
+        length = 0 if info.length is None else info.length
+        ints_ok = all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (length, info.offset))
+        if not ints_ok or (info.length is not None and info.offset > info.length) or not isinstance(info.done, bool):
+            return None
+        if info.concat not in ("", PARTIAL, FINAL) or not isinstance(info.parts, list) \
+                or not all(isinstance(p, str) for p in info.parts):
             return None
         return info
 
@@ -141,7 +170,10 @@ class TusStore:
         if root is None:
             raise ValueError("resumable uploads need a directory")
         self.dir = os.path.join(root, TUS_DIR)
-        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        try:
+            os.mkdir(self.dir, 0o700)  # recreated on demand if removed later (working_dir)
+        except FileExistsError:
+            pass
         self._hashes: OrderedDict[str, tuple[int, Any]] = OrderedDict()
         self._hash_lock = threading.Lock()
 
@@ -157,20 +189,25 @@ class TusStore:
 
     # -- state -----------------------------------------------------------------------------
 
-    def create(self, *, owner_token: str, length: int, **attrs: Any) -> UploadInfo:
-        """A new, empty upload owned by ``owner_token``."""
+    def create(self, *, owner_token: str, length: int | None, **attrs: Any) -> UploadInfo:
+        """A new, empty upload owned by ``owner_token`` (``length`` ``None``: deferred)."""
         now = time.time()
-        while True:
-            upload_id = secrets.token_urlsafe(24)
-            try:
-                os.close(os.open(self._path(upload_id, ".lock"), os.O_CREAT | os.O_EXCL | os.O_WRONLY
-                                 | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
-            except FileExistsError:  # pragma: no cover - 192 random bits
-                continue
-            break
+        flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+        def new_lock(dir_fd: int) -> str:
+            while True:
+                upload_id = secrets.token_urlsafe(24)
+                try:
+                    os.close(os.open(upload_id + ".lock", flags, 0o600, dir_fd=dir_fd))
+                except FileExistsError:  # pragma: no cover - 192 random bits
+                    continue
+                return upload_id
+
+        upload_id = in_working_dir(self.dir, new_lock)
         try:
-            os.close(os.open(self.data_path(upload_id), os.O_CREAT | os.O_EXCL | os.O_WRONLY
-                             | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+            # (the lock file keeps the folder from being removed as empty from here on)
+            with working_dir(self.dir) as dir_fd:
+                os.close(os.open(upload_id + ".part", flags, 0o600, dir_fd=dir_fd))
             info = UploadInfo(id=upload_id, owner=owner_digest(owner_token), length=length, offset=0,
                               created=now, expires=now + self.expiry, **attrs)
             self.save(info)
@@ -194,21 +231,24 @@ class TusStore:
     def save(self, info: UploadInfo) -> None:
         """Replace the state file atomically: readers see the old or the new state."""
         data = json.dumps(asdict(info), ensure_ascii=False, sort_keys=True).encode("utf-8")
-        tmp = os.path.join(self.dir, f".{secrets.token_urlsafe(12)}.tmp")
-        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                if self.storage.fsync:
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.replace(tmp, self._path(info.id, ".json"))
-        except BaseException:
+        tmp = f".{secrets.token_urlsafe(12)}.tmp"
+        target = os.path.basename(self._path(info.id, ".json"))
+        with working_dir(self.dir) as dir_fd:
+            fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                         dir_fd=dir_fd)
             try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    if self.storage.fsync:
+                        f.flush()
+                        os.fsync(f.fileno())
+                os.replace(tmp, target, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except BaseException:
+                try:
+                    os.unlink(tmp, dir_fd=dir_fd)
+                except FileNotFoundError:
+                    pass
+                raise
 
     @contextmanager
     def locked(self, upload_id: str) -> Iterator[UploadInfo]:
@@ -285,7 +325,8 @@ class TusStore:
                 truncated = True
                 if verify is not None:
                     raise TusError(400, "The request body ended early; the chunk was discarded") from None
-            if verify is not None and not truncated and not hmac.compare_digest(verify.digest(), checksum[1]):
+            if checksum is not None and verify is not None and not truncated \
+                    and not hmac.compare_digest(verify.digest(), checksum[1]):
                 raise TusError(CHECKSUM_MISMATCH, f"{checksum[0]} checksum mismatch; the chunk was not applied")
             if self.storage.fsync:
                 os.fsync(fd)
@@ -309,10 +350,28 @@ class TusStore:
         """Extend an unfinished upload's life by ``expiry`` from now."""
         info.expires = time.time() + self.expiry
 
-    def complete(self, info: UploadInfo) -> None:
-        """Commit a fully received upload (lock held): sha256, final random
-        name, metadata beside it; ``info`` records the result."""
-        digest = self._take_hash(info.id, info.offset)
+    def complete(self, info: UploadInfo, request: Request | None = None, *, digest: Any = None) -> None:
+        """Commit a fully received upload (lock held): sha256 (``digest``: a
+        sha256 object already fed the whole file skips the reading pass), then,
+        through :func:`~pyramid_sessup.uploads.pipeline.commit_files` when
+        ``request`` is given, the checks every upload passes (content, virus
+        scan, verifiers), a final random name and metadata beside it, and the
+        ``UploadStored`` event once ``info`` records the result.
+
+        A file a check refuses (415, 422, a verifier's error) is removed with
+        its upload; on any other failure (scanner down, disk full) the bytes
+        are kept, so that sending the last chunk again completes it.
+
+        A partial upload is only marked finished: its bytes stay, and it
+        keeps expiring, until a final upload joins it (and is checked)."""
+        if info.concat == PARTIAL:
+            self._take_hash(info.id, info.offset)  # never needed: a partial has no sha256 of its own
+            info.done = True
+            self.touch(info)
+            self.save(info)
+            return
+        if digest is None:
+            digest = self._take_hash(info.id, info.offset)
         data_path = self.data_path(info.id)
         if digest is None or info.offset == 0:
             digest = hashlib.sha256()
@@ -321,22 +380,34 @@ class TusStore:
                     digest.update(block)
         sha256 = digest.hexdigest()
         temp_path, moved = self._into_temp(data_path)
+        pending = StoredFile(field="tus", filename=info.filename, content_type=info.content_type, size=info.length,
+                             sha256=sha256, temp_path=temp_path, client_content_type=info.filetype,
+                             extension=info.extension)
         try:
-            name = self.storage.finalize(temp_path, info.extension, metadata={
-                "filename": info.filename, "content_type": info.content_type, "size": info.length,
-                "sha256": sha256, "field": "tus"})
+            if request is not None:
+                commit_files(request, self.storage, [pending], charge_quota=False, notify=False)
+            else:
+                finalize_all(self.storage, [pending])
         except BaseException as exc:
+            if refuses_the_file(exc):
+                if pending.temp_path:
+                    self.storage.discard(pending.temp_path)
+                self._remove_files(info.id)
+                raise
             if moved:
                 try:
                     os.replace(temp_path, data_path)  # keep the bytes: a retry can complete it
                 except FileNotFoundError:  # pragma: no cover - finalize removed it: damaged (410 next time)
                     pass
-            else:
-                self.storage.discard(temp_path)
+            elif pending.temp_path:
+                self.storage.discard(pending.temp_path)  # the local bytes stay for a retry
             message = storage_error_message(exc)
             if message is not None:
                 raise TusError(507, message) from exc
+            if isinstance(exc, InsufficientStorage):
+                raise TusError(507, str(exc)) from exc
             raise
+        name = pending.name
         info.done, info.name, info.sha256 = True, name, sha256
         info.expires = time.time() + self.expiry  # how long this record is kept
         try:
@@ -344,6 +415,8 @@ class TusStore:
         except BaseException:
             self.storage.delete(name)
             raise
+        if request is not None:
+            notify_stored(request, [pending])
         if not moved:
             try:
                 os.unlink(data_path)  # the object storage has it now
@@ -369,6 +442,15 @@ class TusStore:
             raise
         return temp_path, False
 
+    def remove(self, upload_id: str) -> None:
+        """Terminate an upload by id if it still exists (no error if it is
+        gone or busy): the clean-up of a failed creation."""
+        try:
+            with self.locked(upload_id) as info:
+                self.terminate(info)
+        except (Busy, Gone):
+            pass
+
     # -- removal -----------------------------------------------------------------------------
 
     def terminate(self, info: UploadInfo) -> None:
@@ -388,6 +470,17 @@ class TusStore:
         with self._hash_lock:
             self._hashes.pop(upload_id, None)
 
+    def declare_length(self, info: UploadInfo, value: int, limit: int) -> None:
+        """Check a length declared by a PATCH of a deferred upload (the caller
+        sets ``info.length`` once the chunk is applied)."""
+        if info.length is not None:
+            raise TusError(400, "Upload-Length is already set; it cannot be declared again")
+        if value > limit:
+            raise TusError(413, f"Upload-Length is larger than sessup.upload.max_file_size ({limit} bytes)",
+                           {"Tus-Max-Size": str(limit)})
+        if value < info.offset:
+            raise TusError(400, f"Upload-Length {value} is less than the {info.offset} bytes already received")
+
     def discard_if_expired(self, info: UploadInfo) -> bool:
         """Remove an expired unfinished upload unless busy; True if removed."""
         try:
@@ -400,9 +493,10 @@ class TusStore:
         return False
 
     def sweep(self, now: float | None = None) -> int:
-        """Remove expired unfinished uploads, finished uploads' records older
-        than the expiry (their stored files stay), and stray files left by a
-        crash; return how many unfinished uploads were removed."""
+        """Remove expired unfinished uploads (partial ones, finished or not,
+        included), finished uploads' records older than the expiry (their
+        stored files stay), and stray files left by a crash; return how many
+        unfinished or partial uploads were removed."""
         now = time.time() if now is None else now
         removed = 0
         try:
@@ -429,7 +523,7 @@ class TusStore:
                 with self.locked(upload_id) as fresh:
                     if fresh.expires < now:
                         self._remove_files(upload_id)
-                        removed += 0 if fresh.done else 1
+                        removed += 1 if fresh.lingers() else 0
             except (Busy, Gone):
                 continue
         return removed

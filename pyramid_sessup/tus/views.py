@@ -4,14 +4,18 @@
     Discovery: ``Tus-Version``, ``Tus-Extension``, ``Tus-Max-Size``
     (``sessup.upload.max_file_size``), ``Tus-Checksum-Algorithm``.
 ``POST /files/``
-    creation (``Upload-Length`` required, ``Upload-Metadata`` with
-    ``filename``/``filetype``) and creation-with-upload.
+    creation (``Upload-Length`` or ``Upload-Defer-Length: 1``,
+    ``Upload-Metadata`` with ``filename``/``filetype``),
+    creation-with-upload, and concatenation (``Upload-Concat: partial``, or
+    ``final;<urls>`` to join finished partials: :mod:`.concat`).
 ``HEAD /files/{id}``
     ``Upload-Offset``, ``Upload-Length``, ``Upload-Expires``; once finished
     also ``Sessup-File-Url``, ``Sessup-File-Path`` and ``Sessup-File-Sha256``.
 ``PATCH /files/{id}``
     Append at ``Upload-Offset`` (``application/offset+octet-stream``), with an
-    optional ``Upload-Checksum`` (sha1, sha256) for the chunk.
+    optional ``Upload-Checksum`` (sha1, sha256) for the chunk, and
+    ``Upload-Length`` once for an upload whose length was deferred.  A final
+    upload cannot be patched (403).
 ``DELETE /files/{id}``
     termination.
 ``GET /files/{id}``
@@ -24,7 +28,8 @@ the upload records.  Nothing is written to the session store.  Every other
 request must come with that cookie, otherwise the upload does not exist for it
 (404), whoever knows the URL.  Login and logout (``regenerate()``,
 ``invalidate()``) draw a new nonce, so uploads started before are no longer
-reachable from that browser.
+reachable from that browser.  :func:`owns` is the one ownership check, for
+plain, partial and final uploads alike.
 
 **CSRF.**  These views run with ``require_csrf=False`` and take no CSRF
 token: every request except ``OPTIONS`` must carry ``Tus-Resumable: 1.0.0``
@@ -44,6 +49,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit
 
 from pyramid.config import Configurator
 from pyramid.exceptions import ConfigurationError
@@ -54,23 +60,27 @@ from ..csrf import check_origin, visitor_nonce
 from ..errors import fill_error
 from ..exceptions import SessupError
 from ..routing import ensure_base
-from ..uploads import names
+from ..uploads import names, quota
 from ..uploads.body import body_length, iter_body
 from ..uploads.storage import storage_error_message, upload_storage
 from ..uploads.views import download_path
 from ..urls import Answer, group_url, remember_prefix
+from .concat import create_final
 from .protocol import (
     OFFSET_OCTET_STREAM,
     TUS_VERSION,
     TusError,
     check_version,
+    creation_length,
     discovery_headers,
     http_date,
     parse_checksum,
+    parse_concat,
     parse_length,
     parse_metadata,
+    state_headers,
 )
-from .state import Busy, Gone, TusStore, UploadInfo, sweep
+from .state import FINAL, PARTIAL, Busy, Gone, TusStore, UploadInfo, sweep
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +123,20 @@ def _error(request: Request, exc: SessupError) -> Response:
 
 
 def _owner(request: Request) -> str | None:
+    """The visitor nonce new uploads are created with, if the browser has one."""
     return visitor_nonce(request)
+
+
+def owns(request: Request, info: UploadInfo) -> bool:
+    """The one ownership check: was ``info`` created by this browser (its visitor nonce)?"""
+    return info.owned_by(visitor_nonce(request))
 
 
 def _find(request: Request, upload_id: str) -> UploadInfo:
     """The caller's upload, or 404 (unknown, or someone else's) / 410 (expired)."""
     store = get_tus_store(request)
     info = store.load(upload_id)
-    if info is None or not info.owned_by(_owner(request)):
+    if info is None or not owns(request, info):
         raise TusError(404, "No such upload")
     if info.expired():
         store.discard_if_expired(info)
@@ -129,13 +145,11 @@ def _find(request: Request, upload_id: str) -> UploadInfo:
 
 
 def _state_headers(request: Request, info: UploadInfo) -> dict[str, str]:
-    headers = {"Upload-Offset": str(info.offset), "Upload-Length": str(info.length)}
-    if info.done:
+    headers = state_headers(info)
+    if info.done and info.concat != PARTIAL:
         headers["Sessup-File-Url"] = _file_url(request, info)
         headers["Sessup-File-Path"] = info.name
         headers["Sessup-File-Sha256"] = info.sha256
-    else:
-        headers["Upload-Expires"] = http_date(info.expires)
     return headers
 
 
@@ -143,33 +157,34 @@ def _file_url(request: Request, info: UploadInfo) -> str:
     return download_path(request, info.name)
 
 
-def _body_blocks(request: Request, room: int, max_chunk: int | None) -> Iterator[bytes]:
+def _body_blocks(request: Request, room: int, max_chunk: int | None, bound: str = "Upload-Length") -> Iterator[bytes]:
     """The PATCH body in blocks, never more than ``room`` bytes (the rest of
-    ``Upload-Length``).  Raises 413 past it (before reading, when
-    ``Content-Length`` says so) and :class:`ConnectionError` on a short body."""
+    ``bound``: ``Upload-Length``, or the size limit while the length is
+    deferred).  Raises 413 past it (before reading, when ``Content-Length``
+    says so) and :class:`ConnectionError` on a short body."""
     try:
         length = body_length(request.environ)
     except ValueError:
         raise TusError(400, "Invalid Content-Length") from None
     if length > 0:
-        _check_room(length, room, max_chunk)
+        _check_room(length, room, max_chunk, bound)
 
     def blocks() -> Iterator[bytes]:
         seen = 0
         for block in iter_body(request.environ, length, READ_BLOCK):
             seen += len(block)
             if length < 0:  # no declared length: count as the bytes come
-                _check_room(seen, room, max_chunk)
+                _check_room(seen, room, max_chunk, bound)
             yield block
 
     return blocks()
 
 
-def _check_room(size: int, room: int, max_chunk: int | None) -> None:
+def _check_room(size: int, room: int, max_chunk: int | None, bound: str) -> None:
     if max_chunk is not None and size > max_chunk:
         raise TusError(413, f"A chunk may be at most sessup.upload.tus_max_chunk_size ({max_chunk} bytes)")
     if size > room:
-        raise TusError(413, f"The body goes past Upload-Length ({room} bytes left)")
+        raise TusError(413, f"The body goes past {bound} ({room} bytes left)")
 
 
 def _has_body(request: Request) -> bool:
@@ -185,15 +200,25 @@ def _content_type(request: Request) -> str:
     return request.headers.get("Content-Type", "").split(";")[0].strip().lower()
 
 
-def _write(request: Request, store: TusStore, info: UploadInfo) -> None:
-    """Append the request body to ``info`` (lock held) and commit when complete."""
+def _write(request: Request, store: TusStore, info: UploadInfo, declared: int | None = None) -> None:
+    """Append the request body to ``info`` (lock held) and commit when complete.
+    ``declared``: the length a PATCH declares for a deferred upload (checked
+    already), recorded only with the chunk."""
     values = request.registry.sessup_settings
     checksum = parse_checksum(request.headers.get("Upload-Checksum"))
-    blocks = _body_blocks(request, info.length - info.offset, values.upload.tus_max_chunk_size)
+    length = info.length if info.length is not None else declared
+    if length is None:  # deferred: held to the size limit as the bytes arrive
+        limit = values.upload.max_file_size
+        blocks = _body_blocks(request, limit - info.offset, values.upload.tus_max_chunk_size,
+                              f"sessup.upload.max_file_size ({limit} bytes)")
+    else:
+        blocks = _body_blocks(request, length - info.offset, values.upload.tus_max_chunk_size)
     result = store.append(info, blocks, checksum=checksum)
+    if declared is not None:
+        info.length = declared
     store.touch(info)
     if info.offset == info.length:
-        store.complete(info)
+        store.complete(info, request)
     else:
         store.save(info)
     if result.truncated_body:
@@ -215,60 +240,82 @@ def options(request: Request) -> Response:
 
 
 def create(request: Request) -> Response:
-    """creation and creation-with-upload."""
+    """creation, creation-with-upload, creation-defer-length, concatenation."""
     values = request.registry.sessup_settings
-    if request.headers.get("Upload-Defer-Length") is not None:
-        raise TusError(400, "Upload-Defer-Length is not supported; send Upload-Length")
-    if request.headers.get("Upload-Concat") is not None:
-        raise TusError(400, "Upload-Concat (concatenation) is not supported")
-    length = parse_length(request.headers.get("Upload-Length"), "Upload-Length")
     limit = values.upload.max_file_size
-    if length > limit:
-        raise TusError(413, f"Upload-Length is larger than sessup.upload.max_file_size ({limit} bytes)",
-                       {"Tus-Max-Size": str(limit)})
+    concat = parse_concat(request.headers.get("Upload-Concat"), values.upload.tus_max_parts)
+    final = concat is not None and concat.final
+    length = creation_length(request.headers.get("Upload-Length"), request.headers.get("Upload-Defer-Length"),
+                             final=final, limit=limit)
     raw_meta = request.headers.get("Upload-Metadata") or ""
     meta = parse_metadata(raw_meta)
     filename = names.sanitize_filename(meta.get("filename") or meta.get("name") or "")
     ext = names.extension_of(filename)
     media_type = names.guess_type(ext)
     shown = filename or "(unnamed)"
-    if not names.extension_allowed(ext, values.upload.allowed_extensions):
+    # A partial upload is never stored as a file of its own: its final upload is checked.
+    partial = concat is not None and not final
+    if not partial and not names.extension_allowed(ext, values.upload.allowed_extensions):
         raise TusError(415, f"File {shown!r}: extension {ext or '(none)'!r} is not in "
                        f"sessup.upload.allowed_extensions")
-    if not names.type_allowed(media_type, values.upload.allowed_types):
+    if not partial and not names.type_allowed(media_type, values.upload.allowed_types):
         raise TusError(415, f"File {shown!r}: type {media_type} is not in sessup.upload.allowed_types")
     with_body = _has_body(request)
+    client_type = meta.get("filetype") or meta.get("type") or ""
+    attrs: dict[str, Any] = {
+        "filename": filename, "filetype": client_type[:255], "metadata": raw_meta.strip(),
+        "content_type": media_type, "extension": names.stored_extension(ext, values.upload.allowed_extensions)}
+    if concat is not None and concat.final:
+        return _create_final(request, concat.urls, length, with_body, attrs)
     if with_body and _content_type(request) != OFFSET_OCTET_STREAM:
         raise TusError(415, f"A creation request with a body needs Content-Type: {OFFSET_OCTET_STREAM}")
     if with_body:
         parse_checksum(request.headers.get("Upload-Checksum"))  # 400 before anything is created
 
+    # Counted at creation, before any state exists: creating uploads (even
+    # empty or never finished ones) cannot get past the quota.  A partial
+    # upload counts its bytes; its final upload counts the file.
+    quota.charge(request, 0 if partial else 1, length or 0)
     token = visitor_nonce(request, create=True)
     assert token is not None
     store = get_tus_store(request)
-    client_type = meta.get("filetype") or meta.get("type") or ""
-    info = store.create(owner_token=token, length=length, filename=filename, filetype=client_type[:255],
-                        metadata=raw_meta.strip(), content_type=media_type,
-                        extension=names.stored_extension(ext, values.upload.allowed_extensions))
+    info = store.create(owner_token=token, length=length, concat=PARTIAL if partial else "", **attrs)
     location = upload_url(request, info.id)
     try:
         with store.locked(info.id) as info:
             if with_body:
                 _write(request, store, info)
             elif info.length == 0:
-                store.complete(info)
+                store.complete(info, request)
     except TusError as exc:
         if exc.status == 400 and "Upload-Offset" in exc.headers:
             exc.headers["Location"] = location  # body cut short: the upload keeps what arrived
             raise
-        with store.locked(info.id) as fresh:
-            store.terminate(fresh)
+        store.remove(info.id)
         raise
     except BaseException:
-        with store.locked(info.id) as fresh:
-            store.terminate(fresh)
+        store.remove(info.id)  # (a refused file is already gone with its upload)
         raise
     return _answer(201, {"Location": location, **_state_headers(request, info)})
+
+
+def _create_final(request: Request, urls: tuple[str, ...], length: int | None, with_body: bool,
+                  attrs: dict[str, Any]) -> Response:
+    """``Upload-Concat: final;<urls>``: join the caller's finished partial uploads."""
+    if with_body:
+        raise TusError(400, "A final upload (Upload-Concat: final) takes no body")
+    checksum = parse_checksum(request.headers.get("Upload-Checksum"))
+    token = _owner(request)
+    if token is None:  # no upload of this caller exists at all
+        raise TusError(400, "Upload-Concat: no partial upload of yours exists")
+    values = request.registry.sessup_settings
+    # Partial URLs name this endpoint: as this request reached it, or as its Locations spell it.
+    collections = (request.path.rstrip("/"), urlsplit(upload_url(request, "")).path.rstrip("/"))
+    quota.charge(request, 1, 0)  # the file; its partials counted their bytes
+    info = create_final(get_tus_store(request), owner_token=token, owns=lambda part: owns(request, part),
+                        urls=urls, collection_paths=collections, limit=values.upload.max_file_size,
+                        declared_length=length, checksum=checksum, request=request, **attrs)
+    return _answer(201, {"Location": upload_url(request, info.id), **_state_headers(request, info)})
 
 
 def head(request: Request) -> Response:
@@ -284,20 +331,26 @@ def patch(request: Request) -> Response:
         raise TusError(415, f"PATCH needs Content-Type: {OFFSET_OCTET_STREAM}")
     offset = parse_length(request.headers.get("Upload-Offset"), "Upload-Offset")
     parse_checksum(request.headers.get("Upload-Checksum"))
+    raw_length = request.headers.get("Upload-Length")  # creation-defer-length: declared once, by a PATCH
+    declared = None if raw_length is None else parse_length(raw_length, "Upload-Length")
     info = _find(request, request.matchdict["id"])
     store = get_tus_store(request)
     try:
         with store.locked(info.id) as info:
+            if info.concat == FINAL:
+                raise TusError(403, "A final upload (Upload-Concat: final) cannot be patched")
             if info.expired():
                 raise TusError(410, "The upload expired")
             if offset != info.offset:
                 raise TusError(409, f"Upload-Offset {offset} does not match the upload's offset {info.offset}",
                                {"Upload-Offset": str(info.offset)})
+            if declared is not None:
+                store.declare_length(info, declared, request.registry.sessup_settings.upload.max_file_size)
             if info.done:
                 if _has_body(request):
                     raise TusError(413, "The upload is already complete")
             else:
-                _write(request, store, info)
+                _write(request, store, info, declared)
     except Busy:
         raise TusError(409, "Another request is writing to this upload") from None
     except Gone:
@@ -322,13 +375,15 @@ def result(request: Request) -> Response:
     """The upload as JSON: while unfinished its offset, then what ``/upFile``
     answers for one file."""
     info = _find(request, request.matchdict["id"])
-    if info.done:
+    if info.done and info.concat != PARTIAL:
         body: dict[str, Any] = {"complete": True, "filename": info.filename, "path": info.name,
                                 "url": _file_url(request, info), "size": info.length, "sha256": info.sha256,
                                 "content_type": info.content_type}
     else:
         body = {"complete": False, "offset": info.offset, "length": info.length,
                 "expires": http_date(info.expires)}
+        if info.concat:
+            body["concat"] = info.concat
     response = Answer(json_body=body)
     response.headers["Tus-Resumable"] = TUS_VERSION
     response.headers["Cache-Control"] = "no-store"

@@ -12,23 +12,33 @@ The result, :class:`ParsedUpload`, holds temporary files until
 (malformed body, a limit, CSRF, client gone, disk full) every temporary file
 of the request is removed and every descriptor closed before the error
 propagates.
+
+:func:`commit_files` is the one door to the upload directory for every path
+(``/upFile``, the deform form, tus completion): it runs the content check, the
+virus scan and the host's verifiers on the still-temporary files, charges the
+upload quota, gives the files their final names (all or nothing) and fires
+:class:`~.events.UploadStored`.  A file becomes visible only after every
+check passed.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from typing import Any, Collection, Iterator
+from typing import Any, BinaryIO, Callable, Collection, Iterator
 
 from multipart import MultipartError, MultipartSegment, ParserLimitReached, PushMultipartParser
 from pyramid.request import Request
 
-from ..csrf import CSRF_FIELD, CSRF_HEADER, check_origin, check_token
-from ..exceptions import InsufficientStorage, MalformedMultipart, UnsupportedMediaType, UploadTooLarge
+from ..csrf import CSRF_FIELD, CSRF_HEADER, HOW_TO, check_origin, check_token, visitor_nonce
+from ..exceptions import (CSRFRefused, InsufficientStorage, MalformedMultipart, QuotaExceeded, UnsupportedMediaType,
+                          UploadError, UploadTooLarge)
 from ..settings import SessupSettings
-from . import names
+from . import clamav, names, quota, verify
 from .body import ShortBody, body_length, iter_body
+from .events import notify_stored
 from .storage import Storage, TempFile, storage_error_message, upload_storage
 
 log = logging.getLogger("pyramid_sessup.uploads")
@@ -63,6 +73,15 @@ class UploadLimits:
     allowed_extensions: tuple[str, ...] = ()
     allowed_types: tuple[str, ...] = ()
     chunk_size: int = 1024 * 1024
+
+    @property
+    def max_body_size(self) -> int:
+        """The longest body these limits can accept: every file byte, every
+        field byte, and each part's header block and boundary line.  A
+        ``Content-Length`` above it is refused before the body is read."""
+        parts = self.max_files + self.max_fields
+        framing = self.max_header_size + MAX_BOUNDARY + 8  # "--" boundary CRLF, and the CRLF before the next
+        return self.max_total_size + self.max_fields * self.max_field_size + (parts + 1) * framing
 
     @classmethod
     def from_values(cls, values: SessupSettings, **overrides: Any) -> "UploadLimits":
@@ -106,6 +125,10 @@ class ParsedUpload:
     files: list[StoredFile] = dc_field(default_factory=list)
     fields: list[tuple[str, str]] = dc_field(default_factory=list)
     committed: bool = False
+    #: The request the files came with (checks, quota and the event need it).
+    request: Request | None = None
+    #: The limits the files were received under (their allow-lists drive the content check).
+    limits: UploadLimits | None = None
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The last value of text field ``name``."""
@@ -123,25 +146,22 @@ class ParsedUpload:
         return [f for f in self.files if f.field == field]
 
     def commit(self) -> list[StoredFile]:
-        """Give every file its final name (atomic rename, never overwriting).
+        """Check the files and give each its final name (atomic rename, never
+        overwriting), through :func:`commit_files`.
 
-        If any rename fails, the files already committed and all temporary
-        files are removed and the error propagates: all or nothing.
+        If a check refuses them or any rename fails, the files already
+        committed and all temporary files are removed and the error
+        propagates: all or nothing.
         """
         if self.committed:
             return self.files
-        done: list[StoredFile] = []
         try:
-            for f in self.files:
-                f.name = self.storage.finalize(f.temp_path, f.extension, metadata=f.metadata())
-                f.temp_path = ""
-                done.append(f)
-        except BaseException as exc:
-            for f in done:
-                self.storage.delete(f.name)
-                f.name = ""
+            if self.request is not None:
+                commit_files(self.request, self.storage, self.files, limits=self.limits)
+            else:
+                finalize_all(self.storage, self.files)
+        except BaseException:
             self.discard()
-            _raise_storage_error(exc)
             raise
         self.committed = True
         return self.files
@@ -154,8 +174,96 @@ class ParsedUpload:
                 f.temp_path = ""
 
 
+def finalize_all(storage: Storage, files: list[StoredFile]) -> None:
+    """Final names for every file, or none: a failure removes those already stored."""
+    done: list[StoredFile] = []
+    try:
+        for f in files:
+            f.name = storage.finalize(f.temp_path, f.extension, metadata=f.metadata())
+            f.temp_path = ""
+            done.append(f)
+    except BaseException as exc:
+        for f in done:
+            storage.delete(f.name)
+            f.name = ""
+        _raise_storage_error(exc)
+        raise
+
+
+def refuses_the_file(exc: BaseException) -> bool:
+    """True for an error that condemns the file itself (its content, a virus, a
+    verifier), as opposed to a passing condition (scanner down, quota, disk)."""
+    return (isinstance(exc, UploadError) and 400 <= exc.status_code < 500
+            and not isinstance(exc, QuotaExceeded))
+
+
+def check_files(request: Request, storage: Storage, files: list[StoredFile], *,
+                limits: UploadLimits | None = None) -> None:
+    """Every check a still-temporary file must pass before it is stored: the
+    content check (415), the virus scan (422, or 503 when the scanner is
+    down) and ``sessup.upload.verifiers`` (their error), in that order.
+
+    A file refused on its own merits has its temporary file removed at once;
+    the caller decides about the others.
+    """
+    values = request.registry.sessup_settings
+    allowed_extensions = limits.allowed_extensions if limits is not None else values.upload.allowed_extensions
+    allowed_types = limits.allowed_types if limits is not None else values.upload.allowed_types
+    checks: list[Callable[[StoredFile], None]] = []
+    if verify.content_check_applies(values.upload.content_check, allowed_extensions, allowed_types):
+        checks.append(lambda f: verify.check_content(f, storage))
+    if values.upload.clamav:
+        checks.append(lambda f: clamav.scan_files(request, [f], storage))
+    for verifier in values.upload.verifiers:
+        checks.append(functools.partial(_call_verifier, verifier, request))
+    for check in checks:
+        for f in files:
+            try:
+                check(f)
+            except BaseException as exc:
+                if refuses_the_file(exc) and f.temp_path:
+                    storage.discard(f.temp_path)
+                    f.temp_path = ""
+                raise
+
+
+def _call_verifier(verifier: Callable[..., Any], request: Request, file: StoredFile) -> None:
+    verifier(file, request)
+
+
+def commit_files(request: Request, storage: Storage, files: list[StoredFile], *,
+                 limits: UploadLimits | None = None, charge_quota: bool = True,
+                 notify: bool = True) -> list[StoredFile]:
+    """Store still-temporary ``files`` for good, the one way every upload path does.
+
+    :func:`check_files` first, then the quota (``charge_quota``; tus charges
+    at creation instead), then final names for all files or none, then
+    :class:`~.events.UploadStored` (``notify``).  ``limits``: whose
+    allow-lists decide whether the content check runs (default: the
+    application's settings).  Raises what the checks raise (415, 422, 503,
+    429) or :class:`InsufficientStorage` (507); the temporary files of a
+    failed commit are the caller's to discard or keep.
+    """
+    if not files:
+        return files
+    check_files(request, storage, files, limits=limits)
+    charged = quota.charge(request, len(files), sum(f.size for f in files)) if charge_quota else None
+    try:
+        finalize_all(storage, files)
+    except BaseException:
+        if charged is not None:
+            try:
+                charged.refund()
+            except Exception:  # the store went away: the charge simply stands
+                log.warning("could not refund an upload quota charge after a failed commit")
+        raise
+    if notify:
+        notify_stored(request, files)
+    return files
+
+
 def get_storage(request: Request) -> Storage:
-    """The :class:`~.storage.Storage` of the application (created on first use)."""
+    """The :class:`Storage` of the application (created on first use)."""
     return upload_storage(request.registry)
 
 
@@ -206,15 +314,51 @@ def _write_all(f: TempFile, data: bytes) -> None:
             view = view[written:]
 
 
+#: Part headers that may appear once only (RFC 7578 section 4.8).
+_SINGLE_HEADERS = ("content-disposition", "content-type")
+#: Content-Disposition parameters that may appear once only.
+_SINGLE_PARAMS = ("name", "filename", "filename*")
+
+
+def _unambiguous_params(segment: MultipartSegment) -> list[tuple[str, str]]:
+    """The part's Content-Disposition parameters, refusing (400) anything that
+    two parsers could read two ways: a repeated header or parameter, where
+    one takes the first and another the last, or a bare CR or LF in a name,
+    which some parsers take for the end of the header."""
+    counts: dict[str, int] = {}
+    for key, _ in segment.headerlist:
+        counts[key.lower()] = counts.get(key.lower(), 0) + 1
+    for header in _SINGLE_HEADERS:
+        if counts.get(header, 0) > 1:
+            raise MalformedMultipart(f"A part has {counts[header]} {header.title()} headers; one is allowed")
+    _, params = names.parse_header_params(segment.header("Content-Disposition", ""))
+    seen: set[str] = set()
+    for key, value in params:
+        if key in _SINGLE_PARAMS:
+            if key in seen:
+                raise MalformedMultipart(f"A part's Content-Disposition repeats the {key!r} parameter")
+            seen.add(key)
+            # As sent, not as decoded: browsers send a CR in a file name as %0D (HTML's
+            # form encoding), which is fine; a raw CR is what parsers disagree on.
+            if "\r" in value or "\n" in value:
+                raise MalformedMultipart(f"A part's {key!r} parameter contains a bare CR or LF character")
+    return params
+
+
 class _Receiver:
     """State of one upload while it streams; owns the open temporary file."""
 
-    def __init__(self, storage: Storage, limits: UploadLimits, file_fields: Collection[str]) -> None:
+    def __init__(self, storage: Storage, limits: UploadLimits, file_fields: Collection[str],
+                 check_field_token: Callable[[str | None], None] | None = None) -> None:
         self.storage = storage
+        #: Set when the token comes in the body: the ``csrf_token`` field must
+        #: precede the first file and is checked when that file starts, so no
+        #: file byte is written for a request without the right token.
+        self.check_field_token = check_field_token
         self.limits = limits
         self.any_field = ANY_FIELD in file_fields
         self.file_fields = file_fields
-        self.result = ParsedUpload(storage)
+        self.result = ParsedUpload(storage, limits=limits)
         self.total = 0
         self.file_parts = 0
         # current part
@@ -233,10 +377,10 @@ class _Receiver:
         if header_bytes > limits.max_header_size:
             raise UploadTooLarge(f"A part header is larger than sessup.upload.max_header_size "
                                  f"({limits.max_header_size} bytes)")
+        params = _unambiguous_params(segment)
         field = names.recover_utf8(segment.name or "")
         filename_star = None
         if segment.filename is None:
-            _, params = names.parse_header_params(segment.header("Content-Disposition", ""))
             filename_star = next((v for k, v in params if k == "filename*"), None)
         if segment.filename is None and filename_star is None:
             self._start_field(field)
@@ -254,6 +398,9 @@ class _Receiver:
     def _start_file(self, field: str, raw_name: str | None, filename_star: str | None,
                     client_type: str) -> None:
         limits = self.limits
+        if self.check_field_token is not None:
+            check, self.check_field_token = self.check_field_token, None
+            check(self.result.get(CSRF_FIELD))
         self.file_parts += 1
         if self.file_parts > limits.max_files:
             raise UploadTooLarge(f"Too many files: sessup.upload.max_files is {limits.max_files}")
@@ -354,7 +501,9 @@ def receive_upload(
     ``csrf``
         Require a CSRF token: the ``X-CSRF-Token`` header (checked before the
         body is read) or, without the header, a ``csrf_token`` text field
-        (checked after parsing, before returning).  A failure raises
+        sent before the first file (checked when the first file starts, and
+        after parsing).  A request without a session cookie cannot hold a
+        valid token: it is refused before the body is read.  A failure raises
         :class:`~pyramid_sessup.exceptions.CSRFRefused` (403).
         Default: ``sessup.upload.require_csrf``.
 
@@ -364,9 +513,12 @@ def receive_upload(
     Returns a :class:`ParsedUpload` whose files are still temporary: call
     :meth:`ParsedUpload.commit` to keep them or :meth:`ParsedUpload.discard`.
     Raises :class:`UnsupportedMediaType` (415, not multipart or a disallowed
-    file), :class:`MalformedMultipart` (400), :class:`UploadTooLarge` (413, the
-    limit named), :class:`InsufficientStorage` (507) or ``CSRFRefused`` (403); in
-    every case nothing of the request is left on disk.
+    file), :class:`MalformedMultipart` (400, also for ambiguous part headers),
+    :class:`UploadTooLarge` (413, the limit named), :class:`QuotaExceeded`
+    (429, the visitor's quota is used up: checked before the body is read),
+    :class:`InsufficientStorage` (507) or ``CSRFRefused`` (403); in every case
+    nothing of the request is left on disk.  The content check, virus scan,
+    verifiers and the quota charge run at :meth:`ParsedUpload.commit`.
     """
     if isinstance(limits, SessupSettings):
         limits = UploadLimits.from_values(limits)
@@ -378,16 +530,36 @@ def receive_upload(
     storage = storage or get_storage(request)
 
     boundary = multipart_boundary(request.environ.get("CONTENT_TYPE"))
+    # Everything a refusal needs is judged before the first byte of the body
+    # is read: a server that streams the body (production) then spends no
+    # disk and no time on a request it refuses.
     header_token = request.headers.get(CSRF_HEADER) if csrf else None
     if csrf:
         check_origin(request)
         if header_token is not None:
             check_token(request, header_token)
+        elif visitor_nonce(request) is None:
+            # No visitor cookie: no token in the body can match one (and none is created here).
+            raise CSRFRefused(f"CSRF token missing (no CSRF cookie): {HOW_TO}", code="csrf_token_missing")
+    try:
+        declared = body_length(request.environ)
+    except ValueError:
+        raise MalformedMultipart("Invalid Content-Length") from None
+    if declared > limits.max_body_size:
+        raise UploadTooLarge(f"The request body ({declared} bytes) is larger than the upload limits allow "
+                             f"(sessup.upload.max_total_size {limits.max_total_size} bytes, plus fields and "
+                             f"framing: {limits.max_body_size} bytes)")
 
-    receiver = _Receiver(storage, limits, file_fields)
+    # A visitor whose quota is used up is refused before the body is read.
+    quota.precheck(request)
+
+    field_token = csrf and header_token is None
+    receiver = _Receiver(storage, limits, file_fields,
+                         check_field_token=(lambda supplied: check_token(request, supplied)) if field_token else None)
+    receiver.result.request = request
     try:
         _parse(request, boundary, limits, receiver)
-        if csrf and header_token is None:
+        if field_token:
             check_token(request, receiver.result.get(CSRF_FIELD))
     except BaseException as exc:
         receiver.abort()

@@ -35,10 +35,11 @@ modified for ``sessup.upload.temp_max_age``.
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator, cast
 from urllib.parse import quote, unquote
 
 from pyramid.exceptions import ConfigurationError
@@ -270,6 +271,26 @@ class S3Download:
             body.close()
 
 
+class _BodyReader(io.RawIOBase):
+    """A GetObject body as a readable, closable file object."""
+
+    def __init__(self, body: Any) -> None:
+        self.body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.body.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.body.close()
+        super().close()
+
+
 class S3Storage(Storage):
     """Uploaded files in one bucket of an S3-compatible service.
 
@@ -373,6 +394,20 @@ class S3Storage(Storage):
         except Exception as exc:
             if not is_missing(exc):
                 log.warning("object storage: could not remove %s (the sweep will): %s", handle, exc)
+
+    def open_temp_read(self, handle: str) -> BinaryIO:
+        """The temporary object's bytes as a stream (one GetObject): the checks
+        before :meth:`finalize` read it back from the bucket."""
+        from botocore.exceptions import ClientError
+
+        self._check_temp(handle)
+        try:
+            answer = self.call("GetObject", self.client.get_object, Bucket=self.bucket, Key=handle)
+        except ClientError as exc:
+            if is_missing(exc):
+                raise FileNotFoundError(handle) from None
+            raise
+        return cast(BinaryIO, _BodyReader(answer["Body"]))
 
     # -- stored files ----------------------------------------------------------------------
 

@@ -21,24 +21,38 @@ Layout of the local ``root``::
 Nothing here ever builds a path from client input: stored names and
 temporary ids come from :mod:`secrets` and every look-up by name goes through
 a strict pattern, so nothing can be read or written outside ``root``.
+
+The working folders (``.tmp``, ``.meta``, and tus's ``.tus``) may vanish
+while the server runs (a cleanup job removing empty folders): they are
+recreated when next needed (:func:`open_working_dir`), with ``mkdir``, which
+never follows a symlink, and opened with ``O_NOFOLLOW``, so a symlink planted
+in their place is refused, never followed.  The upload directory itself is
+not recreated: if it is gone (removed, or its volume unmounted), writing
+elsewhere would be wrong, so uploads answer 507 and the log says why.
 """
 from __future__ import annotations
 
 import errno
 import io
 import json
+import logging
 import os
 import re
 import secrets
 import stat
 import time
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, Protocol
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator, Protocol, TypeVar
 
 from pyramid.exceptions import ConfigurationError
 
+from ..exceptions import InsufficientStorage
+
 if TYPE_CHECKING:
     from ..settings import SessupSettings
+
+log = logging.getLogger("pyramid_sessup.uploads")
 
 #: Stored names: 32 characters of ``secrets.token_urlsafe(24)`` (192 bits)
 #: plus an optional lower-case extension.
@@ -57,6 +71,7 @@ _CREATE_FLAGS = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOE
 _APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _BLOCK_SIZE = 256 * 1024  # 256 KiB per read of a download
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 #: OS errors that mean "the upload directory cannot take this file", with the
@@ -81,6 +96,69 @@ def storage_error_message(exc: BaseException) -> str | None:
 
 def _token() -> str:
     return secrets.token_urlsafe(24)
+
+
+def open_working_dir(path: str) -> int:
+    """A descriptor of the working folder ``path`` (a direct child of the
+    upload directory), recreated (mode 0700) if it was removed.
+
+    Never follows a symlink: a symlink or a file in its place is refused.
+    Raises :class:`InsufficientStorage` (507, with one log line naming the
+    path) when the folder cannot be had, the upload directory being gone in
+    particular.
+    """
+    # Bounded, but generous: a cleanup job may remove the fresh, still empty
+    # folder again between our mkdir and our open.
+    for _ in range(100):
+        try:
+            return os.open(path, _DIR_FLAGS)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                log.error("upload refused: %s is not a directory (a symlink or a file); it is never "
+                          "followed: remove it and it is recreated", path)
+                raise InsufficientStorage("The upload directory is not usable; nothing was stored") from None
+            raise
+        try:
+            os.mkdir(path, 0o700)
+            log.warning("recreated the upload working folder %s, which had been removed", path)
+        except FileExistsError:
+            pass  # another thread or process recreated it first
+        except FileNotFoundError:
+            log.error("upload refused: the upload directory %s is missing (removed, or its volume "
+                      "not mounted); it is not recreated", os.path.dirname(path))
+            raise InsufficientStorage("The upload directory is missing; nothing was stored") from None
+    raise InsufficientStorage("The upload directory is not usable; nothing was stored")
+
+
+@contextmanager
+def working_dir(path: str) -> Iterator[int]:
+    """:func:`open_working_dir` as a context manager that closes the descriptor."""
+    fd = open_working_dir(path)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+T = TypeVar("T")
+
+
+def in_working_dir(path: str, action: Callable[[int], T], attempts: int = 10) -> T:
+    """``action(dir_fd)`` in the working folder ``path`` (see
+    :func:`open_working_dir`), which creates something in it.  An empty folder
+    can be removed between our open and our create (which then fails with
+    ``ENOENT`` in the dead directory): open it again and retry."""
+    for attempt in range(attempts):
+        with working_dir(path) as dir_fd:
+            try:
+                return action(dir_fd)
+            except FileNotFoundError:
+                if attempt == attempts - 1:
+                    raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
 
 
 # -- the interface ---------------------------------------------------------------------
@@ -144,6 +222,16 @@ class Storage(ABC):
     @abstractmethod
     def discard(self, handle: str) -> None:
         """Remove a temporary file; no error if it is already gone."""
+
+    @abstractmethod
+    def open_temp_read(self, handle: str) -> BinaryIO:
+        """A complete temporary file open for reading from its start (what the
+        checks before :meth:`finalize` read); the caller closes it."""
+
+    def temp_local_path(self, handle: str) -> str | None:
+        """The temporary file's path when it is a local file (the virus scan
+        then sends it with ``sendfile``), else ``None``."""
+        return None
 
     @abstractmethod
     def finalize(self, handle: str, ext: str = "", *, metadata: dict[str, Any] | None = None) -> str:
@@ -248,7 +336,10 @@ class LocalStorage(Storage):
         self.fsync = fsync
         os.makedirs(self.root, exist_ok=True)
         for path in (self.tmp_dir, self.meta_dir):
-            os.makedirs(path, mode=0o700, exist_ok=True)
+            try:
+                os.mkdir(path, 0o700)
+            except FileExistsError:
+                pass  # (a symlink in its place is refused when it is used)
 
     # -- temporary files ---------------------------------------------------------------
 
@@ -256,19 +347,22 @@ class LocalStorage(Storage):
         """Create a new, empty temporary file; return it open for writing
         (unbuffered) and its path.  The caller must close it and then
         :meth:`finalize` or :meth:`discard` the path."""
-        while True:
-            path = os.path.join(self.tmp_dir, _token() + ".part")
-            try:
-                fd = os.open(path, _CREATE_FLAGS, 0o600)
-            except FileExistsError:  # pragma: no cover - 192 random bits
-                continue
-            try:
-                file = _LocalTempFile(fd, "wb")
-            except BaseException:  # pragma: no cover - FileIO over a fresh descriptor
-                os.close(fd)
-                raise
-            file.path = path
-            return file, path
+        def create(dir_fd: int) -> tuple[_LocalTempFile, str]:
+            while True:
+                name = _token() + ".part"
+                try:
+                    fd = os.open(name, _CREATE_FLAGS, 0o600, dir_fd=dir_fd)
+                except FileExistsError:  # pragma: no cover - 192 random bits
+                    continue
+                try:
+                    file = _LocalTempFile(fd, "wb")
+                except BaseException:  # pragma: no cover - FileIO over a fresh descriptor
+                    os.close(fd)
+                    raise
+                file.path = os.path.join(self.tmp_dir, name)
+                return file, file.path
+
+        return in_working_dir(self.tmp_dir, create)
 
     def temp_id(self, temp_path: str) -> str:
         """The id of a temporary file (its name without ``.part``), e.g. to
@@ -304,6 +398,15 @@ class LocalStorage(Storage):
             os.unlink(temp_path)
         except FileNotFoundError:
             pass
+
+    def open_temp_read(self, temp_path: str) -> BinaryIO:
+        self._check_temp(temp_path)
+        fd = os.open(temp_path, _READ_FLAGS)
+        return os.fdopen(fd, "rb", buffering=0)
+
+    def temp_local_path(self, temp_path: str) -> str | None:
+        self._check_temp(temp_path)
+        return temp_path
 
     def _check_temp(self, temp_path: str) -> None:
         if os.path.dirname(temp_path) != self.tmp_dir or not TEMP_PATTERN.fullmatch(os.path.basename(temp_path)):
@@ -412,21 +515,25 @@ class LocalStorage(Storage):
         if not NAME_PATTERN.fullmatch(name):
             raise ValueError("not a stored file name")
         data = json.dumps(metadata, ensure_ascii=False, sort_keys=True).encode("utf-8")
-        tmp = os.path.join(self.meta_dir, f".{_token()}.tmp")
-        fd = os.open(tmp, _CREATE_FLAGS, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                if self.fsync:
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.replace(tmp, self._meta_path(name))
-        except BaseException:
+        tmp = f".{_token()}.tmp"
+
+        def write(dir_fd: int) -> None:
+            fd = os.open(tmp, _CREATE_FLAGS, 0o600, dir_fd=dir_fd)
             try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    if self.fsync:
+                        f.flush()
+                        os.fsync(f.fileno())
+                os.replace(tmp, name + ".json", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except BaseException:
+                try:
+                    os.unlink(tmp, dir_fd=dir_fd)
+                except FileNotFoundError:
+                    pass
+                raise
+
+        in_working_dir(self.meta_dir, write)
 
     def _meta_path(self, name: str) -> str:
         return os.path.join(self.meta_dir, name + ".json")

@@ -21,6 +21,7 @@ from ..routing import add_route_views, ensure_base
 from ..urls import Answer, group_url
 from . import names
 from .pipeline import get_storage, receive_upload
+from .preconditions import rfc9110_download
 from .s3 import S3Storage
 from .storage import NAME_PATTERN, Download, upload_storage
 
@@ -120,7 +121,7 @@ def download(request: Request) -> Response:
     _safety_headers(response)
     response.headers["Accept-Ranges"] = "bytes"
     response.headers["Cache-Control"] = "private, no-cache"
-    return response
+    return rfc9110_download(request, response, file.size)
 
 
 def _redirect(request: Request, storage: S3Storage, name: str) -> Response:

@@ -18,6 +18,7 @@ import hashlib
 import http.client
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -29,7 +30,16 @@ from typing import Iterator
 
 import pytest
 
-from ..support import free_port, running_server, start_server, unavailable, write_ini
+from ..support import (
+    exited,
+    free_port,
+    running_server,
+    start_production,
+    start_server,
+    unavailable,
+    write_ini,
+    write_production_ini,
+)
 from .conftest import wait_until
 
 MiB = 1024 * 1024
@@ -343,3 +353,73 @@ def urllib_path(url: str) -> str:
     from urllib.parse import urlsplit
 
     return urlsplit(url).path
+
+
+# --------------------------------------------------------------------------- production profile
+
+def _holds_file_under(pid: int, directory: Path) -> bool:
+    prefix = str(directory) + os.sep
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}").startswith(prefix) for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_kill_9_of_a_production_worker_during_a_large_upload(tmp_path: Path) -> None:
+    """``pserve production.ini`` (gunicorn): the worker writing a 200 MiB file
+    is killed; the master replaces it and the server keeps serving; the partial
+    file stays in ``.tmp`` only and files stored before are intact.  A kill -9
+    of the master takes its workers with it, and the next start sweeps the
+    partial file once it is old enough."""
+    upload_dir = tmp_path / "uploads"
+    temp_dir = upload_dir / ".tmp"
+    overrides = {
+        "sessup.session.file.path": str(tmp_path / "sessions"),
+        "sessup.upload.path": str(upload_dir),
+        "sessup.upload.max_file_size": str(BIG + MiB),
+        "sessup.upload.max_total_size": str(BIG + MiB),
+    }
+    ini = write_production_ini(tmp_path, overrides)
+    port = free_port()
+    server = start_production(ini, port)
+    try:
+        workers = server.children()
+        assert len(workers) >= 1
+        client = Client(port)
+        stored = store_some(client, upload_dir)
+        before = tree(upload_dir)
+        errors: list[BaseException] = []
+        sender = threading.Thread(target=send_big_upload, args=(port, client, errors), daemon=True)
+        sender.start()
+        wait_until(lambda: largest_part(temp_dir) >= 16 * MiB, 120, "the pipeline to be writing", interval=0.002)
+        [victim] = [pid for pid in server.children() if _holds_file_under(pid, temp_dir)]
+        os.kill(victim, signal.SIGKILL)
+        sender.join(60)
+        assert not errors
+        wait_until(lambda: victim not in server.children() and len(server.children()) == len(workers), 60,
+                   "the master to replace the killed worker")
+        [partial] = list(temp_dir.glob("*.part"))
+        assert 16 * MiB <= partial.stat().st_size < BIG
+        assert {k: v for k, v in tree(upload_dir).items() if not k.startswith(".tmp/")} == before
+        client = Client(port)
+        assert_intact(client, upload_dir, stored)
+        status, _, body = client.upload(b"after the crash", "after.txt")
+        assert status == 200, body
+        # The whole server crashes: its workers do not outlive the master.
+        workers = server.children()
+        server.kill9()
+        wait_until(lambda: all(exited(pid) for pid in workers), 30, "the workers to exit after their master")
+    finally:
+        server.stop()
+    old = time.time() - 120
+    os.utime(partial, (old, old))
+    ini = write_production_ini(tmp_path, {**overrides, "sessup.upload.temp_max_age": "60"})
+    port = free_port()
+    server = start_production(ini, port)
+    try:
+        assert list(temp_dir.iterdir()) == []
+        assert_intact(Client(port), upload_dir, stored)
+    finally:
+        server.stop()

@@ -108,3 +108,32 @@ def test_tampered_entry_cannot_point_outside(storage: UploadStorage, tmp_path: P
     assert store.get("u") is None
     store.clear()
     assert victim.read_bytes() == b"keep me"
+
+
+@pytest.mark.parametrize("outcome", ["kept", "stored"])
+@pytest.mark.parametrize("n", [1, 50, 400])
+def test_form_post_encodes_the_kept_files_a_constant_number_of_times(make_form, monkeypatch: pytest.MonkeyPatch,
+                                                                      n: int, outcome: str) -> None:
+    """The temp store's entries are one session value: a form with n files must
+    encode it a fixed number of times, not once per file (quadratic work)."""
+    import pyramid_sessup.session as session_module
+
+    form = make_form(**{"sessup.upload.max_files": "1000"})
+    real = session_module._encode
+    counts = {"entries": 0, "bytes": 0}
+
+    def counting(key: str, value: object) -> str:
+        encoded = real(key, value)
+        if key == SESSION_KEY:
+            counts["entries"] += 1
+            counts["bytes"] += len(encoded)
+        return encoded
+
+    monkeypatch.setattr(session_module, "_encode", counting)
+    # "kept": a description over its limit fails validation, so every file is
+    # kept in the temp store; "stored": every file goes through and is popped.
+    description = "d" * 5000 if outcome == "kept" else "fine"
+    page = form.post([(f"f{i}.txt", b"x") for i in range(n)], description=description, status="*")
+    assert page.status_int == (400 if outcome == "kept" else 200)
+    # Loading the session, and saving it at the end of the request: never per file.
+    assert counts["entries"] <= 3, counts

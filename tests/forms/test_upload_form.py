@@ -9,6 +9,7 @@ from pathlib import Path
 
 import webtest
 
+from .. import samples
 from .conftest import FormClient, errors, kept_uids, sha, stored_files, temp_files
 
 MiB = 1024 * 1024
@@ -154,7 +155,7 @@ def test_allowed_types(make_form, upload_dir: Path) -> None:
     page = form.post([("doc.pdf", b"%PDF-1.4")], status=400)
     assert errors(page.text) == ["doc.pdf is not an accepted type (accepted: image/*)."]
     assert temp_files(upload_dir) == []
-    done = form.post([("pic.png", b"\x89PNG")], status=200)
+    done = form.post([("pic.png", samples.png())], status=200)
     assert [name for _, name in stored_links(done.text)] == ["pic.png"]
 
 
@@ -182,8 +183,10 @@ def test_truncated_body_is_400_and_leaves_nothing(form: FormClient, upload_dir: 
     data = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"csrf_token\"\r\n\r\n{form.token}\r\n"
             f"--{boundary}\r\nContent-Disposition: form-data; name=\"inputFile\"; filename=\"a.txt\"\r\n\r\n"
             ).encode() + b"x" * 10000
+    # TestApp.request skips extra_environ: the Host header makes the session cookie go along.
     response = form.app.request("/upload", method="POST", body=data, status=400,
-                                headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+                                headers={"Content-Type": f"multipart/form-data; boundary={boundary}",
+                                         "Host": "example.com"})
     assert response.status_int == 400
     assert temp_files(upload_dir) == [] and stored_files(upload_dir) == []
 

@@ -64,6 +64,8 @@ def bad_value(request: Request) -> dict[str, Any]:
 
 def op(request: Request) -> dict[str, Any]:
     session = request.session
+    len(session)  # load now, before waiting
+    _gate(request.params.get("gate"))
     name = request.matchdict["name"]
     if name == "reload":
         session["scratch"] = "unsaved"

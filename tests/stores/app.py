@@ -1,6 +1,7 @@
 """The demo application (exactly :func:`pyramid_sessup.demo.main`'s configuration)
-plus two GET endpoints that make request overlap deliberate (the lost-write
-tests); served by pserve with ``use = call:tests.stores.app:main``."""
+plus GET endpoints that make request overlap deliberate (the lost-write
+tests) and logout/login endpoints for the resurrection races; served by
+pserve with ``use = call:tests.stores.app:main``."""
 from __future__ import annotations
 
 import time
@@ -31,6 +32,22 @@ def increment(request: Request) -> dict[str, Any]:
     return {"count": session["count"]}
 
 
+def destroy(request: Request) -> dict[str, Any]:
+    request.session.invalidate()
+    return {"destroyed": True}
+
+
+def regenerate(request: Request) -> dict[str, Any]:
+    request.session.regenerate()
+    return {"regenerated": True}
+
+
+def info(request: Request) -> dict[str, Any]:
+    """What the session holds, without writing to it."""
+    session = request.session
+    return {"new": session.new, "count": session.get("count", 0)}
+
+
 def main(global_config: dict[str, Any] | None, **settings: Any) -> Router:
     app = pyramid_sessup.demo.main(global_config, **settings)
     with Configurator(registry=app.registry) as config:
@@ -38,4 +55,13 @@ def main(global_config: dict[str, Any] | None, **settings: Any) -> Router:
         config.add_route("test.incr", "/test/incr")
         config.add_view(set_key, route_name="test.set", renderer="json")
         config.add_view(increment, route_name="test.incr", renderer="json")
+        # Logout and login without the CSRF dance: the races under test are about the store.
+        config.add_route("test.destroy", "/test/destroy")
+        config.add_route("test.regenerate", "/test/regenerate")
+        config.add_route("test.info", "/test/info")
+        config.add_view(destroy, route_name="test.destroy", request_method="POST", renderer="json",
+                        require_csrf=False)
+        config.add_view(regenerate, route_name="test.regenerate", request_method="POST", renderer="json",
+                        require_csrf=False)
+        config.add_view(info, route_name="test.info", renderer="json")
     return config.make_wsgi_app()

@@ -84,7 +84,9 @@ def raw_record(store: SessionStore, sid: str) -> bytes | None:
     """The stored bytes of a record, as the backend holds them."""
     if store.name == "memory":
         entry = store._records.get(sid)  # type: ignore[attr-defined]
-        return None if entry is None else entry[0].encode()
+        if entry is None:
+            return None
+        return b"null" if entry[0] is None else entry[0].encode()  # None: its tombstone
     if store.name == "file":
         try:
             with open(store._record_path(sid), "rb") as f:  # type: ignore[attr-defined]

@@ -83,21 +83,140 @@ def test_update_merges_and_removes(store: SessionStore) -> None:
     assert store.load(sid) == expected
 
 
-def test_replace_overwrites_and_creates(store: SessionStore) -> None:
+def test_replace_overwrites_only_a_present_record(store: SessionStore) -> None:
     sid = new_sid()
-    store.replace(sid, {"a": 1, "b": 2})
-    assert store.load(sid) == {"a": 1, "b": 2}
-    store.replace(sid, {"c": 3})
+    assert store.replace(sid, {"a": 1}) is False  # never creates
+    assert store.load(sid) is None and store.count() == 0
+    store.create(sid, {"a": 1, "b": 2})
+    assert store.replace(sid, {"c": 3}) is True
     assert store.load(sid) == {"c": 3}
 
 
-def test_delete(store: SessionStore) -> None:
-    sid = new_sid()
+def test_delete_leaves_a_tombstone_no_write_revives(store: SessionStore) -> None:
+    """Logout is for good: after delete, every write to the ID fails and changes nothing."""
+    sid, other = new_sid(), new_sid()
     store.create(sid, {"a": 1})
+    store.create(other, {"o": 1})
+    loaded = dumps(store.load(sid) or {})
     store.delete(sid)
     assert store.load(sid) is None
-    store.delete(sid)  # absent: not an error
-    assert store.create(sid, {"b": 2}) is True
+    assert json.loads(raw_record(store, sid) or b"") is None  # the record became the tombstone
+    assert store.update(sid, {"b": 2}, []) is None
+    assert store.update(sid, {"b": 2}, [], expected=loaded) is None
+    assert store.replace(sid, {"b": 2}) is False
+    assert store.create(sid, {"b": 2}) is False
+    assert store.move(sid, new_sid(), {"b": 2}) is False
+    store.touch(sid)
+    assert store.load(sid) is None and store.load(sid, touch=False) is None
+    assert list(store.ids()) == [other] and store.count() == 1
+    store.delete(sid)  # again: not an error
+    assert store.load(sid) is None
+
+
+def test_delete_of_an_absent_id_kills_it_too(store: SessionStore) -> None:
+    sid = new_sid()
+    store.delete(sid)
+    assert store.create(sid, {"a": 1}) is False
+    assert store.load(sid) is None and store.count() == 0
+
+
+def test_tombstone_lives_the_session_lifetime_then_is_purged(store: SessionStore) -> None:
+    dead, live = new_sid(), new_sid()
+    store.create(dead, {"a": 1})
+    store.create(live, {"a": 1})
+    store.delete(dead)
+    assert store.purge_expired() == 0  # a fresh tombstone is kept
+    assert store.create(dead, {"a": 2}) is False
+    expire_now(store, dead)
+    assert store.purge_expired() == (0 if store.name == "redis" else 1)  # Redis expires keys itself
+    assert raw_record(store, dead) is None
+    assert expired_left(store) == 0
+    assert list(store.ids()) == [live]
+
+
+def test_expired_record_is_never_revived(store: SessionStore) -> None:
+    sid, new = new_sid(), new_sid()
+    store.create(sid, {"a": 1})
+    loaded = dumps(store.load(sid) or {})
+    expire_now(store, sid)
+    assert store.update(sid, {"b": 2}, [], expected=loaded) is None
+    assert store.update(sid, {"b": 2}, []) is None
+    assert store.replace(sid, {"b": 2}) is False
+    assert store.move(sid, new, {"b": 2}) is False
+    store.touch(sid)
+    assert store.load(sid) is None and store.load(new) is None
+    assert store.count() == 0
+
+
+def test_move_kills_the_old_id_and_stores_the_new(store: SessionStore) -> None:
+    old, new, third = new_sid(), new_sid(), new_sid()
+    store.create(old, {"a": 1})
+    assert store.move(old, new, {"a": 1, "b": 2}) is True
+    assert store.load(new) == {"a": 1, "b": 2}
+    assert store.load(old) is None
+    assert json.loads(raw_record(store, old) or b"") is None
+    assert store.update(old, {"c": 3}, []) is None and store.create(old, {"c": 3}) is False
+    assert store.move(old, third, {"c": 3}) is False  # a dead ID moves nowhere
+    assert store.load(third) is None
+    assert list(store.ids()) == [new]
+
+
+def test_move_changes_nothing_when_it_cannot(store: SessionStore) -> None:
+    old, taken, absent = new_sid(), new_sid(), new_sid()
+    store.create(old, {"a": 1})
+    store.create(taken, {"t": 1})
+    assert store.move(old, taken, {"x": 1}) is False  # the new ID is held
+    assert store.load(old) == {"a": 1} and store.load(taken) == {"t": 1}
+    assert store.move(absent, new_sid(), {"x": 1}) is False
+    assert store.load(absent) is None and store.count() == 2
+    plant(store, absent, b"[1, 2]")
+    assert store.move(absent, new_sid(), {"x": 1}) is False  # a corrupt record is no session
+    assert sorted(store.ids()) == sorted([old, taken, absent])
+
+
+@pytest.mark.parametrize("kill", ["delete", "move"])
+def test_writers_racing_a_logout_never_revive_it(store: SessionStore, kill: str) -> None:
+    """Four threads keep merging into a session (with and without the loaded record)
+    while it is deleted or moved; 20 rounds: afterwards the old ID is always dead."""
+    revived = 0
+    for _ in range(20):
+        sid, new = new_sid(), new_sid()
+        store.create(sid, {"n": 0})
+        loaded = dumps(store.load(sid) or {})
+        started = threading.Barrier(5)
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def writer(i: int) -> None:
+            try:
+                started.wait(30)
+                n = 0
+                while not stop.is_set() or n < 3:
+                    n += 1
+                    if i % 2:
+                        store.update(sid, {f"k{i}": n}, [], expected=loaded)
+                    elif i == 2:
+                        store.replace(sid, {f"k{i}": n})
+                    else:
+                        store.update(sid, {f"k{i}": n}, [])
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        started.wait(30)
+        if kill == "delete":
+            store.delete(sid)
+        else:
+            assert store.move(sid, new, {"moved": True}) is True
+        stop.set()
+        for t in threads:
+            t.join(60)
+        assert errors == []
+        revived += store.load(sid, touch=False) is not None or store.create(sid, {}) is True
+    assert revived == 0
+    assert store.count() == (0 if kill == "delete" else 20)
 
 
 @pytest.mark.slow
@@ -187,8 +306,8 @@ def test_corrupt_record_is_absent_and_never_unpickled(
     assert not marker.exists()
     assert store.update(sid, {"a": 1}, []) is None
     assert not marker.exists()
-    # The layer's way out: a full write over the corrupt record.
-    store.replace(sid, {"ok": True})
+    # A full write of a present record overwrites it, corrupt or not.
+    assert store.replace(sid, {"ok": True}) is True
     assert store.load(sid) == {"ok": True}
 
 

@@ -1,30 +1,51 @@
-"""Two real app processes (pserve + waitress, one INI, two ports) sharing
-Redis or PostgreSQL: one session across both, restarts lose nothing, and the
-lock and the per-key merge hold across processes."""
+"""Two real servers (one INI, two ports) sharing a store: one session across
+both, restarts lose nothing, and the lock and the per-key merge hold across
+processes.  Each server is ``pserve`` with waitress (testing.ini: one
+process) or with the production profile (production.ini: gunicorn, one
+worker process per core, so requests land in several processes even on one
+port); the production profile also shares the file store, its default."""
 from __future__ import annotations
 
 import json
 import threading
-from contextlib import contextmanager
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-from ..support import POSTGRES_URL, REDIS_URL, ROOT, Server, free_port, start_server, write_ini
-from .conftest import (delete_redis_prefix, drop_postgres_table, random_prefix, random_table, require_postgres,
-                       require_redis)
+from ..support import (
+    POSTGRES_URL,
+    REDIS_URL,
+    ROOT,
+    Server,
+    free_port,
+    start_production,
+    start_server,
+    write_ini,
+    write_production_ini,
+)
+from .conftest import (
+    delete_redis_prefix,
+    drop_postgres_table,
+    random_prefix,
+    random_table,
+    require_postgres,
+    require_redis,
+)
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 
-def start(ini: Path, port: int, timeout: float = 30.0) -> Server:
+def start(ini: Path, port: int, timeout: float = 30.0, profile: str = "waitress") -> Server:
     """``pserve INI http_port=PORT``, as a user starts a second process from the same INI."""
     # PYTHONPATH: for the test endpoints of tests/stores/app.py.
-    return start_server(ini, port, env={"PYTHONPATH": str(ROOT)}, timeout=timeout,
-                        args=[f"http_port={port}"], probe="/session/info")
+    env = {"PYTHONPATH": str(ROOT)}
+    if profile == "production":
+        return start_production(ini, port, env=env, timeout=timeout, probe="/session/info")
+    return start_server(ini, port, env=env, timeout=timeout, args=[f"http_port={port}"], probe="/session/info")
 
 
 class Client:
@@ -42,22 +63,28 @@ class Client:
                     self.cookie = rest.split(";", 1)[0]
             return json.loads(response.read())
 
-    def clone(self) -> "Client":
+    def clone(self) -> Client:
         twin = Client()
         twin.cookie = self.cookie
         return twin
 
 
 BACKENDS = [
-    pytest.param("redis", marks=pytest.mark.redis, id="redis"),
-    pytest.param("postgresql", marks=pytest.mark.postgres, id="postgresql"),
+    pytest.param(("waitress", "redis"), marks=pytest.mark.redis, id="waitress-redis"),
+    pytest.param(("waitress", "postgresql"), marks=pytest.mark.postgres, id="waitress-postgresql"),
+    pytest.param(("production", "file"), id="production-file"),
+    pytest.param(("production", "redis"), marks=pytest.mark.redis, id="production-redis"),
+    pytest.param(("production", "postgresql"), marks=pytest.mark.postgres, id="production-postgresql"),
 ]
 
 
 @contextmanager
-def running_cluster(backend: str, lock: bool, directory: Path) -> Iterator[dict[str, Any]]:
-    """One INI, two processes on two ports, a private store namespace."""
-    if backend == "redis":
+def running_cluster(profile_backend: tuple[str, str], lock: bool, directory: Path) -> Iterator[dict[str, Any]]:
+    """One INI, two servers on two ports, a private store namespace."""
+    profile, backend = profile_backend
+    if backend == "file":
+        store = {"sessup.session.store": "file", "sessup.session.file.path": str(directory / "sessions")}
+    elif backend == "redis":
         require_redis()
         prefix = random_prefix()
         store = {"sessup.session.store": "redis", "sessup.session.url": REDIS_URL,
@@ -67,25 +94,29 @@ def running_cluster(backend: str, lock: bool, directory: Path) -> Iterator[dict[
         table = random_table()
         store = {"sessup.session.store": "postgresql", "sessup.session.url": POSTGRES_URL,
                  "sessup.session.table": table}
-    ini = write_ini(directory, {
+    app = {
         "use": "call:tests.stores.app:main",
         "sessup.session.lock": str(lock).lower(),
         "sessup.session.lock_timeout": "30",
         "sessup.upload.path": str(directory / "uploads"),
         **store,
-    })
-    text = ini.read_text()
-    ini.write_text(text.replace("listen = 127.0.0.1:6544", "listen = 127.0.0.1:%(http_port)s"))
-    info: dict[str, Any] = {"ini": ini, "servers": [], "backend": backend}
+    }
+    if profile == "production":
+        ini = write_production_ini(directory, app)
+    else:
+        ini = write_ini(directory, app)
+        text = ini.read_text()
+        ini.write_text(text.replace("listen = 127.0.0.1:6544", "listen = 127.0.0.1:%(http_port)s"))
+    info: dict[str, Any] = {"ini": ini, "servers": [], "backend": backend, "profile": profile}
     try:
-        info["servers"] = [start(ini, free_port()), start(ini, free_port())]
+        info["servers"] = [start(ini, free_port(), profile=profile), start(ini, free_port(), profile=profile)]
         yield info
     finally:
         for server in info["servers"]:
             server.stop()
         if backend == "redis":
             delete_redis_prefix(prefix)
-        else:
+        elif backend == "postgresql":
             drop_postgres_table(table)
 
 
@@ -118,10 +149,10 @@ def test_restarting_a_process_loses_no_session(cluster: dict[str, Any]) -> None:
     assert client.get(a.url + "/session")["views"] == 1
     assert client.get(b.url + "/session")["views"] == 2
     a.stop()  # a graceful restart
-    a = cluster["servers"][0] = start(cluster["ini"], a.port)
+    a = cluster["servers"][0] = start(cluster["ini"], a.port, profile=cluster["profile"])
     assert client.get(a.url + "/session")["views"] == 3
     b.kill9()  # a crash
-    b = cluster["servers"][1] = start(cluster["ini"], b.port)
+    b = cluster["servers"][1] = start(cluster["ini"], b.port, profile=cluster["profile"])
     assert client.get(b.url + "/session")["views"] == 4
     assert client.get(a.url + "/session")["views"] == 5
 

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 from typing import Any, Callable, Iterator
 
 import psycopg
 import pytest
 from pyramid.exceptions import ConfigurationError
 
-from pyramid_sessup.exceptions import SessionValueError, StoreUnavailable
+from pyramid_sessup.exceptions import SessionLockTimeout, SessionValueError, StoreUnavailable
 from pyramid_sessup.settings import parse_settings
 from pyramid_sessup.stores import make_store
 from pyramid_sessup.stores.postgresql import PostgresStore, parse_table_name
@@ -76,7 +77,7 @@ def test_concurrent_first_use_from_many_stores(make: Callable[..., PostgresStore
     def first_use(store: PostgresStore) -> None:
         try:
             barrier.wait(30)
-            store.replace(new_sid(), {"a": 1})
+            store.create(new_sid(), {"a": 1})
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -125,12 +126,22 @@ def test_purge_deletes_expired_rows_and_stale_locks(make: Callable[..., Postgres
     assert store.purge_expired() == 0
 
 
-def test_lock_is_bounded_in_time(make: Callable[..., PostgresStore]) -> None:
+def test_lock_is_bounded_in_time(make: Callable[..., PostgresStore], db: psycopg.Connection[Any],
+                                 postgres_table: str) -> None:
+    """A holder that never releases (crashed process) blocks others for lock_ttl, and no longer."""
     store = make(lock_ttl=0.5)
     sid = new_sid()
+    taken = time.monotonic()
     store.acquire_lock(sid, 1)  # never released: a crashed holder
-    token = store.acquire_lock(sid, 10)
+    [(left,)] = db.execute(f"SELECT expires_at - now() FROM {postgres_table} WHERE id = %s", ["lock:" + sid]).fetchall()
+    assert 0 < left.total_seconds() <= 0.5  # by the database clock
+    with pytest.raises(SessionLockTimeout):
+        store.acquire_lock(sid, 0.05)  # held while its TTL runs
+    # The bound: the next holder gets it once the TTL is over (1.5 s spare for a busy machine).
+    token = store.acquire_lock(sid, 0.5 + 1.5)
+    assert time.monotonic() - taken >= 0.45  # and not before
     store.release_lock(sid, token)
+    assert db.execute(f"SELECT count(*) FROM {postgres_table} WHERE id = %s", ["lock:" + sid]).fetchone() == (0,)
 
 
 def test_nul_character_is_a_session_value_error(make: Callable[..., PostgresStore]) -> None:

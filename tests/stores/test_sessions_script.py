@@ -18,7 +18,7 @@ from pyramid_sessup.stores import make_store
 from pyramid_sessup.stores.base import SessionStore
 
 from ..support import POSTGRES_URL, REDIS_URL, write_ini
-from .backends import expire_now, expired_left, plant
+from .backends import expire_now, expired_left, plant, raw_record
 
 SCRIPT = str(Path(sys.executable).with_name("sessup-sessions"))
 
@@ -99,9 +99,28 @@ def test_purge_expired_leaves_no_expired_record(setup: tuple[Path, SessionStore]
     result = run(ini, "purge-expired")
     assert result.returncode == 0
     purged = 0 if store.name == "redis" else 3  # Redis expires records by itself
-    assert result.stdout == f"purged {purged} expired session(s)\n"
+    assert result.stdout == f"purged {purged} expired record(s)\n"
     assert expired_left(store) == 0
     assert sorted(run(ini, "list").stdout.split()) == sorted(live)
+
+
+def test_tombstones_are_not_sessions_and_expired_ones_are_purged(setup: tuple[Path, SessionStore]) -> None:
+    ini, store = setup
+    live, gone, gone_long_ago = new_sid(), new_sid(), new_sid()
+    for sid in (live, gone, gone_long_ago):
+        store.create(sid, {"a": 1})
+    store.delete(gone)
+    assert run(ini, "delete", gone_long_ago).returncode == 0
+    assert (run(ini, "count").stdout, run(ini, "list").stdout) == ("1\n", live + "\n")
+    assert run(ini, "show", gone).returncode == 1
+    assert run(ini, "delete", gone).returncode == 1  # nothing readable: already dead
+    expire_now(store, gone_long_ago)
+    result = run(ini, "purge-expired")
+    purged = 0 if store.name == "redis" else 1  # Redis expires tombstones by itself
+    assert result.stdout == f"purged {purged} expired record(s)\n"
+    assert raw_record(store, gone_long_ago) is None and expired_left(store) == 0
+    assert json.loads(raw_record(store, gone) or b"") is None  # a live tombstone stays
+    assert store.create(gone, {"a": 2}) is False
 
 
 @pytest.fixture(autouse=True)
@@ -143,7 +162,7 @@ def test_memory_store_is_empty_from_outside(tmp_path: Path) -> None:
     result = run(ini, "count")
     assert (result.returncode, result.stdout) == (0, "0\n")
     assert "memory store" in result.stderr
-    assert run(ini, "purge-expired").stdout == "purged 0 expired session(s)\n"
+    assert run(ini, "purge-expired").stdout == "purged 0 expired record(s)\n"
 
 
 def test_bad_usage_and_configuration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -137,3 +137,22 @@ def test_outage_and_recovery_through_a_cut_connection(backend: str, make_client:
         assert len(recovered) == 2
     finally:
         proxy.stop()
+
+
+def test_a_call_finishing_as_the_store_goes_down_is_no_recovery(caplog: pytest.LogCaptureFixture) -> None:
+    """One outage, one incident: a store call already under way when the first
+    failure is noticed (it finished as the server went down) is not "back"."""
+    import time
+
+    from pyramid_sessup.exceptions import StoreUnavailable
+    from pyramid_sessup.session import _Incidents
+
+    incidents = _Incidents()
+    caplog.set_level(logging.INFO)
+    under_way = time.monotonic()
+    incidents.failed(StoreUnavailable("down"), "fail")
+    incidents.succeeded(under_way)
+    incidents.failed(StoreUnavailable("still down"), "fail")
+    incidents.succeeded(time.monotonic())
+    lines = [r.getMessage() for r in caplog.records if r.name == "pyramid_sessup.session"]
+    assert len(lines) == 2 and "unavailable" in lines[0] and "reachable again" in lines[1], lines

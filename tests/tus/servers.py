@@ -59,14 +59,19 @@ class Client:
             conn.close()
 
 
-def tus_ini(directory: Path, upload_dir: Path, session_dir: Path, port: int, **overrides: str) -> Path:
-    """An INI for pserve: file sessions (shareable by processes), uploads in ``upload_dir``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    return write_ini(directory, {
+def tus_settings(upload_dir: Path, session_dir: Path, **overrides: str) -> dict[str, str]:
+    """File sessions (shareable by processes), uploads in ``upload_dir``."""
+    return {
         "sessup.upload.path": str(upload_dir),
         "sessup.session.store": "file",
         "sessup.session.file.path": str(session_dir),
         "sessup.upload.max_file_size": str(200 * 1024 * 1024),
         "sessup.upload.max_total_size": str(200 * 1024 * 1024),
         **overrides,
-    }, port=port)
+    }
+
+
+def tus_ini(directory: Path, upload_dir: Path, session_dir: Path, port: int, **overrides: str) -> Path:
+    """An INI for pserve (waitress) with :func:`tus_settings`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return write_ini(directory, tus_settings(upload_dir, session_dir, **overrides), port=port)

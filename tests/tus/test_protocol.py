@@ -28,7 +28,8 @@ def test_options_advertises_the_server(testapp: webtest.TestApp) -> None:
     for url in ("/files/", "/files", "/files/" + "A" * 32):
         res = testapp.options(url, status=204)
         assert res.headers["Tus-Version"] == "1.0.0"
-        assert res.headers["Tus-Extension"] == "creation,creation-with-upload,termination,expiration,checksum"
+        assert res.headers["Tus-Extension"] == ("creation,creation-with-upload,creation-defer-length,termination,"
+                                                "expiration,checksum,concatenation")
         assert res.headers["Tus-Max-Size"] == str(10 * 1024 * 1024)
         assert res.headers["Tus-Checksum-Algorithm"] == "sha1,sha256"
         assert "Access-Control-Allow-Origin" not in res.headers  # never grants a cross-site preflight
@@ -81,8 +82,12 @@ def test_creation(testapp: webtest.TestApp, upload_dir: Path) -> None:
     ({"Upload-Length": "-1"}, 400),
     ({"Upload-Length": "ten"}, 400),
     ({"Upload-Length": "1e3"}, 400),
-    ({"Upload-Defer-Length": "1"}, 400),                        # deferred length: not offered
-    ({"Upload-Length": "5", "Upload-Concat": "partial"}, 400),  # concatenation: not offered
+    ({"Upload-Defer-Length": "0"}, 400),                        # deferred length: only "1"
+    ({"Upload-Defer-Length": "yes"}, 400),
+    ({"Upload-Length": "5", "Upload-Defer-Length": "1"}, 400),  # both
+    ({"Upload-Length": "5", "Upload-Concat": "parallel"}, 400),
+    ({"Upload-Length": "5", "Upload-Concat": "final"}, 400),    # no URL list
+    ({"Upload-Length": "5", "Upload-Concat": "final;"}, 400),
     ({"Upload-Length": "5", "Upload-Metadata": "filename not*base64"}, 400),
     ({"Upload-Length": "5", "Upload-Metadata": "filename //8="}, 400),          # not UTF-8
     ({"Upload-Length": "5", "Upload-Metadata": "a YQ==,a YQ=="}, 400),          # repeated key

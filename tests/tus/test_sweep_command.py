@@ -36,3 +36,31 @@ def test_sweep_command_removes_expired_tus_uploads(tmp_path: Path) -> None:
     assert "1 expired resumable upload(s)" in out.stdout
     client.head(expired, headers=TUS, status=404)
     client.head(alive, headers=TUS, status=200)
+
+
+def test_sweep_command_removes_abandoned_partial_uploads(tmp_path: Path) -> None:
+    """Partial uploads (concatenation), finished or not, never joined, go when they expire."""
+    upload_dir = tmp_path / "uploads"
+    ini = write_ini(tmp_path, {"sessup.upload.path": str(upload_dir), "sessup.upload.tus_expiry": "60"})
+    from pyramid.paster import get_appsettings
+
+    app = main({}, **get_appsettings(str(ini)))
+    client = webtest.TestApp(app, extra_environ={"HTTP_HOST": "example.com"})
+    partial = {**TUS, "Upload-Concat": "partial", "Upload-Length": "2"}
+    finished = client.post("/files/", headers=partial).headers["Location"]
+    client.patch(finished, b"ab", headers=patch_headers(0), status=204)
+    unfinished = client.post("/files/", headers=partial).headers["Location"]
+    alive = client.post("/files/", headers=partial).headers["Location"]
+    store: TusStore = app.registry.sessup_tus_store
+    for loc in (finished, unfinished):
+        info = store.load(loc.rstrip("/").rsplit("/", 1)[-1])
+        info.expires = time.time() - 1
+        store.save(info)
+
+    sweep = str(Path(sys.executable).with_name("sessup-sweep"))
+    out = subprocess.run([sweep, str(ini)], capture_output=True, text=True, check=True)
+    assert "2 expired resumable upload(s)" in out.stdout
+    client.head(finished, headers=TUS, status=404)
+    client.head(unfinished, headers=TUS, status=404)
+    client.head(alive, headers=TUS, status=200)
+    assert sorted(p.name.split(".")[1] for p in (upload_dir / ".tus").iterdir()) == ["json", "lock", "part"]

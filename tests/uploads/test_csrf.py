@@ -1,5 +1,6 @@
 """CSRF on POST /upFile: X-CSRF-Token header (checked before the body is read)
-or a csrf_token field (checked after parsing); a refusal keeps nothing."""
+or a csrf_token field before the files (checked when the first file starts);
+a request without a session is refused unread; a refusal keeps nothing."""
 from __future__ import annotations
 
 import io
@@ -44,10 +45,40 @@ def test_token_in_field(csrf_client: webtest.TestApp) -> None:
     assert res.status_int == 200
 
 
-def test_token_field_after_the_file(csrf_client: webtest.TestApp) -> None:
+def test_token_field_after_the_file_is_refused_before_the_file_is_written(
+        csrf_client: webtest.TestApp, upload_dir: Path) -> None:
+    """A field token must come first: without one, not a byte of a file is
+    written (a refused upload costs no disk), and the 403 says so."""
     token = token_of(csrf_client)
     data = body(part("inputFile", b"x", filename="a.txt"), part("csrf_token", token.encode()))
-    assert post(csrf_client, data).status_int == 200
+    res = post(csrf_client, data, Accept="application/json")
+    assert res.status_int == 403 and "before the files" in res.json["error"]
+    assert res.json["code"] == "csrf_token_missing"
+    assert leftovers(upload_dir) == []
+
+
+def test_field_token_checked_when_the_first_file_starts(csrf_client: webtest.TestApp, upload_dir: Path) -> None:
+    """A wrong field token is refused as soon as the file part begins: the
+    rest of the body is never read."""
+    token_of(csrf_client)
+    head = body(part("csrf_token", b"forged"), part("inputFile", b"x", filename="a.txt"), close=False)
+    data = head + b"y" * (4 * 1024 * 1024)
+    stream = RaisingInput(data, AssertionError("read past the refusal"))
+    cookie = "; ".join(f"{c.name}={c.value}" for c in csrf_client.cookiejar)
+    res = raw_call(csrf_client.app, stream, len(data), headers={"Cookie": cookie, "Host": "example.com"})
+    assert res.status_int == 403
+    assert stream.data.tell() <= 256 * 1024 + len(head)  # one block at most (sessup.upload.chunk_size)
+    assert leftovers(upload_dir) == []
+
+
+def test_no_session_is_refused_before_the_body_is_read(csrf_client: webtest.TestApp, upload_dir: Path) -> None:
+    """Without a session cookie no token can be right: 403 with the body unread."""
+    data = body(part("csrf_token", b"anything"), part("inputFile", b"x", filename="a.txt"))
+    for headers in ({}, {"X-CSRF-Token": "anything"}):
+        stream = RaisingInput(data, AssertionError("the body must not be read"))
+        res = raw_call(csrf_client.app, stream, len(data), headers=headers)
+        assert res.status_int == 403 and stream.data.tell() == 0
+    assert leftovers(upload_dir) == []
 
 
 @pytest.mark.parametrize("how", ["none", "wrong header", "wrong field", "empty field", "empty header",

@@ -77,6 +77,32 @@ def test_conditional_get(client: webtest.TestApp, backend: Backend) -> None:
     assert client.get(url, headers={"If-Range": etag, "Range": "bytes=0-1"}, status=206).body == b"ca"
 
 
+def test_rfc9110_suffix_range_of_zero_and_if_none_match_star(client: webtest.TestApp, backend: Backend) -> None:
+    data = b"0123456789"
+    url = upload(client, "z.bin", data)
+    etag = client.get(url).headers["ETag"]
+    # bytes=-0 is unsatisfiable (RFC 9110 14.1.1): 416 naming the size, not the whole file as 206.
+    res = client.get(url, headers={"Range": "bytes=-0"}, status=416)
+    assert res.headers["Content-Range"] == f"bytes */{len(data)}" and data not in res.body
+    assert res.headers["X-Content-Type-Options"] == "nosniff"
+    assert client.get(url, headers={"Range": "bytes= -000 "}, status=416).headers["Content-Range"] == "bytes */10"
+    # ...unless If-Range does not match: then Range is ignored and the whole file sent.
+    assert client.get(url, headers={"Range": "bytes=-0", "If-Range": '"other"'}, status=200).body == data
+    # If-None-Match: * matches any current representation (13.1.2): 304 for GET and HEAD.
+    not_modified = client.get(url, headers={"If-None-Match": "*"}, status=304)
+    assert not_modified.body == b"" and not_modified.headers["ETag"] == etag
+    assert client.head(url, headers={"If-None-Match": "*"}, status=304).body == b""
+    assert client.get(url, headers={"If-None-Match": "*", "Range": "bytes=0-1"}, status=304).body == b""
+    # Several ranges are not supported: ignored, whole file (14.2 allows it).
+    assert client.get(url, headers={"Range": "bytes=0-1,4-5"}, status=200).body == data
+    assert client.get(url, headers={"Range": "bytes=-0,0-1"}, status=200).body == data
+    # Range has no meaning for HEAD (14.2): 200 with the full length.
+    head = client.head(url, headers={"Range": "bytes=0-1"}, status=200)
+    assert head.headers["Content-Length"] == "10" and "Content-Range" not in head.headers
+    assert client.get(url + "x", headers={"If-None-Match": "*"}, status=404)
+    assert client.get(url, headers={"Range": "bytes=2-3"}, status=206).body == b"23"
+
+
 def test_head(client: webtest.TestApp, backend: Backend) -> None:
     url = upload(client, "h.txt", b"12345")
     res = client.head(url)

@@ -25,6 +25,9 @@ class Registry:
     def queryUtility(self, iface: Any, default: Any = None) -> Any:  # no CSRF policy registered
         return default
 
+    def notify(self, *events: Any) -> None:  # no subscribers
+        pass
+
 
 def make_request(data: bytes, values: SessupSettings, **headers: str) -> Any:
     req = Request.blank("/form", method="POST", body=data, content_type=MULTIPART, headers=headers)

@@ -18,7 +18,8 @@ from webob import Request
 
 from pyramid_sessup.uploads.storage import NAME_PATTERN
 
-from .conftest import BOUNDARY, MULTIPART, Backend, RaisingInput, body, part, raw_call
+from .. import samples
+from .conftest import BOUNDARY, MULTIPART, Backend, RaisingInput, body, leftovers, part, raw_call
 
 ALL_BYTES = bytes(range(256))
 
@@ -241,12 +242,12 @@ def test_allow_lists(upapp: Callable[..., webtest.TestApp], backend: Backend) ->
     client = upapp(**{"sessup.upload.allowed_extensions": "png jpg txt"})
     res = post_raw(client, body(part("inputFile", b"<?php", filename="x.php")))
     assert res.status_int == 415 and "sessup.upload.allowed_extensions" in res.text and "x.php" in res.text
-    res = post_raw(client, body(part("inputFile", b"<?php", filename="x.php.jpg")), Accept="application/json")
+    res = post_raw(client, body(part("inputFile", samples.jpeg(), filename="x.php.jpg")), Accept="application/json")
     assert res.status_int == 200 and res.json["files"][0]["path"].endswith(".jpg")
     res = post_raw(client, body(part("inputFile", b"x", filename="noext")))
     assert res.status_int == 415
     client = upapp(**{"sessup.upload.allowed_types": "image/*"})
-    ok = post_raw(client, body(part("inputFile", b"\x89PNG", filename="a.png", content_type="text/html")),
+    ok = post_raw(client, body(part("inputFile", samples.png(), filename="a.png", content_type="text/html")),
                   Accept="application/json")
     assert ok.status_int == 200 and ok.json["files"][0]["content_type"] == "image/png"
     before = backend.leftovers()
@@ -308,3 +309,21 @@ def test_request_post_is_never_parsed(client: webtest.TestApp, backend: Backend)
     res = req.get_response(client.app)
     assert res.status_int == 200
     assert not any(key.startswith("webob._parsed_post") for key in req.environ)
+
+
+def test_declared_length_over_the_limits_is_refused_before_the_body_is_read(
+        upapp: Callable[..., webtest.TestApp], upload_dir: Path) -> None:
+    """A Content-Length no accepted upload can reach is a 413 at once, the
+    body unread; one byte under the bound is read as usual."""
+    from pyramid_sessup.uploads.pipeline import UploadLimits
+
+    client = upapp(**{"sessup.upload.max_total_size": "1000", "sessup.upload.max_file_size": "1000"})
+    limits = UploadLimits.from_values(client.app.registry.sessup_settings)
+    data = body(part("inputFile", b"x", filename="a.txt"))
+    stream = RaisingInput(data, AssertionError("the body must not be read"))
+    res = raw_call(client.app, stream, limits.max_body_size + 1, headers={"Accept": "application/json"})
+    assert res.status_int == 413 and stream.data.tell() == 0
+    assert str(limits.max_body_size) in res.json["error"]
+    res = raw_call(client.app, io.BytesIO(data + b" " * (limits.max_body_size - len(data))), limits.max_body_size)
+    assert res.status_int == 200, res.text
+    assert len(leftovers(upload_dir)) == 2  # the stored file and its metadata
