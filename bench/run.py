@@ -182,7 +182,7 @@ class Meter:
                 values.append(default)
         return values
 
-    def __enter__(self) -> "Meter":
+    def __enter__(self) -> Meter:
         self.reset = all(self._alive(reset_peak_rss, False))
         self.rss0 = max(self._alive(lambda pid: peak_rss(pid, "VmRSS"), 0))
         self.written0 = sum(self._alive(write_bytes, 0))

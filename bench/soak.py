@@ -171,7 +171,7 @@ class Resources:
         return self.fds - self.lock_fds
 
     @classmethod
-    def of(cls, server: Server) -> "Resources":
+    def of(cls, server: Server) -> Resources:
         """Summed over the server's processes (gunicorn's master and workers)."""
         fds = deleted = sockets = locks = rss = 0
         lock_prefix = str(server.lock_dir) + os.sep
@@ -267,7 +267,7 @@ class Stats:
     bytes_up: int = 0
     bytes_down: int = 0
 
-    def merge(self, other: "Stats") -> None:
+    def merge(self, other: Stats) -> None:
         self.latencies += other.latencies
         for k, v in other.by_op.items():
             self.by_op[k] = self.by_op.get(k, 0) + v
@@ -610,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
         bound = lock_fd_bound(server.threads, len(server.pids()))
         rows = [
             ("open descriptors", baseline.fds, after.fds, True),
-            ("  session lock files (bound %d)" % bound, baseline.lock_fds, after.lock_fds, after.lock_fds <= bound),
+            (f"  session lock files (bound {bound})", baseline.lock_fds, after.lock_fds, after.lock_fds <= bound),
             ("  all others", baseline.other_fds, after.other_fds, after.other_fds <= baseline.other_fds),
             ("  of which sockets", baseline.sockets, after.sockets, True),
             ("descriptors of deleted files", baseline.deleted_fds, after.deleted_fds,

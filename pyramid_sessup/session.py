@@ -73,7 +73,7 @@ class SessionConfig:
     domain: str | None
 
     @classmethod
-    def from_values(cls, values: SessupSettings) -> "SessionConfig":
+    def from_values(cls, values: SessupSettings) -> SessionConfig:
         return cls(
             signer=Signer(values.session.secret),
             name=values.session.name,

@@ -567,7 +567,7 @@ class SessupSettings:
     routes: RouteSettings
 
     @classmethod
-    def from_values(cls, values: Mapping[str, Any]) -> "SessupSettings":
+    def from_values(cls, values: Mapping[str, Any]) -> SessupSettings:
         """Group the converted ``values`` (by key without prefix) into the parts."""
         parts: dict[str, dict[str, Any]] = {name: {} for name in _PARTS}
         top: dict[str, Any] = {}

@@ -84,6 +84,11 @@ case "${CI:-}" in 1|true|TRUE|True|yes) in_ci=1 ;; esac
 py313="${SESSUP_PY313:-$in_ci}"
 [ "$py313" = 0 ] && py313=""
 
+# Lint and types first: quick, and a failure names the line (pyproject.toml holds the rules).
+log "ruff and mypy"
+.venv/bin/ruff check pyramid_sessup tests bench scripts
+.venv/bin/mypy
+
 log "running the tests"
 if [ -z "$py313" ]; then exec .venv/bin/python -m pytest "$@"; fi
 status=0

@@ -30,7 +30,7 @@ class UploadLimits:
     allowed_types: tuple[str, ...] = ()
 
     @classmethod
-    def from_values(cls, values: SessupSettings) -> "UploadLimits":
+    def from_values(cls, values: SessupSettings) -> UploadLimits:
         return cls(
             max_file_size=values.upload.max_file_size,
             max_total_size=values.upload.max_total_size,

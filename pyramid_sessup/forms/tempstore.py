@@ -85,7 +85,8 @@ class SessionTempStore:
         """Remove expired entries (and their files); return how many."""
         cutoff = self._now() - self.max_age
         expired = [uid for uid, e in self._entries().items()
-                   if not isinstance(e, dict) or not isinstance(e.get("created"), (int, float)) or e["created"] < cutoff]
+                   if not isinstance(e, dict) or not isinstance(e.get("created"), (int, float))
+                   or e["created"] < cutoff]
         if expired:
             entries = self._writable()
             for uid in expired:

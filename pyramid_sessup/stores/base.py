@@ -36,6 +36,8 @@ import re
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
+from pyramid.exceptions import ConfigurationError
+
 from ..exceptions import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -93,6 +95,13 @@ def loads(raw: str | bytes | None, sid: str = "?") -> dict[str, Any] | None:
         log.warning("corrupt session record %s…: not a JSON object; treating it as absent", sid[:8])
         return None
     return data
+
+
+def required(value: str | None, key: str) -> str:
+    """A setting the store cannot work without (parse_settings already checks it)."""
+    if not value:
+        raise ConfigurationError(f"{key} is required by this session store")
+    return value
 
 
 def merge(data: dict[str, Any], changed: Mapping[str, Any], removed: Iterable[str]) -> dict[str, Any]:

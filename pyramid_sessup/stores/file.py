@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
 from ..exceptions import SessionLockTimeout, StoreUnavailable
 from ..settings import SessupSettings
-from .base import TOMBSTONE, CounterFn, SessionStore, dumps, loads, merge, valid_counter_key, valid_session_id
+from .base import TOMBSTONE, CounterFn, SessionStore, dumps, loads, merge, required, valid_counter_key, valid_session_id
 
 T = TypeVar("T")
 
@@ -111,8 +111,8 @@ class FileStore(SessionStore):
         self._counter_dir = os.path.join(path, ".quota")
 
     @classmethod
-    def from_settings(cls, values: SessupSettings) -> "FileStore":
-        return cls(values.session.file_path, timeout=values.session.timeout)
+    def from_settings(cls, values: SessupSettings) -> FileStore:
+        return cls(required(values.session.file_path, "sessup.session.file.path"), timeout=values.session.timeout)
 
     # -- the record file and its lock ----------------------------------------------------
     def _record_path(self, sid: str) -> str:

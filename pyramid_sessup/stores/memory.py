@@ -34,7 +34,7 @@ class MemoryStore(SessionStore):
         self._counters: dict[str, tuple[str, float]] = {}  # key -> (json, expires_at), apart from sessions
 
     @classmethod
-    def from_settings(cls, values: SessupSettings) -> "MemoryStore":
+    def from_settings(cls, values: SessupSettings) -> MemoryStore:
         return cls(timeout=values.session.timeout)
 
     def _entry(self, sid: str, now: float) -> tuple[str | None, float] | None:

@@ -52,7 +52,7 @@ from pyramid.exceptions import ConfigurationError
 
 from ..exceptions import SessionLockTimeout, SessionValueError, StoreUnavailable
 from ..settings import SessupSettings
-from .base import TOMBSTONE, CounterFn, SessionStore, dumps, loads, valid_counter_key, valid_session_id
+from .base import TOMBSTONE, CounterFn, SessionStore, dumps, loads, required, valid_counter_key, valid_session_id
 
 log = logging.getLogger("pyramid_sessup.stores.postgresql")
 
@@ -129,10 +129,10 @@ class PostgresStore(SessionStore):
         self._q = self._queries()
 
     @classmethod
-    def from_settings(cls, values: SessupSettings) -> "PostgresStore":
+    def from_settings(cls, values: SessupSettings) -> PostgresStore:
         """Build the store from parsed settings (keys without the ``sessup.`` prefix)."""
         return cls(
-            values.session.url,
+            required(values.session.url, "sessup.session.url"),
             timeout=values.session.timeout,
             table=values.session.table or "sessup_sessions",
             pool_size=values.session.pool_size,
@@ -315,7 +315,8 @@ class PostgresStore(SessionStore):
             except psycopg.errors.InsufficientPrivilege as exc:
                 raise ConfigurationError(
                     f"sessup.session.table: the table {self.table_name} does not exist and this database "
-                    f"user may not create it ({exc.diag.message_primary}); create it once as a privileged user (any store "
+                    f"user may not create it ({exc.diag.message_primary}); "
+                    f"create it once as a privileged user (any store "
                     "call does it), then grant SELECT, INSERT, UPDATE, DELETE on it"
                 ) from exc
             self._ready = True

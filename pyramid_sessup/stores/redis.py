@@ -38,7 +38,7 @@ from redis.retry import Retry
 
 from ..exceptions import SessionLockTimeout, StoreUnavailable
 from ..settings import SessupSettings
-from .base import TOMBSTONE, CounterFn, SessionStore, dumps, loads, merge, valid_counter_key, valid_session_id
+from .base import TOMBSTONE, CounterFn, SessionStore, dumps, loads, merge, required, valid_counter_key, valid_session_id
 
 log = logging.getLogger("pyramid_sessup.stores.redis")
 
@@ -141,10 +141,10 @@ class RedisStore(SessionStore):
         self._move_script = self.client.register_script(_MOVE)
 
     @classmethod
-    def from_settings(cls, values: SessupSettings) -> "RedisStore":
+    def from_settings(cls, values: SessupSettings) -> RedisStore:
         """Build the store from parsed settings (keys without the ``sessup.`` prefix)."""
         return cls(
-            values.session.url,
+            required(values.session.url, "sessup.session.url"),
             timeout=values.session.timeout,
             key_prefix=values.session.key_prefix or "",
             pool_size=values.session.pool_size,

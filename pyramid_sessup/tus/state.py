@@ -380,7 +380,7 @@ class TusStore:
                     digest.update(block)
         sha256 = digest.hexdigest()
         temp_path, moved = self._into_temp(data_path)
-        pending = StoredFile(field="tus", filename=info.filename, content_type=info.content_type, size=info.length,
+        pending = StoredFile(field="tus", filename=info.filename, content_type=info.content_type, size=info.offset,
                              sha256=sha256, temp_path=temp_path, client_content_type=info.filetype,
                              extension=info.extension)
         try:

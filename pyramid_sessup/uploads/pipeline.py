@@ -33,8 +33,15 @@ from multipart import MultipartError, MultipartSegment, ParserLimitReached, Push
 from pyramid.request import Request
 
 from ..csrf import CSRF_FIELD, CSRF_HEADER, HOW_TO, check_origin, check_token, visitor_nonce
-from ..exceptions import (CSRFRefused, InsufficientStorage, MalformedMultipart, QuotaExceeded, UnsupportedMediaType,
-                          UploadError, UploadTooLarge)
+from ..exceptions import (
+    CSRFRefused,
+    InsufficientStorage,
+    MalformedMultipart,
+    QuotaExceeded,
+    UnsupportedMediaType,
+    UploadError,
+    UploadTooLarge,
+)
 from ..settings import SessupSettings
 from . import clamav, names, quota, verify
 from .body import ShortBody, body_length, iter_body
@@ -84,7 +91,7 @@ class UploadLimits:
         return self.max_total_size + self.max_fields * self.max_field_size + (parts + 1) * framing
 
     @classmethod
-    def from_values(cls, values: SessupSettings, **overrides: Any) -> "UploadLimits":
+    def from_values(cls, values: SessupSettings, **overrides: Any) -> UploadLimits:
         """Limits from parsed settings (``registry.sessup_settings``)."""
         kwargs = {name: getattr(values.upload, name) for name in cls.__dataclass_fields__}
         kwargs.update(overrides)

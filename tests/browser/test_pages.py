@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import MiB, App, random_file, sha256_of, throttle_upload
+from .conftest import App, MiB, random_file, sha256_of, throttle_upload
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 

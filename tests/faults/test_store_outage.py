@@ -108,7 +108,7 @@ class Hammer:
             self.answers.append(Answer(session, status, views, headers.get("retry-after"),
                                        "set-cookie" in headers, started, time.monotonic()))
 
-    def __enter__(self) -> "Hammer":
+    def __enter__(self) -> Hammer:
         for t in self.threads:
             t.start()
         return self

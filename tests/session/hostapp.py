@@ -17,7 +17,7 @@ def _gate(name: str | None) -> None:
     if name:
         LOADED.setdefault(name, threading.Event()).set()
         if not GATES.setdefault(name, threading.Event()).wait(10):
-            raise RuntimeError("gate %s never opened" % name)
+            raise RuntimeError(f"gate {name} never opened")
 
 
 def read(request: Request) -> dict[str, Any]:

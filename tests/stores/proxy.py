@@ -14,7 +14,7 @@ class Proxy:
         self._sockets: set[socket.socket] = set()
         self._mutex = threading.Lock()
 
-    def start(self) -> "Proxy":
+    def start(self) -> Proxy:
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))

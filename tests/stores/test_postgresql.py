@@ -16,8 +16,8 @@ from pyramid_sessup.stores import make_store
 from pyramid_sessup.stores.postgresql import PostgresStore, parse_table_name
 
 from ..support import POSTGRES_URL, free_port
-from .conftest import random_table
 from .backends import in_thread
+from .conftest import random_table
 
 pytestmark = pytest.mark.postgres
 

@@ -12,7 +12,6 @@ from tusclient import client as tusclient  # tuspy is a test dependency: a missi
 from ..support import free_port, running_server
 from .servers import TUS, Client, tus_ini
 
-
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 MiB = 1024 * 1024
