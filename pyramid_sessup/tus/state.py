@@ -170,6 +170,7 @@ class TusStore:
         if root is None:
             raise ValueError("resumable uploads need a directory")
         self.dir = os.path.join(root, TUS_DIR)
+        os.makedirs(root, exist_ok=True)  # as LocalStorage does at start-up (object storage creates none)
         try:
             os.mkdir(self.dir, 0o700)  # recreated on demand if removed later (working_dir)
         except FileExistsError:

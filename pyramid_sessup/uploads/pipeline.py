@@ -27,7 +27,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from typing import Any, BinaryIO, Callable, Collection, Iterator
+from typing import Any, Callable, Collection, Iterator
 
 from multipart import MultipartError, MultipartSegment, ParserLimitReached, PushMultipartParser
 from pyramid.request import Request
