@@ -22,6 +22,9 @@ requires = [
 # (a missing one stops start-up naming the extra).
 redis_require = ["redis>=5.0"]
 postgresql_require = ["psycopg[binary,pool]>=3.1"]
+# Object storage for uploads (sessup.upload.storage = s3). boto3 >= 1.36 has the
+# request_checksum_calculation switch the add-on turns to "when_required".
+s3_require = ["boto3>=1.36"]
 # production.ini's server (egg:pyramid_sessup#gunicorn): gthread workers, the body
 # streamed to the application; 27 bounds the drain of a body the app refused.
 production_require = ["gunicorn>=27"]
@@ -29,12 +32,16 @@ production_require = ["gunicorn>=27"]
 tests_require = [
     *redis_require,
     *postgresql_require,
+    *s3_require,
     *production_require,
     "pytest>=8",
     "WebTest>=3.0",
     "playwright>=1.40",
     "tuspy>=1.0",
     "requests>=2.28",
+    # An S3-compatible server run as its own process (moto_server) for the
+    # object-storage tests; only the plain S3 API goes to it.
+    "moto[server]>=5.0",
     # Lint and type checks run in CI (scripts/test.sh).
     "ruff>=0.6",
     "mypy>=1.10",
@@ -60,7 +67,8 @@ setup(
     include_package_data=True,
     zip_safe=False,
     install_requires=requires,
-    extras_require={"redis": redis_require, "postgresql": postgresql_require, "production": production_require,
+    extras_require={"redis": redis_require, "postgresql": postgresql_require, "s3": s3_require,
+                    "production": production_require,
                     "testing": tests_require},
     entry_points={
         "paste.app_factory": ["main = pyramid_sessup.demo:main"],

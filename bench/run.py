@@ -61,7 +61,10 @@ POSTGRES_TABLE = "sessup_bench_sessions"
 STORES = ("memory", "file", "redis", "postgresql")
 STATIC_FILE = "/static/sessup.css"
 WORKLOADS = ("ceilings", "nosession", "session", "increments", "upload-big", "upload-many", "upload-small",
-             "upload-checks")
+             "upload-checks", "s3-big", "s3-small")
+MOTO_SERVER = BIN / "moto_server"
+S3_BUCKET = "sessup-bench"
+S3_PREFIX = "uploads/"
 #: The checks the upload-checks rows turn on, as sessup settings (the scanner's
 #: socket is filled in when clamd runs).
 VARIANTS = {"checked": {"sessup.upload.content_check": "always"},
@@ -279,6 +282,83 @@ def sessup_server(store: str, data: Path, logdir: Path, lock: bool = False) -> c
     argv = [str(PSERVE), str(HERE / f"{store}.ini"), f"port={port}", f"data={data}", f"lock={str(lock).lower()}"]
     # PYTHONPATH: serve the pyramid_sessup of this checkout, even from a copy of the tree.
     return serving(f"sessup-{store}{'-lock' if lock else ''}", argv, logdir, port, env={"PYTHONPATH": str(ROOT)})
+
+
+class CountingRelay:
+    """A loopback TCP relay in front of the S3 server that counts the bytes sent
+    to it: what the add-on sent to the object store, HTTP framing included.
+    (``/proc/PID/io`` counts neither ``send`` nor ``recv``.)"""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.sent = 0
+        self._lock = threading.Lock()
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(64)
+        self.port = self._listener.getsockname()[1]
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, count: bool) -> None:
+        try:
+            while data := source.recv(256 * KiB):
+                sink.sendall(data)
+                if count:
+                    with self._lock:
+                        self.sent += len(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
+
+
+@contextlib.contextmanager
+def sessup_s3_server(data: Path, logdir: Path) -> Iterator[Server]:
+    """An S3 server (``moto_server``, its own process) with the bench's bucket, a
+    counting relay in front of it, and ``pserve bench/s3.ini`` storing uploads there."""
+    s3_port = free_port()
+    with serving("s3-moto", [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(s3_port)], logdir, s3_port) as s3:
+        s3_client(s3.port).create_bucket(Bucket=S3_BUCKET)
+        relay = CountingRelay(s3.port)
+        try:
+            port = free_port()
+            argv = [str(PSERVE), str(HERE / "s3.ini"), f"port={port}", f"data={data}", "lock=false",
+                    f"s3=http://127.0.0.1:{relay.port}", f"bucket={S3_BUCKET}"]
+            with serving("sessup-s3", argv, logdir, port, env={"PYTHONPATH": str(ROOT)}) as server:
+                server.s3 = s3  # type: ignore[attr-defined]
+                server.relay = relay  # type: ignore[attr-defined]
+                yield server
+        finally:
+            relay.close()
+
+
+def s3_client(port: int):  # type: ignore[no-untyped-def]
+    """The bench's own boto3 client of the S3 server (to check and empty the bucket)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.session.Session().client(
+        "s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1", aws_access_key_id="bench-key",
+        aws_secret_access_key="bench-secret-for-a-local-emulator-only",
+        config=Config(s3={"addressing_style": "path"}, request_checksum_calculation="when_required"))
 
 
 def sessup_variant_server(store: str, settings: dict[str, str], data: Path, logdir: Path,
@@ -568,7 +648,9 @@ class Bench:
             (data / "sessions").mkdir(parents=True, exist_ok=True)
             kind, _, rest = name.partition("-")
             try:
-                if kind == "sessup" and "+" in rest:
+                if name == "sessup-s3":
+                    starter = sessup_s3_server(data, self.logdir)
+                elif kind == "sessup" and "+" in rest:
                     store, _, variant = rest.partition("+")
                     settings = {k: v.format(clamd=self.clamd_socket()) if "{clamd}" in v else v
                                 for k, v in VARIANTS[variant].items()}
@@ -709,7 +791,8 @@ class Bench:
         # sessup requires CSRF on uploads; the express seed had none.
         return csrf_headers(server.port) if side == "sessup" else {}
 
-    def upload_runs(self, fn: Callable[[str, Server, Path], Cell]) -> dict[str, Callable[[], Cell]]:
+    def upload_runs(self, fn: Callable[[str, Server, Path], Cell], sessup: str = "sessup-file",
+                    node: str | None = "node-memory") -> dict[str, Callable[[], Cell]]:
         def run(side: str, name: str) -> Cell:
             # Start each upload with no dirty pages pending, so one run's writeback
             # (or another workload's) does not throttle the next.
@@ -717,7 +800,73 @@ class Bench:
             return fn(side, self.server(name), self.upload_dir(name))
 
         return {side: (lambda side=side, name=name: run(side, name))
-                for side, name in self.sides("sessup-file", "node-memory").items()}
+                for side, name in self.sides(sessup, node).items()}
+
+    # -- uploads into object storage ------------------------------------------------------
+
+    def bucket_sizes(self, server: Server) -> list[int]:
+        """Sizes of the stored objects (temporary ones excluded), then empty the bucket."""
+        client = s3_client(server.s3.port)  # type: ignore[attr-defined]
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=S3_BUCKET)
+        keys = [(o["Key"], o["Size"]) for page in pages for o in page.get("Contents", ())]
+        for key, _ in keys:
+            client.delete_object(Bucket=S3_BUCKET, Key=key)
+        unfinished = client.list_multipart_uploads(Bucket=S3_BUCKET).get("Uploads", ())
+        if unfinished:
+            raise RuntimeError(f"{len(unfinished)} unfinished multipart upload(s) left in the bucket")
+        return [size for key, size in keys if not key.startswith(S3_PREFIX + ".tmp/")]
+
+    def s3_big(self) -> None:
+        size = self.profile.big_size
+
+        def run(side: str, server: Server, upload_dir: Path) -> Cell:
+            relay: CountingRelay = server.relay  # type: ignore[attr-defined]
+            headers = self.upload_headers(side, server)
+            time.sleep(1)  # requests a wrk run left in flight finish,
+            self.bucket_sizes(server)  # and the bucket starts empty
+            sent0 = relay.sent
+            with Meter(server.pid) as meter:
+                posted = post_multipart(server.port, [("big.bin", self.big_file)], headers)
+            if posted.status != 200:
+                raise RuntimeError(f"answer {posted.status} {posted.body[:120]!r}")
+            sent = relay.sent - sent0
+            stored = self.bucket_sizes(server)
+            seconds = posted.seconds
+            cell = meter.fill(Cell(value=size / MiB / seconds, unit="MiB/s", p50=seconds, p99=seconds))
+            cell.note = (f"sent to S3 {sent / size:.3f}x the file (HTTP included); "
+                         f"written to disk {cell.written / size:.2f}x the file (waitress's body buffer); "
+                         f"last byte sent at {posted.sent:.2f} s, answer {seconds - posted.sent:.2f} s later")
+            if stored != [size]:
+                cell.note += f"; bucket held {len(stored)} objects, {sum(stored)} bytes (expected one of {size})"
+            return cell
+
+        self.compare("upload-big-s3", f"one {size // MiB} MiB upload into S3 (moto_server)",
+                     "RSS grows by a few parts (8 MiB each), not the file; sent to S3 ~ 1x the file",
+                     self.upload_runs(run, "sessup-s3", None), self.profile.repeats)
+
+    def s3_small(self) -> None:
+        boundary = "sessupbench" + secrets.token_hex(16)
+        content = os.urandom(4 * KiB)
+        heads, tail, _ = multipart_framing([("small.bin", content)], boundary)
+        body_file = self.tmp / "small-body-s3.bin"
+        body_file.write_bytes(heads[0] + content + b"\r\n" + tail)
+
+        def run(side: str, server: Server, upload_dir: Path) -> Cell:
+            script = upload_script(self.tmp / f"upload-{server.name}.lua", body_file,
+                                   f"multipart/form-data; boundary={boundary}", self.upload_headers(side, server))
+            relay: CountingRelay = server.relay  # type: ignore[attr-defined]
+            sent0 = relay.sent
+            cell = self.measured_wrk(server, "/upFile", 16, script)
+            sent = relay.sent - sent0
+            stored = self.bucket_sizes(server)
+            per_file = sent / len(stored) if stored else 0
+            cell.note = ((cell.note + "; " if cell.note else "") + f"{len(stored)} objects stored; sent to S3 "
+                         f"{per_file / KiB:.1f} KiB per stored file (PutObject, CopyObject, DeleteObject, "
+                         f"HTTP included; warm-up uploads counted too)")
+            return cell
+
+        self.compare("upload-small-s3", "4 KiB single-file uploads into S3 (moto_server), 16 conn", "",
+                     self.upload_runs(run, "sessup-s3", None), self.profile.repeats)
 
     @property
     def big_file(self) -> Path:
@@ -949,6 +1098,11 @@ class Bench:
                     self.upload_checks()
                 if self.wants("upload-big"):
                     self.upload_big()
+            # Object storage only when asked for (--only s3-big,s3-small): it needs the testing extra.
+            if "s3-small" in self.only:
+                self.s3_small()
+            if "s3-big" in self.only:
+                self.s3_big()
             if self.wants("increments"):
                 for store in self.stores:
                     self.increments(store, lock=False)
@@ -1119,7 +1273,7 @@ def judge(report: Report, big_size: int) -> None:
 ORDER = (["ceil-tcp", "ceil-file", "ceil-wsgi", "bare-pyramid", "nosession", "home"]
          + [f"session-{s}-{c}" for s in STORES for c in (16, 64)]
          + ["upload-big", "upload-big-checked", "upload-big-scanned", "upload-many", "upload-small",
-            "upload-small-checked", "upload-small-scanned"]
+            "upload-small-checked", "upload-small-scanned", "upload-big-s3", "upload-small-s3"]
          + [f"increments-{s}-{m}" for s in STORES for m in ("nolock", "lock")])
 
 

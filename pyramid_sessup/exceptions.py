@@ -143,6 +143,12 @@ class InsufficientStorage(UploadError):
     code = "insufficient_storage"
 
 
+class StorageUnavailable(UploadError):
+    """The object storage (``sessup.upload.storage = s3``) could not be reached,
+    or refused a request it should take; nothing of the upload was kept."""
+
+    status_code = 503
+    code = "storage_unavailable"
 class UploadRejected(UploadError):
     """A file was refused on its content: the virus scanner found something,
     or a verifier (``sessup.upload.verifiers``) refused it.  Verifiers raise

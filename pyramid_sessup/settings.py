@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import Any, Callable, Mapping
 
 from pyramid.exceptions import ConfigurationError
@@ -178,6 +180,50 @@ def _public_url(value: Any) -> str | None:
     return text.rstrip("/")
 
 
+def _endpoint_url(value: Any) -> str | None:
+    """``http(s)://host[:port]``: an S3-compatible service (MinIO, Ceph RGW, R2...)."""
+    text = "" if value is None else str(value).strip()
+    if not text:
+        return None
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment \
+            or any(ch in text for ch in " \t\r\n\x00\"'<>\\"):
+        raise _Invalid("expected an http(s) URL such as https://s3.example.com:9000")
+    return text.rstrip("/")
+
+
+def _bucket(value: Any) -> str | None:
+    text = "" if value is None else str(value).strip()
+    if not text:
+        return None
+    # S3's rules (3-63 of a-z 0-9 . -) plus the upper case and _ of older buckets;
+    # never a character that could change the request's path.
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]", text):
+        raise _Invalid("expected a bucket name: 3 to 63 letters, digits, '.', '-' or '_'")
+    return text
+
+
+def _key_prefix(value: Any) -> str:
+    """A key prefix such as ``uploads/`` (a trailing ``/`` is added; empty: the bucket's root)."""
+    text = "" if value is None else str(value).strip()
+    if not text:
+        return ""
+    if text.startswith("/") or any(seg in (".", "..") for seg in text.split("/")) \
+            or not re.fullmatch(r"[A-Za-z0-9!_.*'()/-]+", text) or "//" in text:
+        raise _Invalid("expected a key prefix of letters, digits and !_.*'()-, in /-separated "
+                       "segments (no leading /, no . or .. segment), e.g. uploads/")
+    return text if text.endswith("/") else text + "/"
+
+
+def _credential(value: Any) -> str | None:
+    text = "" if value is None else str(value).strip()
+    if not text:
+        return None
+    if any(ord(ch) < 33 or ord(ch) > 126 for ch in text):
+        raise _Invalid("must be printable ASCII without spaces")
+    return text
 def _callables(value: Any) -> tuple[Callable[..., Any], ...]:
     """Whitespace-separated dotted names (``pkg.mod:func`` or ``pkg.mod.func``),
     imported now so that a typo stops start-up."""
@@ -228,6 +274,8 @@ class Param:
     default: Any
     type: str
     doc: str
+    #: A credential: its value never appears in an error message or a repr.
+    sensitive: bool = False
 
 
 KiB = 1024
@@ -345,6 +393,36 @@ PARAMS: tuple[Param, ...] = (
     Param("upload.temp_max_age", _int_converter(1), 3600, "seconds",
           "Temporary files older than this are swept (start-up, and the sweep command); kept "
           "form uploads expire after it too."),
+    # -- object storage (sessup.upload.storage = s3) -----------------------------------
+    Param("upload.storage", _choice("local", "s3"), "local", "local | s3",
+          "Where uploaded files are stored: local (the directory sessup.upload.path) or s3 (a bucket of "
+          "an S3-compatible service: AWS S3, MinIO, Ceph RGW, Cloudflare R2; needs the s3 extra)."),
+    Param("upload.s3.bucket", _bucket, None, "bucket name", "The bucket (required with storage = s3)."),
+    Param("upload.s3.prefix", _key_prefix, "", "key prefix",
+          "Keys of the add-on's objects start with this (e.g. uploads/; a trailing / is added). Stored files "
+          "are <prefix><name>; files still being received or checked are <prefix>.tmp/<id>."),
+    Param("upload.s3.endpoint_url", _endpoint_url, None, "URL or empty",
+          "The service's URL, e.g. http://127.0.0.1:9000 for MinIO or "
+          "https://ACCOUNT.r2.cloudflarestorage.com; empty: AWS (from the region)."),
+    Param("upload.s3.region", _text(), None, "region or empty",
+          "The bucket's region (us-east-1, or auto for R2); empty: the AWS_REGION / AWS config default."),
+    Param("upload.s3.addressing_style", _choice("auto", "path", "virtual"), "auto", "auto | path | virtual",
+          "Bucket in the host name (virtual) or in the path (path: MinIO and Ceph RGW without "
+          "wildcard DNS); auto lets the client choose."),
+    Param("upload.s3.access_key_id", _credential, None, "text or empty",
+          "Access key; empty: the client's usual chain (AWS_ACCESS_KEY_ID, AWS_PROFILE and ~/.aws, "
+          "instance or container roles). Never logged.", sensitive=True),
+    Param("upload.s3.secret_access_key", _credential, None, "text or empty",
+          "Secret of the access key; set both or neither. Prefer the environment "
+          "(AWS_SECRET_ACCESS_KEY) to the INI file. Never logged.", sensitive=True),
+    Param("upload.s3.part_size", _int_converter(5 * MiB), 8 * MiB, "bytes",
+          "Size of each part of a multipart upload (at least 5 MiB, S3's minimum): the memory one file "
+          "being received holds. Files smaller than this go up in one request."),
+    Param("upload.s3.download", _choice("stream", "redirect"), "stream", "stream | redirect",
+          "GET on a stored file: stream it from the bucket through the application, or redirect to a "
+          "presigned URL of the bucket (forced attachment, the stored type) valid for url_expiry."),
+    Param("upload.s3.url_expiry", _int_converter(1), 60, "seconds",
+          "Lifetime of the presigned URLs of download = redirect."),
     # -- checks before a file is stored (uploads/verify.py, clamav.py, quota.py) ----------
     Param("upload.content_check", _choice("auto", "always", "off"), "auto", "auto | always | off",
           "Check each file's first bytes (libmagic) against the type its extension claims; a "
@@ -443,6 +521,23 @@ class UploadSettings:
     quota_bytes: int | None
     quota_window: int
     quota_key: Callable[..., Any] | None
+    storage: str
+    s3_bucket: str | None
+    s3_prefix: str
+    s3_endpoint_url: str | None
+    s3_region: str | None
+    s3_addressing_style: str
+    s3_part_size: int
+    s3_download: str
+    s3_url_expiry: int
+    # Credentials: never in a repr (settings may be logged).
+    s3_access_key_id: str | None = dc_field(repr=False)
+    s3_secret_access_key: str | None = dc_field(repr=False)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether uploads are configured: an upload directory, or object storage."""
+        return self.storage == "s3" or bool(self.path)
 
 
 @dataclass(frozen=True)
@@ -537,7 +632,8 @@ def parse_settings(settings: Mapping[str, Any], environ: Mapping[str, str] | Non
         try:
             values[param.key] = param.convert(raw)
         except _Invalid as exc:
-            raise ConfigurationError(f"Invalid value {raw!r} for {PREFIX}{param.key}: {exc}") from None
+            shown = "(hidden)" if param.sensitive else repr(raw)
+            raise ConfigurationError(f"Invalid value {shown} for {PREFIX}{param.key}: {exc}") from None
     _check_combinations(values)
     return SessupSettings.from_values(values)
 
@@ -574,6 +670,15 @@ def _check_combinations(values: dict[str, Any]) -> None:
             )
     if values["upload.max_total_size"] < values["upload.max_file_size"]:
         raise ConfigurationError("sessup.upload.max_total_size must be at least sessup.upload.max_file_size")
+    if values["upload.storage"] == "s3":
+        if not values["upload.s3.bucket"]:
+            raise ConfigurationError("sessup.upload.storage = s3 requires sessup.upload.s3.bucket")
+        if values["upload.max_file_size"] > values["upload.s3.part_size"] * 10_000:
+            raise ConfigurationError("sessup.upload.max_file_size needs more than 10,000 parts (S3's limit) of "
+                                     "sessup.upload.s3.part_size: raise the part size")
+        if bool(values["upload.s3.access_key_id"]) != bool(values["upload.s3.secret_access_key"]):
+            raise ConfigurationError("sessup.upload.s3.access_key_id and sessup.upload.s3.secret_access_key "
+                                     "go together: set both, or neither (the client's usual chain)")
 
 
 def _check_cookie_prefix(values: dict[str, Any]) -> None:

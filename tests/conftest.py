@@ -1,5 +1,5 @@
 """Shared fixtures: a per-test application (own upload and session directories),
-WebTest clients, and real-service switches."""
+WebTest clients, real-service switches, and an S3-compatible server process."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,6 +12,7 @@ from pyramid.testing import testConfig
 
 from pyramid_sessup.demo import main
 
+from .s3 import S3Server, start_s3_server
 from .support import ROOT
 
 
@@ -64,3 +65,23 @@ def testapp(app: Any) -> webtest.TestApp:
 def config(settings: dict[str, Any]) -> Iterator[Any]:
     with testConfig(settings=settings) as config:
         yield config
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """``moto_server`` in its own process, for the whole run."""
+    server = start_s3_server()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server) -> Iterator[str]:
+    """A new, empty bucket for one test; removed afterwards."""
+    bucket = s3_server.new_bucket()
+    try:
+        yield bucket
+    finally:
+        s3_server.drop_bucket(bucket)

@@ -21,6 +21,7 @@ from webob import Request
 
 import pyramid_sessup
 
+from .s3 import S3Server
 from .support import free_port, running_server, write_ini
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -211,6 +212,18 @@ def test_routes_are_enumerated_from_the_mapper(target: Target) -> None:
 
 
 def test_no_5xx_and_no_traceback_for_any_hostile_input(target: Target, caplog: pytest.LogCaptureFixture) -> None:
+    assert_no_5xx_and_no_traceback(target, caplog)
+
+
+def test_no_5xx_and_no_traceback_with_object_storage(make_app: Any, s3_server: S3Server, s3_bucket: str,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """The same corpus with uploads in a bucket of the S3 server process."""
+    target = prepare(make_app(**s3_server.settings(s3_bucket)))
+    assert_no_5xx_and_no_traceback(target, caplog)
+    assert s3_server.unfinished(s3_bucket) == []
+
+
+def assert_no_5xx_and_no_traceback(target: Target, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     failures = []
     count = 0

@@ -29,8 +29,9 @@ def includeme(config: Configurator) -> None:
     values = config.registry.sessup_settings
     config.add_static_view("static", static_spec(values), cache_max_age=3600)
     config.include(".pages")
-    if values.upload.path:
+    if values.upload.enabled:
         config.include(".form")
+    if values.upload.path:
         config.include(".tus_demo")
 
 
@@ -43,8 +44,9 @@ def main(global_config: dict[str, Any] | None, **settings: Any) -> Router:
         config.include("pyramid_sessup.badrequest")
         config.set_csrf_storage_policy(SessupCSRFStoragePolicy())
         config.include("pyramid_sessup.session_api")
-        if config.registry.sessup_settings.upload.path:
+        if config.registry.sessup_settings.upload.enabled:
             config.include("pyramid_sessup.uploads")
+        if config.registry.sessup_settings.upload.path:  # tus keeps its state in the upload directory
             config.include("pyramid_sessup.tus")
         if config.registry.sessup_settings.demo_pages:
             config.include(".")

@@ -38,7 +38,7 @@ from ..settings import SessupSettings
 from ..uploads import names
 from ..uploads.pipeline import StoredFile, commit_files, get_storage, receive_upload
 from ..uploads.pipeline import UploadLimits as PipelineLimits
-from ..uploads.storage import UploadStorage
+from ..uploads.storage import Storage
 from ..uploads.views import download_path
 from ..urls import SeeOther
 from .pages import no_store, page_values, stale_form
@@ -55,7 +55,7 @@ SAVED = plural("Saved ${count} file.", "Saved ${count} files.")
 RESULT_KEY = "sessup.form_result"
 
 
-def _tmpstore(request: Request, storage: UploadStorage) -> SessionTempStore:
+def _tmpstore(request: Request, storage: Storage) -> SessionTempStore:
     values = request.registry.sessup_settings
     store = SessionTempStore(request.session, storage, values.upload.temp_max_age,
                              max_entries=2 * values.upload.max_files)
@@ -128,7 +128,7 @@ def upload_form(request: Request) -> Response:
     return _render(request, form.render())
 
 
-def _finalize(request: Request, storage: UploadStorage, tmpstore: SessionTempStore,
+def _finalize(request: Request, storage: Storage, tmpstore: SessionTempStore,
               files: list[dict[str, Any]]) -> list[str]:
     """Check and store each validated file through the pipeline's one door
     (:func:`commit_files`: checks, quota, final names, event); all or nothing.
@@ -157,7 +157,7 @@ def _pstruct(parsed: Any, field: str) -> dict[str, Any]:
     return pstruct
 
 
-def _refused(request: Request, storage: UploadStorage, exc: UploadError, field: str) -> Response:
+def _refused(request: Request, storage: Storage, exc: UploadError, field: str) -> Response:
     """The form again after a refusal of the pipeline, as an error, with the
     description and the files that were complete before it."""
     reason = refusal_message(request, exc)
@@ -246,7 +246,7 @@ def upload_done(request: Request) -> Response:
 
 def includeme(config: Configurator) -> None:
     config.include("..forms.i18n")
-    if not config.registry.sessup_settings.upload.path:
+    if not config.registry.sessup_settings.upload.enabled:
         return  # no upload directory: no upload form
     config.add_route("sessup.upload_form", "/upload")
     config.add_route("sessup.upload_done", "/upload/done")

@@ -255,7 +255,7 @@ def includeme(config: Configurator) -> None:
     config.add_route("sessup.session_page_count", "/session/page/count")
     config.add_route("sessup.session_page_regenerate", "/session/page/regenerate")
     config.add_route("sessup.session_page_destroy", "/session/page/destroy")
-    if config.registry.sessup_settings.upload.path:
+    if config.registry.sessup_settings.upload.enabled:
         config.add_route("sessup.ajax", "/ajax")
         config.add_view(ajax, route_name="sessup.ajax", request_method="GET",
                         renderer="pyramid_sessup.demo:templates/ajax.pt")

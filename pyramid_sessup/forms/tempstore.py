@@ -18,7 +18,7 @@ import secrets
 import time
 from typing import Any, Iterator
 
-from ..uploads.storage import UploadStorage
+from ..uploads.storage import Storage
 
 SESSION_KEY = "sessup.form_uploads"
 
@@ -29,14 +29,14 @@ class SessionTempStore:
     ``session``
         The request's session (a dict API).
     ``storage``
-        The :class:`~pyramid_sessup.uploads.storage.UploadStorage` holding the bytes.
+        The :class:`~pyramid_sessup.uploads.storage.Storage` holding the bytes.
     ``max_age``
         Seconds an entry lives (``sessup.upload.temp_max_age``).
     ``max_entries``
         Most entries kept per session; the oldest go first.  Default: 100.
     """
 
-    def __init__(self, session: Any, storage: UploadStorage, max_age: float, max_entries: int = 100,
+    def __init__(self, session: Any, storage: Storage, max_age: float, max_entries: int = 100,
                  now: Any = time.time) -> None:
         self.session = session
         self.storage = storage

@@ -1,18 +1,21 @@
-"""``sessup-sweep``: remove stale temporary upload files.
+"""``sessup-sweep``: remove what interrupted uploads left behind.
 
 ::
 
-    sessup-sweep production.ini                # files older than sessup.upload.temp_max_age
+    sessup-sweep production.ini                # older than sessup.upload.temp_max_age
     sessup-sweep production.ini --max-age 600  # or older than 600 seconds
 
-Temporary files live in ``<sessup.upload.path>/.tmp``; a worker killed
-mid-upload (``kill -9``, OOM, power loss) leaves its partial file there.  The
-application sweeps them when it starts; run this from cron for long-running
-servers.  Files still being written are recent, so they are never removed.
-Unfinished resumable (tus) uploads past ``sessup.upload.tus_expiry`` go too, and
+A worker killed mid-upload (``kill -9``, OOM, power loss) leaves its partial
+file behind: in ``<sessup.upload.path>/.tmp``, or with
+``sessup.upload.storage = s3`` an unfinished multipart upload or a temporary
+object under ``<prefix>.tmp/``.  The application sweeps them when it starts;
+run this from cron for long-running servers.  Files still being written are
+recent, so they are never removed.  Unfinished resumable (tus) uploads past
+``sessup.upload.tus_expiry`` go too, and
 partial uploads (concatenation) that were never joined.
 
-Exit status: 0 success, 2 usage or configuration error.
+Exit status: 0 success, 1 the object storage did not answer, 2 usage or
+configuration error.
 """
 from __future__ import annotations
 
@@ -23,9 +26,10 @@ from typing import Sequence
 from pyramid.exceptions import ConfigurationError
 from pyramid.paster import get_appsettings, setup_logging
 
+from ..exceptions import StorageUnavailable
 from ..settings import parse_settings
 from ..tus.state import sweep as sweep_tus
-from ..uploads.storage import UploadStorage
+from ..uploads.storage import make_storage
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,15 +46,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigurationError, OSError, LookupError) as exc:
         sys.stderr.write(f"sessup-sweep: {exc}\n")
         return 2
-    if not values.upload.path:
+    if not values.upload.enabled:
         sys.stderr.write("sessup-sweep: sessup.upload.path is not set\n")
         return 2
     max_age = values.upload.temp_max_age if args.max_age is None else args.max_age
     if max_age < 0:
         sys.stderr.write("sessup-sweep: --max-age must be at least 0\n")
         return 2
-    removed = UploadStorage.from_settings(values).sweep(max_age)
-    expired = sweep_tus(values.upload.path, values.upload.tus_expiry)
+    try:
+        removed = make_storage(values).sweep(max_age)
+    except (StorageUnavailable, ConfigurationError) as exc:
+        sys.stderr.write(f"sessup-sweep: {exc}\n")
+        return 1
+    expired = sweep_tus(values.upload.path, values.upload.tus_expiry) if values.upload.path else 0
     print(f"removed {removed} temporary file(s) and {expired} expired resumable upload(s)")
     return 0
 

@@ -1,17 +1,17 @@
 """Resumable uploads on disk, shared by every process of one upload directory.
 
-Layout (beside :class:`~pyramid_sessup.uploads.storage.UploadStorage`'s own)::
+Layout (beside :class:`~pyramid_sessup.uploads.storage.LocalStorage`'s own)::
 
     <root>/.tus/<id>.json    the upload's state (owner, length, committed offset, expiry, result);
                              replaced atomically (write a temporary file, then rename)
     <root>/.tus/<id>.part    the bytes received so far
     <root>/.tus/<id>.lock    flock()ed (non-blocking) by the one request changing the upload
 
-Why a directory of our own and not ``UploadStorage``'s ``.tmp``: that directory
+Why a directory of our own and not ``LocalStorage``'s ``.tmp``: that directory
 is swept after ``sessup.upload.temp_max_age`` of inactivity (crash leftovers),
 while a paused tus upload must live until ``sessup.upload.tus_expiry``.  On
 completion the data file is moved into a fresh ``.tmp`` name and committed with
-:meth:`UploadStorage.finalize`, so a finished upload is stored, named and
+:meth:`LocalStorage.finalize`, so a finished upload is stored, named and
 described exactly like an ``/upFile`` result.
 
 Partial uploads (concatenation) are kept the same way; a finished partial is
@@ -51,7 +51,7 @@ from pyramid.request import Request
 from ..exceptions import InsufficientStorage
 from ..uploads.events import notify_stored
 from ..uploads.pipeline import StoredFile, commit_files, finalize_all, refuses_the_file
-from ..uploads.storage import UploadStorage, in_working_dir, storage_error_message, working_dir
+from ..uploads.storage import LocalStorage, Storage, in_working_dir, storage_error_message, working_dir
 from .protocol import CHECKSUM_ALGORITHMS, CHECKSUM_MISMATCH, TusError
 
 #: ``UploadInfo.concat`` values.
@@ -156,17 +156,21 @@ class TusStore:
     """The resumable uploads of one upload directory.
 
     ``storage``
-        The upload directory finished files are committed to.
+        Where finished files are committed to (the upload directory, or object storage).
 
     ``expiry``
         Seconds an unfinished upload lives without a PATCH
         (``sessup.upload.tus_expiry``); each PATCH extends it.
     """
 
-    def __init__(self, storage: UploadStorage, expiry: int) -> None:
+    def __init__(self, storage: Storage, expiry: int, directory: str | None = None) -> None:
         self.storage = storage
         self.expiry = expiry
-        self.dir = os.path.join(storage.root, TUS_DIR)
+        root = directory if directory is not None else getattr(storage, "root", None)
+        if root is None:
+            raise ValueError("resumable uploads need a directory")
+        self.dir = os.path.join(root, TUS_DIR)
+        os.makedirs(root, exist_ok=True)  # as LocalStorage does at start-up (object storage creates none)
         try:
             os.mkdir(self.dir, 0o700)  # recreated on demand if removed later (working_dir)
         except FileExistsError:
@@ -376,9 +380,7 @@ class TusStore:
                 while block := f.read(BLOCK):
                     digest.update(block)
         sha256 = digest.hexdigest()
-        temp_file, temp_path = self.storage.open_temp()
-        temp_file.close()
-        os.replace(data_path, temp_path)
+        temp_path, moved = self._into_temp(data_path)
         pending = StoredFile(field="tus", filename=info.filename, content_type=info.content_type, size=info.offset,
                              sha256=sha256, temp_path=temp_path, client_content_type=info.filetype,
                              extension=info.extension)
@@ -393,10 +395,13 @@ class TusStore:
                     self.storage.discard(pending.temp_path)
                 self._remove_files(info.id)
                 raise
-            try:
-                os.replace(temp_path, data_path)  # keep the bytes: a retry can complete it
-            except FileNotFoundError:  # pragma: no cover - finalize removed it: damaged (410 next time)
-                pass
+            if moved:
+                try:
+                    os.replace(temp_path, data_path)  # keep the bytes: a retry can complete it
+                except FileNotFoundError:  # pragma: no cover - finalize removed it: damaged (410 next time)
+                    pass
+            elif pending.temp_path:
+                self.storage.discard(pending.temp_path)  # the local bytes stay for a retry
             message = storage_error_message(exc)
             if message is not None:
                 raise TusError(507, message) from exc
@@ -413,6 +418,30 @@ class TusStore:
             raise
         if request is not None:
             notify_stored(request, [pending])
+        if not moved:
+            try:
+                os.unlink(data_path)  # the object storage has it now
+            except FileNotFoundError:  # pragma: no cover
+                pass
+
+    def _into_temp(self, data_path: str) -> tuple[str, bool]:
+        """Make the finished data file a temporary file of the storage: moved
+        into the upload directory's ``.tmp``, or copied into object storage (the
+        data file stays until the upload is removed).  Returns (handle, moved)."""
+        temp_file, temp_path = self.storage.open_temp()
+        if isinstance(self.storage, LocalStorage):
+            temp_file.close()
+            os.replace(data_path, temp_path)
+            return temp_path, True
+        try:
+            with open(data_path, "rb", buffering=0) as f:
+                while block := f.read(BLOCK):
+                    temp_file.write(block)
+            temp_file.close()
+        except BaseException:
+            temp_file.abort()
+            raise
+        return temp_path, False
 
     def remove(self, upload_id: str) -> None:
         """Terminate an upload by id if it still exists (no error if it is
@@ -534,4 +563,4 @@ def _remove_if_older(path: str, cutoff: float) -> None:
 def sweep(root: str, expiry: int, *, now: float | None = None) -> int:
     """Remove the expired tus uploads of the upload directory ``root`` (for
     a cron job or the sweep command); return how many unfinished ones went."""
-    return TusStore(UploadStorage(root), expiry).sweep(now)
+    return TusStore(LocalStorage(root), expiry).sweep(now)

@@ -52,6 +52,7 @@ from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 from pyramid.config import Configurator
+from pyramid.exceptions import ConfigurationError
 from pyramid.request import Request
 from pyramid.response import Response
 
@@ -427,7 +428,11 @@ def includeme(config: Configurator) -> None:
     storage = upload_storage(config.registry)
     if not values.routes.tus:
         return
-    store = TusStore(storage, values.upload.tus_expiry)
+    # The resumable state lives in the upload directory, also with object
+    # storage (where finished files then go).
+    if not values.upload.path:
+        raise ConfigurationError("pyramid_sessup.tus keeps unfinished uploads in sessup.upload.path: set it")
+    store = TusStore(storage, values.upload.tus_expiry, directory=values.upload.path)
     config.registry.sessup_tus_store = store
     swept = store.sweep()
     if swept:

@@ -25,7 +25,7 @@ import os
 import socket
 import struct
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from pyramid.request import Request
 
@@ -33,6 +33,7 @@ from ..exceptions import ScannerUnavailable, UploadRejected
 
 if TYPE_CHECKING:  # pragma: no cover
     from .pipeline import StoredFile
+    from .storage import Storage
 
 log = logging.getLogger("pyramid_sessup.uploads")
 
@@ -108,15 +109,26 @@ class ClamdClient:
         """Scan the file at ``path``; return the signature found, or ``None``
         when it is clean.  Raises :class:`ScanError` when there is no verdict."""
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as f, self._connect() as sock:
-            size = os.fstat(fd).st_size
+        with os.fdopen(fd, "rb") as f:
+            return self.scan_stream(f, os.fstat(fd).st_size, local=True)
+
+    def scan_stream(self, f: BinaryIO, size: int, *, local: bool = False) -> str | None:
+        """:meth:`scan_file` of an open file of ``size`` bytes: a local file
+        (``local``: sent with ``sendfile``) or any readable stream, such as a
+        temporary object read back from a bucket."""
+        with self._connect() as sock:
             try:
                 sock.sendall(b"zINSTREAM\0")
                 offset = 0
                 while offset < size:
                     n = min(BLOCK, size - offset)
                     sock.sendall(struct.pack(">I", n))
-                    sent = sock.sendfile(f, offset, n)
+                    if local:
+                        sent = sock.sendfile(f, offset, n)
+                    else:
+                        block = _read_exactly(f, n)
+                        sock.sendall(block)
+                        sent = len(block)
                     if sent != n:
                         raise ScanError("the file changed while it was scanned")
                     offset += n
@@ -142,6 +154,16 @@ class ClamdClient:
         raise ScanError(f"clamd at {self.url} answered {reply[:200]!r}")
 
 
+def _read_exactly(f: BinaryIO, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        block = f.read(n - len(data))
+        if not block:
+            break
+        data += block
+    return data
+
+
 def get_client(request: Request) -> ClamdClient | None:
     """The application's :class:`ClamdClient`, or ``None`` when scanning is off."""
     registry = request.registry
@@ -155,7 +177,7 @@ def get_client(request: Request) -> ClamdClient | None:
     return client
 
 
-def scan_files(request: Request, files: Sequence[StoredFile]) -> None:
+def scan_files(request: Request, files: Sequence[StoredFile], storage: Storage | None = None) -> None:
     """Scan each still-temporary file; raise :class:`UploadRejected` (422) for
     the first infected one and :class:`ScannerUnavailable` (503) when clamd
     gives no verdict (unless ``clamav_on_error = allow``)."""
@@ -166,7 +188,13 @@ def scan_files(request: Request, files: Sequence[StoredFile]) -> None:
     for f in files:
         shown = f.filename or "(unnamed)"
         try:
-            found = client.scan_file(f.temp_path)
+            path = f.temp_path if storage is None else storage.temp_local_path(f.temp_path)
+            if path is not None:
+                found = client.scan_file(path)
+            else:  # object storage: the temporary object read back from the bucket
+                assert storage is not None
+                with storage.open_temp_read(f.temp_path) as body:
+                    found = client.scan_stream(body, f.size)
         except ScanError as exc:
             if allow:
                 log.warning("virus scan failed, file %r stored unscanned (clamav_on_error = allow): %s", shown, exc)

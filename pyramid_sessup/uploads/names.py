@@ -208,3 +208,20 @@ def content_disposition(disposition: str, filename: str) -> str:
     if ascii_name != filename:
         value += "; filename*=UTF-8''" + quote(filename, safe="")
     return value
+
+
+#: Types a browser may show inline: they cannot run script in our origin.
+#: Everything else (HTML and SVG above all) is served as an attachment of
+#: type application/octet-stream.
+INLINE_SAFE_TYPES = frozenset(
+    {"image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain"}
+)
+
+
+def served_type(name: str) -> tuple[str, bool]:
+    """How the stored file ``name`` is served: ``(content type, inline?)``,
+    from its (server-chosen) extension only."""
+    media_type = guess_type(extension_of(name))
+    if media_type in INLINE_SAFE_TYPES:
+        return media_type, True
+    return "application/octet-stream", False

@@ -27,7 +27,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from typing import Any, BinaryIO, Callable, Collection, Iterator
+from typing import Any, Callable, Collection, Iterator
 
 from multipart import MultipartError, MultipartSegment, ParserLimitReached, PushMultipartParser
 from pyramid.request import Request
@@ -46,7 +46,7 @@ from ..settings import SessupSettings
 from . import clamav, names, quota, verify
 from .body import ShortBody, body_length, iter_body
 from .events import notify_stored
-from .storage import UploadStorage, storage_error_message, upload_storage
+from .storage import Storage, TempFile, storage_error_message, upload_storage
 
 log = logging.getLogger("pyramid_sessup.uploads")
 
@@ -111,6 +111,7 @@ class StoredFile:
     sha256: str
     #: Final stored name (relative to the upload directory) after commit.
     name: str = ""
+    #: Handle of the temporary file until commit (a path, or an object key).
     temp_path: str = ""
     #: The type the client claimed in the part header (informational).
     client_content_type: str = ""
@@ -127,7 +128,7 @@ class StoredFile:
 class ParsedUpload:
     """Files (in temporary files until :meth:`commit`) and text fields of one request."""
 
-    storage: UploadStorage
+    storage: Storage
     files: list[StoredFile] = dc_field(default_factory=list)
     fields: list[tuple[str, str]] = dc_field(default_factory=list)
     committed: bool = False
@@ -180,7 +181,7 @@ class ParsedUpload:
                 f.temp_path = ""
 
 
-def finalize_all(storage: UploadStorage, files: list[StoredFile]) -> None:
+def finalize_all(storage: Storage, files: list[StoredFile]) -> None:
     """Final names for every file, or none: a failure removes those already stored."""
     done: list[StoredFile] = []
     try:
@@ -203,7 +204,7 @@ def refuses_the_file(exc: BaseException) -> bool:
             and not isinstance(exc, QuotaExceeded))
 
 
-def check_files(request: Request, storage: UploadStorage, files: list[StoredFile], *,
+def check_files(request: Request, storage: Storage, files: list[StoredFile], *,
                 limits: UploadLimits | None = None) -> None:
     """Every check a still-temporary file must pass before it is stored: the
     content check (415), the virus scan (422, or 503 when the scanner is
@@ -217,9 +218,9 @@ def check_files(request: Request, storage: UploadStorage, files: list[StoredFile
     allowed_types = limits.allowed_types if limits is not None else values.upload.allowed_types
     checks: list[Callable[[StoredFile], None]] = []
     if verify.content_check_applies(values.upload.content_check, allowed_extensions, allowed_types):
-        checks.append(verify.check_content)
+        checks.append(lambda f: verify.check_content(f, storage))
     if values.upload.clamav:
-        checks.append(lambda f: clamav.scan_files(request, [f]))
+        checks.append(lambda f: clamav.scan_files(request, [f], storage))
     for verifier in values.upload.verifiers:
         checks.append(functools.partial(_call_verifier, verifier, request))
     for check in checks:
@@ -241,7 +242,7 @@ def _call_verifier(verifier: Callable[..., Any], request: Request, file: StoredF
         raise
 
 
-def commit_files(request: Request, storage: UploadStorage, files: list[StoredFile], *,
+def commit_files(request: Request, storage: Storage, files: list[StoredFile], *,
                  limits: UploadLimits | None = None, charge_quota: bool = True,
                  notify: bool = True) -> list[StoredFile]:
     """Store still-temporary ``files`` for good, the one way every upload path does.
@@ -272,8 +273,8 @@ def commit_files(request: Request, storage: UploadStorage, files: list[StoredFil
     return files
 
 
-def get_storage(request: Request) -> UploadStorage:
-    """The :class:`UploadStorage` of the application (created on first use)."""
+def get_storage(request: Request) -> Storage:
+    """The :class:`Storage` of the application (created on first use)."""
     return upload_storage(request.registry)
 
 
@@ -321,7 +322,7 @@ def _header_too_large(limits: UploadLimits, more: str = "") -> UploadTooLarge:
                           limit=limits.max_header_size, setting="sessup.upload.max_header_size")
 
 
-def _write_all(f: BinaryIO, data: bytes) -> None:
+def _write_all(f: TempFile, data: bytes) -> None:
     written = f.write(data)
     if written is not None and written < len(data):  # partial write: finish it without copying
         view = memoryview(data)[written:]
@@ -364,7 +365,7 @@ def _unambiguous_params(segment: MultipartSegment) -> list[tuple[str, str]]:
 class _Receiver:
     """State of one upload while it streams; owns the open temporary file."""
 
-    def __init__(self, storage: UploadStorage, limits: UploadLimits, file_fields: Collection[str],
+    def __init__(self, storage: Storage, limits: UploadLimits, file_fields: Collection[str],
                  check_field_token: Callable[[str | None], None] | None = None) -> None:
         self.storage = storage
         #: Set when the token comes in the body: the ``csrf_token`` field must
@@ -378,7 +379,7 @@ class _Receiver:
         self.total = 0
         self.file_parts = 0
         # current part
-        self.out: BinaryIO | None = None
+        self.out: TempFile | None = None
         self.current: StoredFile | None = None
         self.hasher: Any = None
         self.field_name: str | None = None
@@ -497,8 +498,12 @@ class _Receiver:
 
     def abort(self) -> None:
         """Close and remove everything this request created."""
+        out, self.out = self.out, None
         try:
-            self.close_file()
+            if out is not None:
+                out.abort()  # a multipart upload is aborted, not completed
+                if self.current is not None:
+                    self.current.temp_path = ""  # abort removed it
         finally:
             self.result.discard()
 
@@ -520,7 +525,7 @@ def receive_upload(
     limits: UploadLimits | SessupSettings | None = None,
     file_fields: Collection[str] | None = None,
     csrf: bool | None = None,
-    storage: UploadStorage | None = None,
+    storage: Storage | None = None,
     keep_received: bool = False,
 ) -> ParsedUpload:
     """Stream a ``multipart/form-data`` request body into temporary files.
@@ -544,7 +549,7 @@ def receive_upload(
         Default: ``sessup.upload.require_csrf``.
 
     ``storage``
-        Default: the application's upload directory (:func:`get_storage`).
+        Default: the application's storage (:func:`get_storage`).
 
     ``keep_received``
         On a limit or type refusal (413, 415), keep the files complete before

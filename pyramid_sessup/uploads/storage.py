@@ -1,6 +1,18 @@
-"""The upload directory: temporary files, atomic commit, safe look-up.
+"""Where uploaded files live: the storage interface and the upload directory.
 
-Layout of ``root``::
+:class:`Storage` is what the upload pipeline, the forms, downloads and the
+sweep use; :class:`LocalStorage` (a directory) and
+:class:`~pyramid_sessup.uploads.s3.S3Storage` (a bucket of an S3-compatible
+service) implement it, and :func:`upload_storage` builds the one that
+``sessup.upload.storage`` names.  Every implementation keeps the same promises:
+
+* a file being received is *temporary* (:meth:`Storage.open_temp`), never
+  served, and gone after :meth:`Storage.discard` or a sweep;
+* :meth:`Storage.finalize` makes it visible under a fresh random name, with its
+  metadata, all at once;
+* look-ups by name accept only generated names (:data:`NAME_PATTERN`).
+
+Layout of the local ``root``::
 
     <root>/<name>              stored files; <name> = 32 random URL-safe characters [+ "." + ext]
     <root>/.tmp/<id>.part      files being received (created O_EXCL|O_NOFOLLOW, mode 0600)
@@ -21,6 +33,7 @@ elsewhere would be wrong, so uploads answer 507 and the log says why.
 from __future__ import annotations
 
 import errno
+import io
 import json
 import logging
 import os
@@ -28,8 +41,9 @@ import re
 import secrets
 import stat
 import time
+from abc import ABC, abstractmethod
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator, Protocol, TypeVar
 
 from pyramid.exceptions import ConfigurationError
 
@@ -45,6 +59,10 @@ log = logging.getLogger("pyramid_sessup.uploads")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{32}(?:\.[a-z0-9]{1,10})?")
 #: Temporary file names inside ``.tmp``.
 TEMP_PATTERN = re.compile(r"[A-Za-z0-9_-]{32}\.part")
+#: Ids of temporary files (what :meth:`Storage.temp_id` returns).
+TEMP_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{32}")
+#: Extensions :meth:`Storage.finalize` accepts.
+EXT_PATTERN = re.compile(r"[a-z0-9]{1,10}")
 
 TMP_DIR = ".tmp"
 META_DIR = ".meta"
@@ -52,6 +70,7 @@ META_DIR = ".meta"
 _CREATE_FLAGS = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_BLOCK_SIZE = 256 * 1024  # 256 KiB per read of a download
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -141,7 +160,157 @@ def in_working_dir(path: str, action: Callable[[int], T], attempts: int = 10) ->
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-class UploadStorage:
+
+# -- the interface ---------------------------------------------------------------------
+
+
+class TempFile(Protocol):
+    """A temporary file being written (what :meth:`Storage.open_temp` returns)."""
+
+    def write(self, data: bytes | bytearray | memoryview, /) -> int | None:
+        """Write ``data``; returns how many bytes were taken (``None``: all)."""
+
+    def close(self) -> None:
+        """Every byte is written: the temporary file is complete (idempotent)."""
+
+    def abort(self) -> None:
+        """Stop writing and remove what was written (idempotent)."""
+
+
+class Download(Protocol):
+    """A stored file opened for a download (what :meth:`Storage.open_download` returns)."""
+
+    #: Bytes, and the time it was stored (seconds since the epoch).
+    size: int
+    modified: float
+    #: What :meth:`Storage.metadata` returns for it (``{}`` when none).
+    metadata: dict[str, Any]
+
+    def iter_range(self, start: int | None = None, stop: int | None = None) -> Iterator[bytes]:
+        """The bytes ``[start, stop)`` (all by default) in blocks; closes when done."""
+
+    def close(self) -> None:
+        """Release what the download holds (idempotent)."""
+
+
+class Storage(ABC):
+    """Where uploaded files go: temporary files, then stored files with metadata.
+
+    The handle :meth:`open_temp` returns (a path, or an object key) is opaque:
+    pass it back to :meth:`finalize`, :meth:`discard` and :meth:`temp_id`.
+    """
+
+    #: Flush each stored file to stable storage before answering (local only).
+    fsync: bool = False
+
+    @abstractmethod
+    def open_temp(self) -> tuple[TempFile, str]:
+        """A new, empty temporary file open for writing, and its handle.  The
+        caller must :meth:`~TempFile.close` (or :meth:`~TempFile.abort`) it,
+        then :meth:`finalize` or :meth:`discard` the handle."""
+
+    @abstractmethod
+    def temp_id(self, handle: str) -> str:
+        """The id of a temporary file (:data:`TEMP_ID_PATTERN`), e.g. to keep
+        it in a session; :meth:`temp_path_for` turns it back into the handle."""
+
+    @abstractmethod
+    def temp_path_for(self, temp_id: str) -> str | None:
+        """The handle of an existing, complete temporary file by id, or
+        ``None`` if the id is malformed or no such file exists."""
+
+    @abstractmethod
+    def discard(self, handle: str) -> None:
+        """Remove a temporary file; no error if it is already gone."""
+
+    @abstractmethod
+    def open_temp_read(self, handle: str) -> BinaryIO:
+        """A complete temporary file open for reading from its start (what the
+        checks before :meth:`finalize` read); the caller closes it."""
+
+    def temp_local_path(self, handle: str) -> str | None:
+        """The temporary file's path when it is a local file (the virus scan
+        then sends it with ``sendfile``), else ``None``."""
+        return None
+
+    @abstractmethod
+    def finalize(self, handle: str, ext: str = "", *, metadata: dict[str, Any] | None = None) -> str:
+        """Store a complete temporary file under a fresh random name
+        (``<token>.<ext>``, or ``<token>`` when ``ext`` is empty) with
+        ``metadata`` (JSON-able) and return the name.  The file becomes
+        visible at once, with its metadata, or not at all; the temporary file
+        is gone afterwards."""
+
+    @abstractmethod
+    def open_download(self, name: str) -> Download | None:
+        """The stored file ``name`` for reading, or ``None`` (malformed name, no such file)."""
+
+    @abstractmethod
+    def metadata(self, name: str) -> dict[str, Any] | None:
+        """The metadata kept for a stored file, or ``None``."""
+
+    @abstractmethod
+    def delete(self, name: str) -> bool:
+        """Remove a stored file and its metadata; True if the file existed."""
+
+    @abstractmethod
+    def temp_files(self) -> list[str]:
+        """Handles of every temporary file (in progress, kept, or left over)."""
+
+    @abstractmethod
+    def sweep(self, max_age: float, *, now: float | None = None) -> int:
+        """Remove what a crash or an abandoned upload left behind and was not
+        modified for ``max_age`` seconds; return how many temporary files went."""
+
+
+# -- the upload directory --------------------------------------------------------------
+
+
+class _LocalTempFile(io.FileIO):
+    """A temporary file of the upload directory: an unbuffered file that can abort."""
+
+    path = ""
+
+    def abort(self) -> None:
+        self.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+class _LocalDownload:
+    """A download from the upload directory; ranges by seeking, always closed."""
+
+    def __init__(self, file: BinaryIO, metadata: dict[str, Any]) -> None:
+        st = os.fstat(file.fileno())
+        self.file = file
+        self.size = st.st_size
+        self.modified = st.st_mtime
+        self.mtime_ns = st.st_mtime_ns
+        self.metadata = metadata
+
+    def iter_range(self, start: int | None = None, stop: int | None = None) -> Iterator[bytes]:
+        file = self.file
+        try:
+            if start:
+                file.seek(start)
+            remaining = None if stop is None else stop - (start or 0)
+            while remaining is None or remaining > 0:
+                data = file.read(_BLOCK_SIZE if remaining is None else min(_BLOCK_SIZE, remaining))
+                if not data:
+                    break
+                if remaining is not None:
+                    remaining -= len(data)
+                yield data
+        finally:
+            file.close()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class LocalStorage(Storage):
     """Files of one upload directory.
 
     ``root``
@@ -154,7 +323,7 @@ class UploadStorage:
     """
 
     @classmethod
-    def from_settings(cls, values: SessupSettings) -> UploadStorage:
+    def from_settings(cls, values: SessupSettings) -> LocalStorage:
         """The upload directory ``sessup.upload.path`` (which must be set)."""
         if not values.upload.path:
             raise ConfigurationError("sessup.upload.path (the upload directory) is not set")
@@ -174,18 +343,24 @@ class UploadStorage:
 
     # -- temporary files ---------------------------------------------------------------
 
-    def open_temp(self) -> tuple[BinaryIO, str]:
+    def open_temp(self) -> tuple[_LocalTempFile, str]:
         """Create a new, empty temporary file; return it open for writing
         (unbuffered) and its path.  The caller must close it and then
         :meth:`finalize` or :meth:`discard` the path."""
-        def create(dir_fd: int) -> tuple[BinaryIO, str]:
+        def create(dir_fd: int) -> tuple[_LocalTempFile, str]:
             while True:
                 name = _token() + ".part"
                 try:
                     fd = os.open(name, _CREATE_FLAGS, 0o600, dir_fd=dir_fd)
                 except FileExistsError:  # pragma: no cover - 192 random bits
                     continue
-                return os.fdopen(fd, "wb", buffering=0), os.path.join(self.tmp_dir, name)
+                try:
+                    file = _LocalTempFile(fd, "wb")
+                except BaseException:  # pragma: no cover - FileIO over a fresh descriptor
+                    os.close(fd)
+                    raise
+                file.path = os.path.join(self.tmp_dir, name)
+                return file, file.path
 
         return in_working_dir(self.tmp_dir, create)
 
@@ -224,6 +399,15 @@ class UploadStorage:
         except FileNotFoundError:
             pass
 
+    def open_temp_read(self, temp_path: str) -> BinaryIO:
+        self._check_temp(temp_path)
+        fd = os.open(temp_path, _READ_FLAGS)
+        return os.fdopen(fd, "rb", buffering=0)
+
+    def temp_local_path(self, temp_path: str) -> str | None:
+        self._check_temp(temp_path)
+        return temp_path
+
     def _check_temp(self, temp_path: str) -> None:
         if os.path.dirname(temp_path) != self.tmp_dir or not TEMP_PATTERN.fullmatch(os.path.basename(temp_path)):
             raise ValueError("not a temporary file of this upload directory")
@@ -240,7 +424,7 @@ class UploadStorage:
         beside it and returned by :meth:`metadata`.
         """
         self._check_temp(temp_path)
-        if ext and not re.fullmatch(r"[a-z0-9]{1,10}", ext):
+        if ext and not EXT_PATTERN.fullmatch(ext):
             raise ValueError(f"invalid extension {ext!r}")
         if self.fsync:
             _fsync_path(temp_path)
@@ -291,6 +475,16 @@ class UploadStorage:
         except OSError:
             return None
         return os.fdopen(fd, "rb")
+
+    def open_download(self, name: str) -> _LocalDownload | None:
+        file = self.open_stored(name)
+        if file is None:
+            return None
+        try:
+            return _LocalDownload(file, self.metadata(name) or {})
+        except BaseException:
+            file.close()
+            raise
 
     def delete(self, name: str) -> bool:
         """Remove a stored file and its metadata; True if the file existed."""
@@ -396,10 +590,23 @@ def _fsync_path(path: str, directory: bool = False) -> None:
         os.close(fd)
 
 
-def upload_storage(registry: Any) -> UploadStorage:
-    """The application's :class:`UploadStorage`: the one place it is built
+#: The upload directory's former name.
+UploadStorage = LocalStorage
+
+
+def make_storage(values: SessupSettings) -> Storage:
+    """The storage ``sessup.upload.storage`` names, built from the settings."""
+    if values.upload.storage == "s3":
+        from .s3 import S3Storage
+
+        return S3Storage.from_settings(values)
+    return LocalStorage.from_settings(values)
+
+
+def upload_storage(registry: Any) -> Storage:
+    """The application's :class:`Storage`: the one place it is built
     (on first use, then kept on the registry)."""
     storage = getattr(registry, "sessup_upload_storage", None)
     if storage is None:
-        storage = registry.sessup_upload_storage = UploadStorage.from_settings(registry.sessup_settings)
+        storage = registry.sessup_upload_storage = make_storage(registry.sessup_settings)
     return storage

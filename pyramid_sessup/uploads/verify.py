@@ -33,13 +33,14 @@ import mimetypes
 import os
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..exceptions import UnsupportedMediaType
 from . import names
 
 if TYPE_CHECKING:  # pragma: no cover
     from .pipeline import StoredFile
+    from .storage import Storage
 
 log = logging.getLogger("pyramid_sessup.uploads")
 
@@ -201,10 +202,18 @@ def content_problem(head: bytes, complete: bool, claimed: str, ext: str) -> str 
 def read_head(path: str) -> tuple[bytes, bool]:
     """The first :data:`HEAD_BYTES` of a file, and whether that is all of it."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        head = os.read(fd, HEAD_BYTES + 1)
-    finally:
-        os.close(fd)
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        return read_head_of(f)
+
+
+def read_head_of(f: BinaryIO) -> tuple[bytes, bool]:
+    """:func:`read_head` of an open file (a local file, or an object's body)."""
+    head = b""
+    while len(head) <= HEAD_BYTES:
+        block = f.read(HEAD_BYTES + 1 - len(head))
+        if not block:
+            break
+        head += block
     return head[:HEAD_BYTES], len(head) <= HEAD_BYTES
 
 
@@ -217,16 +226,22 @@ def content_check_applies(mode: str, allowed_extensions: Sequence[str], allowed_
     return False
 
 
-def check_content(file: StoredFile) -> None:
+def check_content(file: StoredFile, storage: Storage | None = None) -> None:
     """Raise :class:`UnsupportedMediaType` (415, naming the file) unless the
-    still-temporary ``file`` is what its extension claims."""
+    still-temporary ``file`` is what its extension claims.  ``storage``: where
+    the temporary file is (default: ``file.temp_path`` is a local path); an
+    object of a bucket is read back from it (its first bytes only)."""
     ext = names.extension_of(file.filename)
     claimed = file.content_type
     if claimed == "application/octet-stream":
         claimed = EXTRA_CLAIMS.get(ext, claimed)
     if claimed == "application/octet-stream":
         return  # claims nothing: nothing to compare
-    head, complete = read_head(file.temp_path)
+    if storage is None:
+        head, complete = read_head(file.temp_path)
+    else:
+        with storage.open_temp_read(file.temp_path) as f:
+            head, complete = read_head_of(f)
     problem = content_problem(head, complete, claimed, ext)
     if problem is not None:
         shown = file.filename or "(unnamed)"

@@ -8,8 +8,7 @@ the route group ``config.include("pyramid_sessup.uploads")``.
 from __future__ import annotations
 
 import logging
-import os
-from typing import Any, BinaryIO, Iterator
+from typing import Any, Iterator
 
 from pyramid.config import Configurator
 from pyramid.request import Request
@@ -17,24 +16,17 @@ from pyramid.response import Response
 
 from ..csrf import CSRF_FIELD
 from ..errors import wants_json
-from ..exceptions import MalformedMultipart, NotFound
+from ..exceptions import MalformedMultipart, NotFound, StorageUnavailable
 from ..routing import add_route_views, ensure_base
 from ..urls import Answer, group_url
 from . import names
 from .pipeline import get_storage, receive_upload
 from .preconditions import rfc9110_download
-from .storage import NAME_PATTERN, UploadStorage, upload_storage
+from .s3 import S3Storage
+from .storage import NAME_PATTERN, Download, upload_storage
 
 log = logging.getLogger(__name__)
 
-#: Types a browser may show inline: they cannot run script in our origin.
-#: Everything else (HTML and SVG above all) is served as an attachment of
-#: type application/octet-stream.
-INLINE_SAFE_TYPES = frozenset(
-    {"image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain"}
-)
-
-_BLOCK_SIZE = 256 * 1024  # 256 KiB per read of a download
 
 GROUP = "uploads"
 
@@ -85,72 +77,90 @@ def upload(request: Request) -> Response:
 
 
 class _FileIter:
-    """Body of a download; supports ranges by seeking (WebOb calls
-    :meth:`app_iter_range` for ``Range`` requests) and always closes the file."""
+    """Body of a download; supports ranges (WebOb calls :meth:`app_iter_range`
+    for ``Range`` requests) and always releases the download."""
 
-    def __init__(self, file: BinaryIO) -> None:
-        self.file = file
+    def __init__(self, download: Download) -> None:
+        self.download = download
 
     def __iter__(self) -> Iterator[bytes]:
         return self.app_iter_range()
 
     def app_iter_range(self, start: int | None = None, stop: int | None = None) -> Iterator[bytes]:
-        file = self.file
-        try:
-            if start:
-                file.seek(start)
-            remaining = None if stop is None else stop - (start or 0)
-            while remaining is None or remaining > 0:
-                data = file.read(_BLOCK_SIZE if remaining is None else min(_BLOCK_SIZE, remaining))
-                if not data:
-                    break
-                if remaining is not None:
-                    remaining -= len(data)
-                yield data
-        finally:
-            file.close()
+        return self.download.iter_range(start, stop)
 
     def close(self) -> None:
-        self.file.close()
+        self.download.close()
+
+
+def _safety_headers(response: Response) -> None:
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = "sandbox"
 
 
 def download(request: Request) -> Response:
     """Serve a stored file so that it can never act as a page of this site."""
-    storage: UploadStorage = get_storage(request)
+    storage = get_storage(request)
     name = request.matchdict["name"]
-    file = storage.open_stored(name)
+    if request.registry.sessup_settings.upload.s3_download == "redirect" and isinstance(storage, S3Storage):
+        return _redirect(request, storage, name)
+    file = storage.open_download(name)
     if file is None:
         raise NotFound("No such file")
     try:
-        st = os.fstat(file.fileno())
-        meta = storage.metadata(name) or {}
-        media_type = names.guess_type(names.extension_of(name))
-        inline = media_type in INLINE_SAFE_TYPES
-        response = Response(conditional_response=True,
-                            content_type=media_type if inline else "application/octet-stream")
+        meta = file.metadata
+        media_type, inline = names.served_type(name)
+        response = Response(conditional_response=True, content_type=media_type)
         response.app_iter = _FileIter(file)
     except BaseException:
         file.close()
         raise
-    response.content_length = st.st_size
-    response.last_modified = st.st_mtime
+    response.content_length = file.size
+    response.last_modified = file.modified
     sha = meta.get("sha256")
-    response.etag = sha if isinstance(sha, str) and sha else f"{st.st_size:x}-{st.st_mtime_ns:x}"
+    response.etag = sha if isinstance(sha, str) and sha else f"{file.size:x}-{int(file.modified * 1e9):x}"
     filename = meta.get("filename") if isinstance(meta.get("filename"), str) else ""
     response.headers["Content-Disposition"] = names.content_disposition(
         "inline" if inline else "attachment", names.sanitize_filename(filename) or name)
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Content-Security-Policy"] = "sandbox"
+    _safety_headers(response)
     response.headers["Accept-Ranges"] = "bytes"
     response.headers["Cache-Control"] = "private, no-cache"
-    return rfc9110_download(request, response, st.st_size)
+    return rfc9110_download(request, response, file.size)
+
+
+def _redirect(request: Request, storage: S3Storage, name: str) -> Response:
+    """``sessup.upload.s3.download = redirect``: a presigned URL of the bucket,
+    valid for ``sessup.upload.s3.url_expiry`` seconds, whose answer is always an
+    attachment of the served type (the bucket cannot add nosniff or a CSP)."""
+    found = storage.open_download(name)  # one HeadObject: the file exists, and its metadata
+    if found is None:
+        raise NotFound("No such file")
+    found.close()
+    meta = found.metadata
+    media_type, _ = names.served_type(name)
+    filename = meta.get("filename") if isinstance(meta.get("filename"), str) else ""
+    url = storage.presigned_download(name, content_type=media_type, disposition=names.content_disposition(
+        "attachment", names.sanitize_filename(filename) or name))
+    response = Response(status=302)
+    response.headers["Location"] = url
+    response.headers["Cache-Control"] = "no-store"  # the URL expires; never reuse this answer
+    response.headers["Referrer-Policy"] = "no-referrer"
+    _safety_headers(response)
+    return response
 
 
 def includeme(config: Configurator) -> None:
-    """The upload routes, under the include's ``route_prefix``; needs ``sessup.upload.path``."""
+    """The upload routes, under the include's ``route_prefix``; needs ``sessup.upload.path``
+    (or ``sessup.upload.storage = s3``)."""
     values = ensure_base(config)
     storage = upload_storage(config.registry)
-    swept = storage.sweep(values.upload.temp_max_age)
+    try:
+        swept = storage.sweep(values.upload.temp_max_age)
+    except StorageUnavailable:
+        # Object storage down at start-up: serve anyway (uploads answer 503
+        # until it is back); the sweep command or the next start-up cleans up.
+        log.warning("could not sweep the upload storage at start-up")
+        swept = 0
     if swept:
         log.info("removed %d stale temporary upload file(s)", swept)
     # The upload view checks CSRF itself, from the header before the body is

@@ -1,4 +1,7 @@
-"""GET/HEAD /uploads/{name}: nothing served can act as a page of the site."""
+"""GET/HEAD /uploads/{name}: nothing served can act as a page of the site.
+
+Tests that take ``backend`` run on the upload directory and on object storage
+(streamed from the bucket)."""
 from __future__ import annotations
 
 import os
@@ -8,7 +11,7 @@ from typing import Callable
 import pytest
 import webtest
 
-from .conftest import body, part
+from .conftest import Backend, body, part
 
 
 def upload(client: webtest.TestApp, filename: str, data: bytes) -> str:
@@ -23,7 +26,7 @@ HTML = b"<!doctype html><script>alert(document.cookie)</script>"
 
 @pytest.mark.parametrize("filename", ["page.html", "page.htm", "img.svg", "x.xhtml", "x.xml", "x.js", "noext",
                                       "x.php", "evil.png.html"])
-def test_active_content_is_an_attachment(client: webtest.TestApp, filename: str) -> None:
+def test_active_content_is_an_attachment(client: webtest.TestApp, backend: Backend, filename: str) -> None:
     url = upload(client, filename, HTML)
     res = client.get(url)
     assert res.body == HTML
@@ -37,7 +40,7 @@ def test_active_content_is_an_attachment(client: webtest.TestApp, filename: str)
 @pytest.mark.parametrize("filename, media_type", [("a.png", "image/png"), ("a.jpg", "image/jpeg"),
                                                   ("a.gif", "image/gif"), ("a.webp", "image/webp"),
                                                   ("a.pdf", "application/pdf"), ("a.txt", "text/plain")])
-def test_inline_safe_types(client: webtest.TestApp, filename: str, media_type: str) -> None:
+def test_inline_safe_types(client: webtest.TestApp, backend: Backend, filename: str, media_type: str) -> None:
     res = client.get(upload(client, filename, b"data"))
     assert res.content_type == media_type
     assert res.headers["Content-Disposition"] == f'inline; filename="{filename}"'
@@ -45,13 +48,13 @@ def test_inline_safe_types(client: webtest.TestApp, filename: str, media_type: s
     assert res.headers["Content-Security-Policy"] == "sandbox"
 
 
-def test_original_name_in_filename_star(client: webtest.TestApp) -> None:
+def test_original_name_in_filename_star(client: webtest.TestApp, backend: Backend) -> None:
     res = client.get(upload(client, "\u65e5\u672c %22q%22.zip", b"PK"))  # browsers send " as %22
     assert res.headers["Content-Disposition"] == (
         "attachment; filename=\"__ _q_.zip\"; filename*=UTF-8''%E6%97%A5%E6%9C%AC%20%22q%22.zip")
 
 
-def test_range_requests(client: webtest.TestApp) -> None:
+def test_range_requests(client: webtest.TestApp, backend: Backend) -> None:
     data = bytes(range(256)) * 4096  # 1 MiB
     url = upload(client, "r.bin", data)
     res = client.get(url, headers={"Range": "bytes=1000-1999"}, status=206)
@@ -63,7 +66,7 @@ def test_range_requests(client: webtest.TestApp) -> None:
     assert client.get(url).headers["Accept-Ranges"] == "bytes"
 
 
-def test_conditional_get(client: webtest.TestApp) -> None:
+def test_conditional_get(client: webtest.TestApp, backend: Backend) -> None:
     url = upload(client, "c.txt", b"cached")
     first = client.get(url)
     etag, modified = first.headers["ETag"], first.headers["Last-Modified"]
@@ -74,7 +77,7 @@ def test_conditional_get(client: webtest.TestApp) -> None:
     assert client.get(url, headers={"If-Range": etag, "Range": "bytes=0-1"}, status=206).body == b"ca"
 
 
-def test_rfc9110_suffix_range_of_zero_and_if_none_match_star(client: webtest.TestApp) -> None:
+def test_rfc9110_suffix_range_of_zero_and_if_none_match_star(client: webtest.TestApp, backend: Backend) -> None:
     data = b"0123456789"
     url = upload(client, "z.bin", data)
     etag = client.get(url).headers["ETag"]
@@ -100,7 +103,7 @@ def test_rfc9110_suffix_range_of_zero_and_if_none_match_star(client: webtest.Tes
     assert client.get(url, headers={"Range": "bytes=2-3"}, status=206).body == b"23"
 
 
-def test_head(client: webtest.TestApp) -> None:
+def test_head(client: webtest.TestApp, backend: Backend) -> None:
     url = upload(client, "h.txt", b"12345")
     res = client.head(url)
     assert res.body == b"" and res.headers["Content-Length"] == "5"
@@ -108,7 +111,7 @@ def test_head(client: webtest.TestApp) -> None:
 
 @pytest.mark.parametrize("name", ["nope", "A" * 32, "A" * 32 + ".txt", "..%2F..%2Fetc%2Fpasswd", "%2e%2e",
                                   ".tmp", ".meta", "A" * 40, "x%00.txt", "A" * 32 + ".TXT"])
-def test_unknown_or_malformed_names_are_404(client: webtest.TestApp, name: str) -> None:
+def test_unknown_or_malformed_names_are_404(client: webtest.TestApp, backend: Backend, name: str) -> None:
     res = client.get("/uploads/" + name, status=404)
     assert "root:" not in res.text  # names with a (decoded) slash do not even reach the view
 
@@ -129,14 +132,14 @@ def test_symlink_in_upload_dir_is_not_followed(client: webtest.TestApp, upload_d
     client.get("/uploads/" + "S" * 32 + ".txt", status=404)
 
 
-def test_url_prefix_setting(upapp: Callable[..., webtest.TestApp]) -> None:
+def test_url_prefix_setting(upapp: Callable[..., webtest.TestApp], backend: Backend) -> None:
     client = upapp(**{"sessup.upload.url_prefix": "/files/"})
     url = upload(client, "p.txt", b"prefixed")
     assert url.startswith("/files/")
     assert client.get(url).body == b"prefixed"
 
 
-def test_download_does_not_leak_descriptors(client: webtest.TestApp) -> None:
+def test_download_does_not_leak_descriptors(client: webtest.TestApp, backend: Backend) -> None:
     url = upload(client, "fd.txt", b"x" * 1000)
     etag = client.get(url).headers["ETag"]
     before = len(os.listdir("/proc/self/fd"))

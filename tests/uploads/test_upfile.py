@@ -1,13 +1,13 @@
 """POST /upFile through WebTest: the happy path, every limit, every malformed body.
 
-After each rejection the upload directory must hold nothing at all: no stored
-file, no temporary file, no metadata.
+After each rejection the storage must hold nothing at all: no stored file, no
+temporary file, no metadata (and in a bucket, no unfinished multipart upload).
+Tests that take ``backend`` run on the upload directory and on object storage.
 """
 from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -19,7 +19,7 @@ from webob import Request
 from pyramid_sessup.uploads.storage import NAME_PATTERN
 
 from .. import samples
-from .conftest import BOUNDARY, MULTIPART, RaisingInput, body, leftovers, part, raw_call
+from .conftest import BOUNDARY, MULTIPART, Backend, RaisingInput, body, leftovers, part, raw_call
 
 ALL_BYTES = bytes(range(256))
 
@@ -34,7 +34,7 @@ def post_raw(client: webtest.TestApp, data: bytes, content_type: str = MULTIPART
                           headers=headers)
 
 
-def test_three_files_stored_byte_exact(client: webtest.TestApp, upload_dir: Path) -> None:
+def test_three_files_stored_byte_exact(client: webtest.TestApp, backend: Backend, upload_dir: Path) -> None:
     files = [("inputFile", "hello.txt", b"hello world\n"), ("inputFile", "empty.bin", b""),
              ("inputFile", "all.dat", ALL_BYTES)]
     res = client.post("/upFile", upload_files=files, params={"note": "caf\u00e9"},
@@ -45,12 +45,12 @@ def test_three_files_stored_byte_exact(client: webtest.TestApp, upload_dir: Path
     for f, (_, _, data) in zip(got, files):
         assert f["sha256"] == sha(data) and f["size"] == len(data) and f["field"] == "inputFile"
         assert NAME_PATTERN.fullmatch(f["stored_name"]) and f["url"] == "/uploads/" + f["stored_name"]
-        assert (upload_dir / f["stored_name"]).read_bytes() == data
+        assert backend.read(f["stored_name"]) == data
         assert client.get(f["url"]).body == data
     assert got[0]["content_type"] == "text/plain"
     assert res.json["fields"] == {"note": ["caf\u00e9"]}
     assert not any(str(upload_dir) in v for v in res.text.split('"'))  # never a server path
-    assert os.listdir(upload_dir / ".tmp") == []
+    assert backend.temps() == []
 
     text = client.post("/upFile", upload_files=files)
     assert text.content_type == "text/plain"
@@ -60,16 +60,16 @@ def test_three_files_stored_byte_exact(client: webtest.TestApp, upload_dir: Path
     assert str(upload_dir) not in text.text
 
 
-def test_metadata_sidecar(client: webtest.TestApp, upload_dir: Path) -> None:
+def test_metadata_sidecar(client: webtest.TestApp, backend: Backend) -> None:
     res = client.post("/upFile", upload_files=[("inputFile", "r\u00e9sum\u00e9.pdf", b"%PDF-1.4")],
                       headers={"Accept": "application/json"})
     name = res.json["files"][0]["stored_name"]
-    meta = json.loads((upload_dir / ".meta" / (name + ".json")).read_text())
+    meta = backend.metadata(name)
     assert meta["filename"] == "r\u00e9sum\u00e9.pdf" and meta["sha256"] == sha(b"%PDF-1.4")
     assert meta["size"] == 8 and meta["content_type"] == "application/pdf"
 
 
-def test_boundary_lookalikes_inside_data_round_trip(upapp: Callable[..., webtest.TestApp]) -> None:
+def test_boundary_lookalikes_inside_data_round_trip(upapp: Callable[..., webtest.TestApp], backend: Backend) -> None:
     # Small reads so that delimiters and near-delimiters straddle chunk edges.
     client = upapp(**{"sessup.upload.chunk_size": "4096"})
     tricky = (b"\r\n--" + BOUNDARY.encode()[:-1] + b"X" + b"\r\n--" + b"\r" * 5000 + b"--" + BOUNDARY.encode()
@@ -80,7 +80,7 @@ def test_boundary_lookalikes_inside_data_round_trip(upapp: Callable[..., webtest
     assert [f["sha256"] for f in res.json["files"]] == [sha(tricky), sha(b"\r\n")]
 
 
-def test_chunked_body_without_content_length(client: webtest.TestApp) -> None:
+def test_chunked_body_without_content_length(client: webtest.TestApp, backend: Backend) -> None:
     # A server that de-chunks marks the end of input with wsgi.input_terminated.
     data = body(part("inputFile", b"abc", filename="a.txt"))
     req = Request.blank("/upFile", method="POST", headers={"Accept": "application/json"})
@@ -90,21 +90,21 @@ def test_chunked_body_without_content_length(client: webtest.TestApp) -> None:
     assert res.status_int == 200 and res.json["files"][0]["sha256"] == sha(b"abc")
 
 
-def test_no_content_length_and_no_terminated_input_is_empty(client: webtest.TestApp, upload_dir: Path) -> None:
+def test_no_content_length_and_no_terminated_input_is_empty(client: webtest.TestApp, backend: Backend) -> None:
     data = body(part("inputFile", b"abc", filename="a.txt"))
     res = raw_call(client.app, io.BytesIO(data), None)
-    assert res.status_int == 400 and leftovers(upload_dir) == []
+    assert res.status_int == 400 and backend.leftovers() == []
 
 
-def test_empty_file_input_is_not_a_file(client: webtest.TestApp, upload_dir: Path) -> None:
+def test_empty_file_input_is_not_a_file(client: webtest.TestApp, backend: Backend) -> None:
     # What a browser sends for <input type=file> with nothing chosen.
     data = body(part("inputFile", b"", filename="", content_type="application/octet-stream"))
     res = post_raw(client, data)
     assert res.status_int == 400 and "No file" in res.text
-    assert leftovers(upload_dir) == []
+    assert backend.leftovers() == []
 
 
-def test_filename_star_and_hostile_names(client: webtest.TestApp, upload_dir: Path) -> None:
+def test_filename_star_and_hostile_names(client: webtest.TestApp, backend: Backend, upload_dir: Path) -> None:
     cases = [
         ('form-data; name="inputFile"; filename="../../x.txt"', "x.txt"),
         ('form-data; name="inputFile"; filename="..\\\\..\\\\win.txt"', "win.txt"),
@@ -133,10 +133,9 @@ def test_filename_star_and_hostile_names(client: webtest.TestApp, upload_dir: Pa
     name = res.json["files"][0]["filename"]
     assert len(name.encode()) <= 255 and name.endswith(".txt")
     assert res.json["files"][0]["stored_name"].endswith(".txt")
-    # Nothing was written anywhere but the upload directory itself.
-    root_entries = {p.name for p in upload_dir.iterdir()}
-    assert all(NAME_PATTERN.fullmatch(n) for n in root_entries if not n.startswith("."))
-    assert os.listdir(upload_dir / ".tmp") == []
+    # Nothing was written anywhere but where stored files go.
+    assert all(NAME_PATTERN.fullmatch(n) for n in backend.stored())
+    assert backend.temps() == []
     assert set(os.listdir(upload_dir.parent)) <= {"uploads", "sessions"}
 
 
@@ -202,7 +201,7 @@ BAD_BODIES: list[tuple[str, Callable[[], tuple[bytes, str]], int, str]] = [
 
 
 @pytest.mark.parametrize("label, make, status, message", BAD_BODIES, ids=[b[0] for b in BAD_BODIES])
-def test_bad_bodies_are_refused_and_leave_nothing(client: webtest.TestApp, upload_dir: Path, label: str,
+def test_bad_bodies_are_refused_and_leave_nothing(client: webtest.TestApp, backend: Backend, label: str,
                                                   make: Callable[[], tuple[bytes, str]], status: int,
                                                   message: str) -> None:
     data, content_type = make()
@@ -210,36 +209,36 @@ def test_bad_bodies_are_refused_and_leave_nothing(client: webtest.TestApp, uploa
     assert res.status_int == status, res.text
     assert message in res.text
     assert res.content_type == "text/plain"
-    assert leftovers(upload_dir) == []
+    assert backend.leftovers() == []
     as_json = post_raw(client, data, content_type=content_type, Accept="application/json")
     assert as_json.status_int == status and message in as_json.json["error"]
-    assert leftovers(upload_dir) == []
+    assert backend.leftovers() == []
 
 
-def test_file_size_limit_exact_and_one_over(upapp: Callable[..., webtest.TestApp], upload_dir: Path) -> None:
+def test_file_size_limit_exact_and_one_over(upapp: Callable[..., webtest.TestApp], backend: Backend) -> None:
     client = upapp(**{"sessup.upload.max_file_size": "100000", "sessup.upload.chunk_size": "4096"})
     over = post_raw(client, body(part("inputFile", b"x" * 100_001, filename="big.bin")))
     assert over.status_int == 413 and "big.bin" in over.text and "sessup.upload.max_file_size" in over.text
-    assert leftovers(upload_dir) == []
+    assert backend.leftovers() == []
     # A valid file before the oversized one is removed too.
     over = post_raw(client, body(part("inputFile", b"ok", filename="ok.bin"),
                                  part("inputFile", b"x" * 100_001, filename="big.bin")))
-    assert over.status_int == 413 and leftovers(upload_dir) == []
+    assert over.status_int == 413 and backend.leftovers() == []
     exact = post_raw(client, body(part("inputFile", b"x" * 100_000, filename="big.bin")), Accept="application/json")
     assert exact.status_int == 200 and exact.json["files"][0]["size"] == 100_000
-    assert (upload_dir / exact.json["files"][0]["stored_name"]).stat().st_size == 100_000
+    assert len(backend.read(exact.json["files"][0]["stored_name"])) == 100_000
 
 
-def test_total_size_limit(upapp: Callable[..., webtest.TestApp], upload_dir: Path) -> None:
+def test_total_size_limit(upapp: Callable[..., webtest.TestApp], backend: Backend) -> None:
     client = upapp(**{"sessup.upload.max_file_size": "1000", "sessup.upload.max_total_size": "2500"})
     res = post_raw(client, _many(3, lambda i: part("inputFile", b"x" * 1000, filename=f"{i}.bin")))
     assert res.status_int == 413 and "sessup.upload.max_total_size" in res.text and "2.bin" in res.text
-    assert leftovers(upload_dir) == []
+    assert backend.leftovers() == []
     ok = post_raw(client, _many(2, lambda i: part("inputFile", b"x" * 1000, filename=f"{i}.bin")))
     assert ok.status_int == 200
 
 
-def test_allow_lists(upapp: Callable[..., webtest.TestApp], upload_dir: Path) -> None:
+def test_allow_lists(upapp: Callable[..., webtest.TestApp], backend: Backend) -> None:
     client = upapp(**{"sessup.upload.allowed_extensions": "png jpg txt"})
     res = post_raw(client, body(part("inputFile", b"<?php", filename="x.php")))
     assert res.status_int == 415 and "sessup.upload.allowed_extensions" in res.text and "x.php" in res.text
@@ -251,10 +250,10 @@ def test_allow_lists(upapp: Callable[..., webtest.TestApp], upload_dir: Path) ->
     ok = post_raw(client, body(part("inputFile", samples.png(), filename="a.png", content_type="text/html")),
                   Accept="application/json")
     assert ok.status_int == 200 and ok.json["files"][0]["content_type"] == "image/png"
-    upload_dir_before = leftovers(upload_dir)
+    before = backend.leftovers()
     bad = post_raw(client, body(part("inputFile", b"<html>", filename="a.html", content_type="image/png")))
     assert bad.status_int == 415 and "sessup.upload.allowed_types" in bad.text
-    assert leftovers(upload_dir) == upload_dir_before
+    assert backend.leftovers() == before
 
 
 def fd_count() -> int:
@@ -262,7 +261,7 @@ def fd_count() -> int:
 
 
 @pytest.mark.parametrize("kind", ["short read", "connection reset", "content-length smaller"])
-def test_client_gone_mid_upload_leaves_nothing(client: webtest.TestApp, upload_dir: Path, kind: str) -> None:
+def test_client_gone_mid_upload_leaves_nothing(client: webtest.TestApp, backend: Backend, kind: str) -> None:
     data = body(part("note", b"n"), part("inputFile", b"z" * 3_000_000, filename="a.bin"))
     before = fd_count()
     for _ in range(20):
@@ -275,11 +274,11 @@ def test_client_gone_mid_upload_leaves_nothing(client: webtest.TestApp, upload_d
         else:
             res = raw_call(client.app, io.BytesIO(data), len(data) - 100)
         assert res.status_int == 400
-        assert leftovers(upload_dir) == []
+        assert backend.leftovers() == []
     assert fd_count() == before
 
 
-def test_unexpected_error_while_writing_removes_temp(client: webtest.TestApp, upload_dir: Path,
+def test_unexpected_error_while_writing_removes_temp(client: webtest.TestApp, backend: Backend,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from pyramid_sessup.uploads import pipeline
 
@@ -290,7 +289,7 @@ def test_unexpected_error_while_writing_removes_temp(client: webtest.TestApp, up
     before = fd_count()
     with pytest.raises(OSError):
         post_raw(client, body(part("inputFile", b"x", filename="a.txt")))
-    assert leftovers(upload_dir) == [] and fd_count() == before
+    assert backend.leftovers() == [] and fd_count() == before
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
@@ -302,7 +301,7 @@ def test_other_methods_on_upfile_are_405_with_allow(client: webtest.TestApp, met
     assert res.headers["X-Content-Type-Options"] == "nosniff"
 
 
-def test_request_post_is_never_parsed(client: webtest.TestApp) -> None:
+def test_request_post_is_never_parsed(client: webtest.TestApp, backend: Backend) -> None:
     data = body(part("note", b"n"), part("inputFile", b"x", filename="a.txt"))
     req = Request.blank("/upFile", method="POST")
     # A one-pass stream: had anything read the body before the pipeline, the upload would fail.

@@ -1,0 +1,71 @@
+"""The checks before a file is stored, with uploads in a bucket
+(``sessup.upload.storage = s3``, the moto_server process): the content check
+and clamd read the still-temporary object back from the bucket, on every
+upload path, and a refused file leaves no object and no unfinished multipart
+upload behind."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .. import samples
+from ..s3 import S3Server
+from .conftest import BODY_SIGNATURE, HASH_SIGNATURE, MALWARE, MARKER, PATHS, Clamd, refused_message, stored
+
+MiB = 1024 * 1024
+PREFIX = "uploads/"
+
+
+def bucket_files(server: S3Server, bucket: str) -> dict[str, bytes]:
+    """Stored objects (not temporary ones) and their bytes."""
+    return {key: server.read(bucket, key) for key in server.keys(bucket) if not key.startswith(PREFIX + ".tmp/")}
+
+
+def assert_nothing_kept(server: S3Server, bucket: str, upload_dir: Path) -> None:
+    assert server.keys(bucket) == [] and server.unfinished(bucket) == []
+    assert stored(upload_dir) == []  # nothing went to the upload directory either
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_content_check_reads_the_temporary_object(visitor: Any, upload_dir: Path, s3_server: S3Server,
+                                                  s3_bucket: str, path: str) -> None:
+    client = visitor(**s3_server.settings(s3_bucket, PREFIX), **{"sessup.upload.allowed_extensions": "png txt"})
+    res = client.upload(path, "photo.png", samples.HTML)
+    assert res.status_int == 415, res.text
+    assert "photo.png" in refused_message(res) and "text/html" in refused_message(res)
+    assert_nothing_kept(s3_server, s3_bucket, upload_dir)
+    ok = client.upload(path, "photo.png", samples.png())
+    assert ok.status_int in (200, 204), ok.text
+    assert list(bucket_files(s3_server, s3_bucket).values()) == [samples.png()]
+    assert s3_server.unfinished(s3_bucket) == []
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_clamd_scans_the_temporary_object(clamd: Clamd, visitor: Any, upload_dir: Path, s3_server: S3Server,
+                                          s3_bucket: str, path: str) -> None:
+    client = visitor(**s3_server.settings(s3_bucket, PREFIX), **{"sessup.upload.clamav": clamd.url})
+    res = client.upload(path, "report.bin", MALWARE)
+    assert res.status_int == 422, res.text
+    assert "report.bin" in refused_message(res) and HASH_SIGNATURE in refused_message(res)
+    assert_nothing_kept(s3_server, s3_bucket, upload_dir)
+    clean = b"an ordinary file\n" * 1000
+    ok = client.upload(path, "clean.txt", clean)
+    assert ok.status_int in (200, 204), ok.text
+    assert list(bucket_files(s3_server, s3_bucket).values()) == [clean]
+
+
+def test_clamd_sees_every_part_of_a_multipart_object(clamd: Clamd, visitor: Any, upload_dir: Path,
+                                                     s3_server: S3Server, s3_bucket: str) -> None:
+    """The signature sits in the second 5 MiB part: the whole object is streamed
+    to clamd, not its first bytes."""
+    client = visitor(**s3_server.settings(s3_bucket, PREFIX), **{"sessup.upload.clamav": clamd.url})
+    infected = os.urandom(6 * MiB) + MARKER + os.urandom(1000)
+    res = client.upfile([("a.txt", b"fine"), ("big.bin", infected)])
+    assert res.status_int == 422 and "big.bin" in res.json["error"] and BODY_SIGNATURE in res.json["error"]
+    assert_nothing_kept(s3_server, s3_bucket, upload_dir)
+    clean = os.urandom(6 * MiB)
+    assert client.upfile([("big.bin", clean)]).status_int == 200
+    assert list(bucket_files(s3_server, s3_bucket).values()) == [clean]
