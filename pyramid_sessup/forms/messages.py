@@ -49,6 +49,8 @@ UPLOAD_ERRORS: dict[str, TranslationString] = {
     "csrf_token_invalid": _("error-page-expired", default="This page has expired; reload it and try again."),
     "csrf_origin": _("error-foreign-origin", default="Refused: the request did not come from this site."),
     "store_unavailable": _("error-busy", default="The server is busy; try again in a moment."),
+    # The object store behind the uploads did not answer: to a person, the server is busy.
+    "storage_unavailable": _("error-busy", default="The server is busy; try again in a moment."),
     "session_locked": _("error-busy", default="The server is busy; try again in a moment."),
     # Answers that are not the add-on's: a 413 from the server or a proxy in
     # front (their own "Request Entity Too Large" text), any other status.

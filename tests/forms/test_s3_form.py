@@ -30,7 +30,7 @@ def test_kept_files_live_in_the_bucket_until_stored(make_app: Any, s3_server: S3
     temps, stored = objects()
     assert len(uids) == 2 and len(temps) == 2 and stored == []
 
-    done = form.post([], description="fixed", keep=uids, status=200)
+    done = form.post([], description="fixed", keep=uids, status=303).follow()  # redirect after POST
     temps, stored = objects()
     assert temps == [] and len(stored) == 2
     assert sorted(s3_server.read(s3_bucket, k) for k in stored) == [b"first", b"second"]

@@ -88,11 +88,11 @@ def test_large_file_goes_up_in_parts_as_they_fill(s3app: Callable[..., webtest.T
     assert res.status_int == 200, res.text
     info = res.json["files"][0]
     assert info["size"] == len(data) and info["sha256"] == sha(data)
-    assert s3.read(info["path"]) == data
+    assert s3.read(info["stored_name"]) == data
     # Parts of exactly 5 MiB (R2 needs equal parts) while the body streams, then the tail.
     assert spy.part_sizes == [5 * MiB, 5 * MiB, 2 * MiB + 5]
     assert spy.calls.count("complete_multipart_upload") == 1 and "put_object" not in spy.calls
-    assert s3.temps() == [] and s3.stored() == [info["path"]]
+    assert s3.temps() == [] and s3.stored() == [info["stored_name"]]
 
 
 def test_small_file_is_one_request_and_metadata_lives_in_the_object(s3app: Callable[..., webtest.TestApp],
@@ -104,8 +104,8 @@ def test_small_file_is_one_request_and_metadata_lives_in_the_object(s3app: Calla
     assert res.status_int == 200, res.text
     info = res.json["files"][0]
     assert spy.calls == ["put_object", "copy_object", "delete_object"]
-    head = s3.server.client().head_object(Bucket=s3.bucket, Key="uploads/" + info["path"])
-    assert s3.metadata(info["path"]) == {"filename": info["filename"], "content_type": "text/plain", "size": 5,
+    head = s3.server.client().head_object(Bucket=s3.bucket, Key="uploads/" + info["stored_name"])
+    assert s3.metadata(info["stored_name"]) == {"filename": info["filename"], "content_type": "text/plain", "size": 5,
                                          "sha256": sha(b"hello"), "field": "inputFile"}
     assert head["ContentType"] == "text/plain" and head["ContentDisposition"].startswith("inline;")
     assert all(ord(ch) < 128 for value in head["Metadata"].values() for ch in value)
@@ -319,7 +319,7 @@ def test_unknown_names_never_reach_the_bucket(s3app: Callable[..., webtest.TestA
 def test_upload_of_empty_file(s3app: Callable[..., webtest.TestApp], s3: Backend) -> None:
     client = s3app()
     res = post_body(client, body(part("inputFile", b"", filename="e.txt")), Accept="application/json")
-    assert res.status_int == 200 and s3.read(res.json["files"][0]["path"]) == b""
+    assert res.status_int == 200 and s3.read(res.json["files"][0]["stored_name"]) == b""
     assert client.get(res.json["files"][0]["url"]).body == b""
 
 
@@ -351,10 +351,10 @@ def test_read_back_through_another_storage(s3app: Callable[..., webtest.TestApp]
     info = res.json["files"][0]
     other = make_storage(parse_settings({**settings, **s3.settings, "sessup.upload.path": ""}))
     assert other is not storage_of(client)
-    download = other.open_download(info["path"])
+    download = other.open_download(info["stored_name"])
     assert download is not None and download.size == 6 and download.metadata["sha256"] == info["sha256"]
     assert b"".join(download.iter_range()) == b"shared"
-    assert b"".join(other.open_download(info["path"]).iter_range(1, 3)) == b"ha"  # type: ignore[union-attr]
+    assert b"".join(other.open_download(info["stored_name"]).iter_range(1, 3)) == b"ha"  # type: ignore[union-attr]
 
 
 def test_request_body_is_read_in_chunks_not_buffered(s3app: Callable[..., webtest.TestApp], s3: Backend) -> None:

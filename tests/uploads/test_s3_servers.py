@@ -198,7 +198,7 @@ def test_concurrent_uploads_and_refusals_share_one_client(tmp_path: Path, s3_ser
                 failures.append(f"{worker}-{round_}: {status} {reply[:100]!r}")
                 return
             info = json.loads(reply)["files"][0]
-            stored["uploads/" + info["path"]] = content
+            stored["uploads/" + info["stored_name"]] = content
 
         with ThreadPoolExecutor(8) as pool:
             for future in [pool.submit(one, w, r) for w in range(8) for r in range(6)]:
@@ -269,7 +269,7 @@ def test_kill_9_mid_upload_then_restart_and_sweep(tmp_path: Path, s3_server: S3S
     sender.join(60)
     # SIGKILL: nothing could clean up. The unfinished multipart upload is there.
     assert len(s3_server.unfinished(s3_bucket)) == 1
-    stored_keys = sorted("uploads/" + f["path"] for f in before)
+    stored_keys = sorted("uploads/" + f["stored_name"] for f in before)
 
     # Restarted: the start-up sweep leaves what may belong to a running upload
     # (younger than temp_max_age), and the server works.
@@ -289,7 +289,7 @@ def test_kill_9_mid_upload_then_restart_and_sweep(tmp_path: Path, s3_server: S3S
     assert "removed 1 temporary" in done.stdout
     # No unfinished multipart upload, no temporary object: only what was stored.
     assert s3_server.unfinished(s3_bucket) == []
-    assert s3_server.keys(s3_bucket) == sorted(stored_keys + ["uploads/" + after["path"]])
+    assert s3_server.keys(s3_bucket) == sorted(stored_keys + ["uploads/" + after["stored_name"]])
 
 
 def proc_kb(pid: int, key: str) -> int:
@@ -314,7 +314,7 @@ def test_100_mib_upload_keeps_server_memory_flat(tmp_path: Path, s3_server: S3Se
         assert info["sha256"] == hashlib.sha256(data).hexdigest()
         # One part (8 MiB) and a read block in flight, plus the HTTP library's copies: far below the file.
         assert peak - baseline < 40 * 1024, f"peak grew by {(peak - baseline) / 1024:.1f} MiB"
-        assert s3_server.read(s3_bucket, "uploads/" + info["path"]) == data
+        assert s3_server.read(s3_bucket, "uploads/" + info["stored_name"]) == data
     finally:
         srv.stop()
     assert [p for p in (tmp_path / "a").rglob("*") if p.is_file() and "sessions" not in p.parts
