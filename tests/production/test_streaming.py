@@ -146,7 +146,7 @@ def test_refused_1_gib_upload_is_answered_before_the_body_is_read(stack: Stack, 
         assert b"Server: nginx" in answer  # client_max_body_size: nginx refuses first
     else:
         code = json.loads(answer.split(b"\r\n\r\n", 1)[1])["code"]
-        assert code == ("too_large" if expected == 413 else "csrf_token_missing")
+        assert code == ("total_too_large" if expected == 413 else "csrf_token_missing")
     assert sent < MOST_SENT_BEFORE_REFUSAL, f"{sent / MiB:.0f} MiB sent before the answer"
     assert io_written(stack.pids()) - written < MiB
     assert list((stack.upload_dir / ".tmp").glob("*")) == []
