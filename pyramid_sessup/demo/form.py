@@ -20,6 +20,11 @@ On success every file gets its final name and the browser is sent (303) to
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
+import json
 from typing import Any
 
 import deform
@@ -28,6 +33,7 @@ from pyramid.renderers import render_to_response
 from pyramid.request import Request
 from pyramid.response import Response
 
+from ..csrf import csrf_config, visitor_nonce
 from ..exceptions import CSRFRefused, UploadError
 from ..forms.i18n import DOMAIN, _, plural
 from ..forms.messages import format_size, upload_error_message
@@ -220,13 +226,49 @@ def upload_submit(request: Request) -> Response:
             parsed.discard()
         raise
     # Anything still kept and not submitted again stays until it expires.
-    request.session[RESULT_KEY] = {"names": stored, "description": appstruct.get("description") or ""}
-    return SeeOther(location=request.route_path("sessup.upload_done"))
+    result = {"names": stored, "description": appstruct.get("description") or ""}
+    done = request.route_path("sessup.upload_done")
+    payload = _encode_result(result)
+    if len(payload) <= MAX_RESULT_URL:
+        # In the URL, signed for this visitor: an anonymous upload stores no session.
+        return SeeOther(location=f"{done}?r={payload}&s={_result_signatures(request, payload)[0]}")
+    request.session[RESULT_KEY] = result  # too long for a URL (hundreds of files)
+    return SeeOther(location=done)
+
+
+#: Longest result carried in the redirect's URL (browsers and proxies take 8 KiB).
+MAX_RESULT_URL = 6000
+
+
+def _encode_result(result: dict[str, Any]) -> str:
+    raw = json.dumps(result, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _result_signatures(request: Request, payload: str) -> list[str]:
+    """HMACs of ``payload`` bound to the visitor's CSRF nonce, one per secret
+    (the first signs): another visitor, or a forged link, shows nothing."""
+    message = ((visitor_nonce(request) or "") + "\0" + payload).encode("ascii")
+    return [base64.urlsafe_b64encode(hmac.digest(hashlib.sha256(b"pyramid_sessup.demo.form-result\0" + key).digest(),
+                                                 message, "sha256")).rstrip(b"=").decode("ascii")
+            for key in csrf_config(request).keys]
+
+
+def _result_from_url(request: Request) -> Any:
+    payload, signature = request.GET.get("r"), request.GET.get("s")
+    if not payload or not signature or len(payload) > MAX_RESULT_URL or not payload.isascii():
+        return None
+    if not any(hmac.compare_digest(expected, signature) for expected in _result_signatures(request, payload)):
+        return None
+    try:
+        return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (binascii.Error, ValueError):
+        return None
 
 
 def upload_done(request: Request) -> Response:
-    """The files of this session's last successful upload (a GET: reloading stores nothing)."""
-    result = request.session.get(RESULT_KEY)
+    """The files of this visitor's last successful upload (a GET: reloading stores nothing)."""
+    result = _result_from_url(request) if "r" in request.GET else request.session.get(RESULT_KEY)
     if not isinstance(result, dict) or not isinstance(result.get("names"), list):
         return SeeOther(location=request.route_path("sessup.upload_form"))
     storage = get_storage(request)

@@ -299,9 +299,9 @@ def test_413_for_the_total_keeps_the_files_before_it(make_form, upload_dir: Path
 
 def test_success_redirects_and_a_reload_stores_nothing_again(form: FormClient, upload_dir: Path) -> None:
     posted = form.post([("a.txt", b"a"), ("b.txt", b"bb")], description="twice?", status=303)
-    assert posted.location == "/upload/done"  # a path, never built from Host
-    first = form.app.get("/upload/done")
-    again = form.app.get("/upload/done")  # what a reload does: a GET
+    assert posted.location.startswith("/upload/done?r=")  # a path, never built from Host
+    first = form.app.get(posted.location)
+    again = form.app.get(posted.location)  # what a reload does: a GET
     assert stored_links(first.text) == stored_links(again.text)
     assert [name for _, name in stored_links(again.text)] == ["a.txt", "b.txt"]
     assert len(stored_files(upload_dir)) == 2
@@ -311,6 +311,19 @@ def test_success_redirects_and_a_reload_stores_nothing_again(form: FormClient, u
 
 def test_done_page_without_an_upload_goes_to_the_form(form: FormClient) -> None:
     assert form.app.get("/upload/done", status=303).location == "/upload"
+
+
+def test_done_page_shows_only_its_own_visitors_result(form: FormClient, make_form) -> None:
+    """The result rides in the redirect's URL (no session is stored), signed for
+    the visitor: a forged or another visitor's link goes to the form."""
+    location = form.post([("a.txt", b"a")], description="mine", status=303).location
+    assert form.app.cookies.get("sessup") is None  # nothing stored in a session
+    assert "mine" in form.app.get(location).text
+    payload = location.split("r=")[1].split("&")[0]
+    forged = location.replace(payload, payload[:-2] + ("AA" if payload[-2:] != "AA" else "BB"))
+    assert form.app.get(forged, status=303).location == "/upload"
+    other = make_form()  # make_form opens the form: a visitor of its own
+    assert other.app.get(location, status=303).location == "/upload"
 
 
 @pytest.mark.parametrize("locale, count, text", [
@@ -336,7 +349,7 @@ def test_a_form_whose_session_was_destroyed_gets_a_page_that_offers_to_reload(
     assert temp_files(upload_dir) == [] and stored_files(upload_dir) == []
     # The reloaded form works.
     form.open(reload_link)
-    assert form.post([("a.txt", b"a")], status=303).location == "/upload/done"
+    assert form.post([("a.txt", b"a")], status=303).location.startswith("/upload/done?r=")
 
 
 def test_a_script_on_the_form_gets_the_json_error(form: FormClient) -> None:
