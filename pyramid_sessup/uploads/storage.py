@@ -145,11 +145,13 @@ def working_dir(path: str) -> Iterator[int]:
 T = TypeVar("T")
 
 
-def in_working_dir(path: str, action: Callable[[int], T], attempts: int = 10) -> T:
+def in_working_dir(path: str, action: Callable[[int], T], attempts: int = 100) -> T:
     """``action(dir_fd)`` in the working folder ``path`` (see
     :func:`open_working_dir`), which creates something in it.  An empty folder
     can be removed between our open and our create (which then fails with
-    ``ENOENT`` in the dead directory): open it again and retry."""
+    ``ENOENT`` in the dead directory): open it again and retry.  As bounded
+    and as generous as :func:`open_working_dir`: a cleanup job in a tight loop
+    won ten rounds in a row under load."""
     for attempt in range(attempts):
         with working_dir(path) as dir_fd:
             try:
