@@ -2,6 +2,7 @@
 WebTest clients, real-service switches, and an S3-compatible server process."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -14,6 +15,19 @@ from pyramid_sessup.demo import main
 
 from .s3 import S3Server, start_s3_server
 from .support import ROOT
+
+
+# Pyramid imports pkg_resources, which setuptools >= 80 deprecates with a UserWarning at import time
+# (Python 3.13 venvs get such a setuptools). pytest.ini ignores it in this process; the servers and
+# scripts the tests start print it on stderr before anything of ours, so they ignore it too, the
+# way docs/deployment.md tells users to.
+PKG_RESOURCES_WARNING = "ignore:pkg_resources is deprecated as an API:UserWarning"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    current = os.environ.get("PYTHONWARNINGS", "")
+    if PKG_RESOURCES_WARNING not in current:
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [current, PKG_RESOURCES_WARNING]))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
