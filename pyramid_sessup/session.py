@@ -50,6 +50,11 @@ log = logging.getLogger("pyramid_sessup.session")
 #: Key of the creation time inside every record (seconds since the epoch).
 CREATED_KEY = "_created"
 
+#: Keys the layer keeps in a record beside the application's own (creation time,
+#: the bound user, ...).  They are never visible in ``request.session`` and the
+#: application cannot set them; :meth:`SessupSession.set_meta` writes them.
+RESERVED_KEYS = frozenset({CREATED_KEY})
+
 
 @dataclass(frozen=True)
 class SessionConfig:
@@ -174,6 +179,8 @@ class SessupSession(BeakerSession):
         self._created = time.time()
         self._cookie_value = ""  # the incoming cookie, reused while the ID stays the same
         self._loaded_record: str | None = None
+        self._meta: dict[str, Any] = {}  # reserved keys of the record, as loaded or set
+        self._meta_changed: dict[str, Any] = {}  # reserved keys to write (None: remove)
 
         incoming, ambiguous = read_cookie(request.environ, config.name)
         if ambiguous:
@@ -194,7 +201,7 @@ class SessupSession(BeakerSession):
                 if store.compare_and_set:
                     # The record as loaded: lets the store swap in the merge without re-reading it.
                     self._loaded_record = dumps(data)
-                self._created = float(data.pop(CREATED_KEY, self._created) or self._created)
+                self._take_meta(data)
                 self.last_accessed = self._created
                 dict.update(self, data)
                 self._snapshot = {k: _encode(k, v) for k, v in data.items()}
@@ -205,6 +212,27 @@ class SessupSession(BeakerSession):
             self._release_lock()
         # No cookie, a bad one, or an unknown/expired ID: a new ID, never the client's.
         self.id = new_session_id()
+
+    # -- reserved keys ---------------------------------------------------------------
+    def _take_meta(self, data: dict[str, Any]) -> None:
+        """Move the reserved keys out of a loaded record into ``_meta``."""
+        self._meta = {key: data.pop(key) for key in RESERVED_KEYS if key in data}
+        self._meta_changed = {}
+        self._created = float(self._meta.get(CREATED_KEY) or self._created)
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        """A reserved key's value (see :data:`RESERVED_KEYS`)."""
+        return self._meta.get(key, default)
+
+    def set_meta(self, key: str, value: Any) -> None:
+        """Set (or, with ``None``, remove) a reserved key; written at the end of the request."""
+        if key not in RESERVED_KEYS:
+            raise KeyError(f"{key!r} is not a reserved session key")
+        if value is None:
+            self._meta.pop(key, None)
+        else:
+            self._meta[key] = value
+        self._meta_changed[key] = value
 
     # -- loading and locking ---------------------------------------------------------
     def _store_call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
@@ -242,6 +270,8 @@ class SessupSession(BeakerSession):
     def __setitem__(self, key: str, value: Any) -> None:
         if not isinstance(key, str):
             raise SessionValueError(f"session keys must be strings, not {type(key).__name__}")
+        if key in RESERVED_KEYS:
+            raise SessionValueError(f"session key {key!r} is reserved by pyramid_sessup")
         _encode(key, value)
         dict.__setitem__(self, key, value)
 
@@ -284,6 +314,7 @@ class SessupSession(BeakerSession):
         else:
             return
         self._snapshot = {k: _encode(k, v) for k, v in self.items()}
+        self._meta_changed = {}
         self.is_new = False
         self._send_cookie = True
 
@@ -300,6 +331,8 @@ class SessupSession(BeakerSession):
         dict.clear(self)
         self._snapshot = {}
         self.accessed_dict = {}
+        self._meta = {}
+        self._meta_changed = {}
         self.id = new_session_id()
         self.is_new = True
         self._created = time.time()
@@ -325,6 +358,7 @@ class SessupSession(BeakerSession):
             self._gone()
             return
         self._snapshot = {k: _encode(k, v) for k, v in self.items()}
+        self._meta_changed = {}
         self._loaded_record = None
 
     def reload(self) -> None:
@@ -337,7 +371,7 @@ class SessupSession(BeakerSession):
         if data is None:  # expired or deleted meanwhile
             self.invalidate()
             return
-        data.pop(CREATED_KEY, None)
+        self._take_meta(data)
         dict.update(self, data)
         self._snapshot = {k: _encode(k, v) for k, v in data.items()}
 
@@ -370,6 +404,7 @@ class SessupSession(BeakerSession):
 
     def _full_record(self) -> dict[str, Any]:
         record = dict(self.items())
+        record.update(self._meta)
         record[CREATED_KEY] = self._created
         return record
 
@@ -380,6 +415,11 @@ class SessupSession(BeakerSession):
             if self._force_full or self._snapshot.get(key) != encoded:
                 changed[key] = value
         removed = [key for key in self._snapshot if key not in self]
+        for key, value in self._meta_changed.items():
+            if value is None:
+                removed.append(key)
+            else:
+                changed[key] = value
         return changed, removed
 
     def persist(self) -> None:
@@ -394,7 +434,7 @@ class SessupSession(BeakerSession):
                 self._send_cookie = True
                 self._clear_cookie = False
             return
-        if not dict.__len__(self) and removed and self.config.unset == "destroy":
+        if not dict.__len__(self) and self.config.unset == "destroy" and any(k in self._snapshot for k in removed):
             self._store_call(self.store.delete, self.id)
             self._clear_cookie = True
             return

@@ -324,3 +324,16 @@ def test_vary_cookie_when_session_read_and_not_otherwise(make_host: Any) -> None
     app.get("/write", {"a": "1"})
     plain = app.get("/plain")  # never touches request.session: no header, no cookie, no store work
     assert "Vary" not in plain.headers and set_cookies(plain) == []
+
+
+def test_reserved_keys_are_neither_visible_nor_settable(make_host: Any) -> None:
+    """The record's own keys (``_created``...) stay out of ``request.session``; a value the
+    application tries to put there is refused, and the stored creation time is unchanged."""
+    app = make_host()
+    app.get("/write", {"a": "1"})
+    sid = sid_of(app.cookies["sessup"])
+    created = store_of(app).load(sid)["_created"]
+    assert app.get("/read").json["data"] == {"a": "1"}
+    res = app.get("/write", {"_created": "0"}, expect_errors=True)
+    assert "session key '_created' is reserved" in res.text  # the host's own bug, named
+    assert store_of(app).load(sid)["_created"] == created
