@@ -234,6 +234,10 @@ class SessupSession(BeakerSession):
             self._meta[key] = value
         self._meta_changed[key] = value
 
+    def _moved(self, old: str, new: str) -> None:
+        """The stored session ``old`` now lives under ``new`` (regenerate, ID rotation):
+        the hook for what refers to session IDs outside the record."""
+
     # -- loading and locking ---------------------------------------------------------
     def _store_call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         started = time.monotonic()
@@ -309,6 +313,7 @@ class SessupSession(BeakerSession):
             if not self._store_call(self.store.move, old, self.id, self._full_record()):
                 self._gone()
                 return
+            self._moved(old, self.id)
         elif dict.__len__(self) or self.config.save_uninitialized:
             self._create_record()
         else:
