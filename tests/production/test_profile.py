@@ -94,3 +94,22 @@ def test_deployment_guide_shows_the_shipped_configuration() -> None:
     [block] = [b for b in re.findall(r"```ini\n(.*?)```", guide, re.S) if "egg:pyramid_sessup#gunicorn" in b]
     for line in block.strip().splitlines():
         assert line in shipped, line
+
+
+@pytest.mark.server
+def test_access_lines_when_asked_for(tmp_path: Path) -> None:
+    """gunicorn builds access-log lines only when they are written (AccessLogger): the
+    shipped INI writes none (the test above), ``accesslog = -`` writes one per request."""
+    from ..support import start_production, write_production_ini
+
+    ini = write_production_ini(tmp_path, {"sessup.session.file.path": str(tmp_path / "sessions"),
+                                          "sessup.upload.path": str(tmp_path / "uploads")},
+                               server={"accesslog": "-", "workers": "1"})
+    port = free_port()
+    server = start_production(ini, port)
+    try:
+        for _ in range(3):
+            assert Browser(server.url).request("GET", "/no/such/page")[0] == 404
+    finally:
+        server.stop()
+    assert server.log().count('"GET /no/such/page HTTP/1.1" 404') == 3, server.log()[-2000:]
