@@ -203,9 +203,8 @@ class AccessLogger(_GunicornLogger):  # type: ignore[misc, valid-type]
     def setup(self, cfg: Any) -> None:
         super().setup(cfg)  # applies the logging configuration last
         access = self.access_log
-        self._access_log_enabled = bool(
-            self._access_log_enabled and access.isEnabledFor(logging.INFO) and access.hasHandlers()
-        )
+        enabled: bool = self._access_log_enabled
+        self._access_log_enabled = enabled and access.isEnabledFor(logging.INFO) and access.hasHandlers()
 
 
 def application(app: Any, global_conf: Mapping[str, Any], **local_conf: Any) -> Any:

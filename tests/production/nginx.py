@@ -86,10 +86,11 @@ class Nginx:
         return f"https://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [self.binary, "-p", str(self.prefix), "-c", str(self.prefix / "nginx.conf"),
-             "-e", str(self.prefix / "error.log")],
-            stdout=subprocess.DEVNULL, stderr=open(self.prefix / "stderr.log", "wb"))
+        with open(self.prefix / "stderr.log", "wb") as stderr:  # the child keeps its own copy
+            self.proc = subprocess.Popen(
+                [self.binary, "-p", str(self.prefix), "-c", str(self.prefix / "nginx.conf"),
+                 "-e", str(self.prefix / "error.log")],
+                stdout=subprocess.DEVNULL, stderr=stderr)
         deadline = time.monotonic() + 20
         while not port_answers("127.0.0.1", self.port, 0.2):
             if self.proc.poll() is not None or time.monotonic() > deadline:
