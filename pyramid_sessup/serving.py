@@ -203,7 +203,7 @@ class AccessLogger(_GunicornLogger):  # type: ignore[misc, valid-type]
     def setup(self, cfg: Any) -> None:
         super().setup(cfg)  # applies the logging configuration last
         access = self.access_log
-        enabled: bool = self._access_log_enabled
+        enabled = bool(getattr(self, "_access_log_enabled", True))
         self._access_log_enabled = enabled and access.isEnabledFor(logging.INFO) and access.hasHandlers()
 
 
