@@ -513,26 +513,45 @@ class LocalStorage(Storage):
         return data if isinstance(data, dict) else None
 
     def write_metadata(self, name: str, metadata: dict[str, Any]) -> None:
-        """Store ``metadata`` for ``name`` (atomically replaced)."""
+        """Store ``metadata`` for ``name``.
+
+        ``name`` was drawn a moment ago and not yet given to anyone, so the file is
+        written in place (one create, no rename: a tenth of a small upload's
+        time went to the temporary name); a left-over file of that name (a
+        crash between deleting a stored file and its metadata) is replaced
+        atomically instead.
+        """
         if not NAME_PATTERN.fullmatch(name):
             raise ValueError("not a stored file name")
         data = json.dumps(metadata, ensure_ascii=False, sort_keys=True).encode("utf-8")
+        final = name + ".json"
         tmp = f".{_token()}.tmp"
 
-        def write(dir_fd: int) -> None:
-            fd = os.open(tmp, _CREATE_FLAGS, 0o600, dir_fd=dir_fd)
+        def fill(fd: int, path: str, dir_fd: int) -> None:
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
                     if self.fsync:
                         f.flush()
                         os.fsync(f.fileno())
-                os.replace(tmp, name + ".json", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             except BaseException:
                 try:
-                    os.unlink(tmp, dir_fd=dir_fd)
+                    os.unlink(path, dir_fd=dir_fd)
                 except FileNotFoundError:
                     pass
+                raise
+
+        def write(dir_fd: int) -> None:
+            try:
+                fill(os.open(final, _CREATE_FLAGS, 0o600, dir_fd=dir_fd), final, dir_fd)
+                return
+            except FileExistsError:
+                pass
+            fill(os.open(tmp, _CREATE_FLAGS, 0o600, dir_fd=dir_fd), tmp, dir_fd)
+            try:
+                os.replace(tmp, final, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except BaseException:
+                os.unlink(tmp, dir_fd=dir_fd)
                 raise
 
         in_working_dir(self.meta_dir, write)

@@ -37,6 +37,21 @@ def test_temp_file_is_private_and_finalized_atomically(store: UploadStorage, upl
     assert visible(upload_dir) == [name]
 
 
+def test_metadata_written_in_place_and_a_leftover_replaced(store: UploadStorage, upload_dir: Path) -> None:
+    """A new name's metadata is created in place (private, no temporary left); a
+    left-over file of that name, say from a crash, is replaced whole."""
+    f, temp = store.open_temp()
+    with f:
+        f.write(b"x")
+    name = store.finalize(temp, "txt", metadata={"filename": "a.txt"})
+    meta = upload_dir / ".meta" / f"{name}.json"
+    assert stat.S_IMODE(meta.stat().st_mode) == 0o600
+    meta.write_text('{"filename": "left over, and longer than the new one"}')
+    store.write_metadata(name, {"filename": "b.txt"})
+    assert store.metadata(name) == {"filename": "b.txt"}
+    assert sorted(p.name for p in (upload_dir / ".meta").iterdir()) == [f"{name}.json"]
+
+
 def test_finalize_without_extension_and_fsync(upload_dir: Path) -> None:
     store = UploadStorage(str(upload_dir), fsync=True)
     f, temp = store.open_temp()
