@@ -26,6 +26,7 @@ def SessupSessionFactory(  # noqa: N802 - Pyramid's naming for session factories
     lock: bool = False,
     lock_timeout: float = 10.0,
     on_store_error: str = "fail",
+    encrypt: bool = False,
     cookie_max_age: int | None = None,
     cookie_httponly: bool = True,
     cookie_secure: str | bool = "auto",
@@ -66,6 +67,9 @@ def SessupSessionFactory(  # noqa: N802 - Pyramid's naming for session factories
         Serialize a session's requests; seconds to wait.  Default: False / 10.
     ``on_store_error``
         ``fail`` (503) or ``anonymous`` when the store is down.  Default: ``fail``.
+    ``encrypt``
+        Encrypt each stored session value (AES-GCM, keys derived from ``secret``;
+        needs the ``encrypt`` extra); a ``store`` instance is wrapped.  Default: False.
     ``cookie_max_age``
         Seconds, or None for a browser-session cookie.  Default: None.
     ``cookie_httponly`` / ``cookie_secure`` / ``cookie_samesite`` / ``cookie_path`` / ``cookie_domain``
@@ -75,7 +79,7 @@ def SessupSessionFactory(  # noqa: N802 - Pyramid's naming for session factories
         dots as underscores (``key_prefix``, ``table``, ``pool_size``...).
     """
     from .session import session_factory_from_values
-    from .stores import make_store
+    from .stores import encrypted_if_configured, make_store
 
     instance = store if isinstance(store, SessionStore) else None
     session = {
@@ -83,8 +87,8 @@ def SessupSessionFactory(  # noqa: N802 - Pyramid's naming for session factories
         "store": "memory" if instance is not None else store,
         "url": url, "file.path": file_path, "name": name, "timeout": timeout, "resave": resave,
         "save_uninitialized": save_uninitialized, "rolling": rolling, "unset": unset, "lock": lock,
-        "lock_timeout": lock_timeout, "on_store_error": on_store_error, "cookie.max_age": cookie_max_age,
-        "cookie.httponly": cookie_httponly,
+        "lock_timeout": lock_timeout, "on_store_error": on_store_error, "encrypt": encrypt,
+        "cookie.max_age": cookie_max_age, "cookie.httponly": cookie_httponly,
         "cookie.secure": str(cookie_secure).lower() if isinstance(cookie_secure, bool) else cookie_secure,
         "cookie.samesite": cookie_samesite, "cookie.path": cookie_path, "cookie.domain": cookie_domain,
         **{key.replace("_", ".", 1) if key.startswith("cookie_") else key: value
@@ -92,4 +96,5 @@ def SessupSessionFactory(  # noqa: N802 - Pyramid's naming for session factories
     }
     settings = {f"{PREFIX}session.{key}": value for key, value in session.items() if value is not None}
     values = parse_settings(settings, environ={})
-    return session_factory_from_values(values, instance if instance is not None else make_store(values))
+    return session_factory_from_values(
+        values, encrypted_if_configured(values, instance) if instance is not None else make_store(values))

@@ -336,6 +336,12 @@ PARAMS: tuple[Param, ...] = (
     Param("session.pool_size", _int_converter(1), 20, "count", "Connections kept by the redis/postgresql store."),
     Param("session.connect_timeout", _float_converter(0.01), 2.0, "seconds", "Store connect timeout."),
     Param("session.socket_timeout", _float_converter(0.01), 2.0, "seconds", "Store read/write timeout."),
+    Param("session.encrypt", as_bool, False, "bool",
+          "Encrypt and authenticate each stored session value (AES-256-GCM, keys derived from "
+          "sessup.session.secret; key names are keyed hashes), so a dump of the store, a backup or a "
+          "session file reveals no key or value; a tampered value, or one copied from another session, "
+          "reads as an absent key. Session IDs, expiry and sizes stay visible. Needs the encrypt extra "
+          "(cryptography)."),
     Param("session.lock", as_bool, False, "bool",
           "Serialize the requests of one session (PHP-style): each request holds the session's "
           "lock from load to response, so concurrent read-modify-write loses nothing."),
@@ -479,6 +485,7 @@ class SessionSettings:
     pool_size: int
     connect_timeout: float
     socket_timeout: float
+    encrypt: bool
     lock: bool
     lock_timeout: float
     on_store_error: str

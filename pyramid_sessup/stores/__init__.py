@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from importlib import import_module
+from typing import Callable
 
 from pyramid.exceptions import ConfigurationError
 
@@ -22,7 +23,37 @@ DRIVERS = {"redis": ("redis", "redis"), "postgresql": ("psycopg", "postgresql")}
 
 
 def make_store(values: SessupSettings) -> SessionStore:
-    """Build the store named by the parsed settings ``values`` (see :func:`parse_settings`)."""
+    """Build the store named by the parsed settings ``values`` (see :func:`parse_settings`),
+    wrapped in :class:`~pyramid_sessup.stores.encrypted.EncryptedStore` when
+    ``sessup.session.encrypt`` is on."""
+    wrap = _encryption(values)  # checked first: no connection pool is built for a start-up that fails
+    store = make_inner_store(values)
+    return wrap(store) if wrap is not None else store
+
+
+def encrypted_if_configured(values: SessupSettings, store: SessionStore) -> SessionStore:
+    """``store`` itself, or wrapped for encryption at rest when ``sessup.session.encrypt`` is on."""
+    wrap = _encryption(values)
+    return wrap(store) if wrap is not None else store
+
+
+def _encryption(values: SessupSettings) -> Callable[[SessionStore], SessionStore] | None:
+    if not values.session.encrypt:
+        return None
+    try:
+        from .encrypted import EncryptedStore
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] != "cryptography":
+            raise
+        raise ConfigurationError(
+            "sessup.session.encrypt = true needs the cryptography package, which is not installed: "
+            "pip install 'pyramid_sessup[encrypt]'") from None
+    secrets = values.session.secret
+    return lambda store: EncryptedStore(store, secrets)
+
+
+def make_inner_store(values: SessupSettings) -> SessionStore:
+    """The store named by ``sessup.session.store``, without encryption."""
     name = values.session.store
     module_name, _, class_name = STORES[name].partition(":")
     try:
