@@ -25,11 +25,14 @@ postgresql_require = ["psycopg[binary,pool]>=3.1"]
 # Object storage for uploads (sessup.upload.storage = s3). boto3 >= 1.36 has the
 # request_checksum_calculation switch the add-on turns to "when_required".
 s3_require = ["boto3>=1.36"]
+# Encryption at rest of session records (sessup.session.encrypt): AES-GCM and HKDF.
+encrypt_require = ["cryptography>=42"]
 # production.ini's server (egg:pyramid_sessup#gunicorn): gthread workers, the body
 # streamed to the application; 27 bounds the drain of a body the app refused.
 production_require = ["gunicorn>=27"]
 
 tests_require = [
+    *encrypt_require,
     *redis_require,
     *postgresql_require,
     *s3_require,
@@ -68,7 +71,7 @@ setup(
     zip_safe=False,
     install_requires=requires,
     extras_require={"redis": redis_require, "postgresql": postgresql_require, "s3": s3_require,
-                    "production": production_require,
+                    "encrypt": encrypt_require, "production": production_require,
                     "testing": tests_require},
     entry_points={
         "paste.app_factory": ["main = pyramid_sessup.demo:main"],

@@ -158,7 +158,7 @@ class EncryptedStore(SessionStore):
         return f"{key.id}.{_b64(nonce + key.aead.encrypt(nonce, body, _aad(sid, name)))}"
 
     def _open(self, sid: str, name: str, token: Any) -> tuple[int, str, list[Any]] | None:
-        """``(rank, key, [value] or [])`` of one stored entry, or None if it does not decrypt."""
+        """``(secret index, key, [value] or [])`` of one stored entry, or None if it does not decrypt."""
         if not isinstance(token, str) or not isinstance(name, str):
             return None
         key_id, dot, body = token.partition(".")
@@ -179,15 +179,15 @@ class EncryptedStore(SessionStore):
                 continue
             if not (isinstance(plain, list) and 1 <= len(plain) <= 2 and isinstance(plain[0], str)):
                 return None
-            session_key = plain[0]
-            if hmac.compare_digest(name, key.name(_WRITTEN, sid, session_key)):
-                rank = 2 * index
-            elif hmac.compare_digest(name, key.name(_REENCRYPTED, sid, session_key)):
-                rank = 2 * index + 1
-            else:  # authentic, but under a name its key does not have
-                return None
-            return rank, session_key, plain[1:]
+            return index, plain[0], plain[1:]
         return None
+
+    def _rank(self, sid: str, index: int, name: str, key: str) -> int:
+        """The entry's place in F0, R0, F1, R1, ... (only needed when a key has several).
+
+        The associated data already proves that whoever holds the secret stored it
+        under ``name``; the name says which slot."""
+        return 2 * index + (name != self._keys[index].name(_WRITTEN, sid, key))
 
     def _other_names(self, sid: str, key: str) -> list[str]:
         """Every name of ``key`` but its F0: what a write of it removes."""
@@ -210,7 +210,8 @@ class EncryptedStore(SessionStore):
                 quiet: bool = False) -> tuple[dict[str, Any], dict[str, str], list[str]]:
         """The session data of a stored record, and the merge (changed, removed)
         that re-encrypts what lies under an older secret (both empty if nothing does)."""
-        winners: dict[str, tuple[int, list[Any]]] = {}
+        winners: dict[str, tuple[int, str, list[Any]]] = {}  # key -> (secret index, stored name, rest)
+        ranks: dict[str, int] = {}  # the winner's rank, for keys met more than once
         old_names: dict[str, list[str]] = {}
         dropped = 0
         for name, token in record.items():
@@ -218,12 +219,19 @@ class EncryptedStore(SessionStore):
             if opened is None:
                 dropped += 1
                 continue
-            rank, key, rest = opened
-            if rank >= 2:
+            index, key, rest = opened
+            if index:
                 old_names.setdefault(key, []).append(name)
             best = winners.get(key)
-            if best is None or rank < best[0]:
-                winners[key] = (rank, rest)
+            if best is None:
+                winners[key] = (index, name, rest)
+                continue
+            # Rare (a re-encryption met a write, or an older secret's entry): rank the two.
+            if key not in ranks:
+                ranks[key] = self._rank(sid, best[0], best[1], key)
+            rank = self._rank(sid, index, name, key)
+            if rank < ranks[key]:
+                winners[key], ranks[key] = (index, name, rest), rank
         if dropped and not quiet:
             log.warning("session %s…: %d stored value(s) do not decrypt (tampered, copied from another session, "
                         "written without encryption, or under a secret not configured here); left out",
@@ -232,11 +240,11 @@ class EncryptedStore(SessionStore):
         removed: list[str] = []
         for key, names in old_names.items():
             removed.extend(names)
-            rank, rest = winners[key]
-            if rank >= 2 and rest:  # the value itself is old: keep it, under the first secret
+            index, _, rest = winners[key]
+            if index and rest:  # the value itself is old: keep it, under the first secret
                 name = self._keys[0].name(_REENCRYPTED, sid, key)
                 changed[name] = self._seal(sid, name, [key, rest[0]])
-        data = {key: rest[0] for key, (_, rest) in winners.items() if rest}
+        data = {key: rest[0] for key, (_, _, rest) in winners.items() if rest}
         return data, changed, removed
 
     def _reencrypt(self, sid: str, changed: dict[str, str], removed: list[str]) -> None:

@@ -302,6 +302,46 @@ def test_reencryption_never_undoes_a_concurrent_write_or_removal(store: SessionS
     assert failures == 0
 
 
+def test_a_key_met_under_several_names_reads_as_its_last_write(store: SessionStore) -> None:
+    """The order F0, R0, F1, R1 (F: written, R: re-encrypted; the digit: the secret's
+    place), on records planted entry by entry; a read leaves one entry per key, under NEW."""
+    new, old = EncryptedStore(store, [NEW]), EncryptedStore(store, [OLD])
+    rotated = EncryptedStore(store, [NEW, OLD])
+
+    def entry(wrapper: EncryptedStore, slot: bytes, sid: str, plain: list[Any]) -> tuple[str, str]:
+        name = wrapper._keys[0].name(slot, sid, plain[0])
+        return name, wrapper._seal(sid, name, plain)
+
+    cases = {  # key -> its entries, and what it must read as (None: absent)
+        "written-beats-reencrypted": ([(new, b"F", "last"), (new, b"R", "before")], "last"),
+        "removal-beats-reencrypted": ([(new, b"F", None), (new, b"R", "before")], None),
+        "reencrypted-beats-old": ([(new, b"R", "last"), (old, b"F", "before")], "last"),
+        "old-written-beats-old-reencrypted": ([(old, b"R", "before"), (old, b"F", "last")], "last"),
+        "old-removal": ([(old, b"F", None), (old, b"R", "before")], None),
+    }
+    sid = new_sid()
+    store.create(sid, {"seed": "x"})
+    planted = {}
+    for key, (entries, _) in cases.items():
+        for wrapper, slot, value in entries:
+            name, token = entry(wrapper, slot, sid, [key] if value is None else [key, value])
+            planted[name] = token
+    plant(store, sid, json.dumps(planted).encode())
+    wanted = {key: value for key, (_, value) in cases.items() if value is not None}
+    assert rotated.load(sid, touch=False) == wanted
+    assert len(_entries(store, sid)) == len(planted)  # a look changes nothing
+    assert rotated.load(sid) == wanted  # a load re-encrypts
+    assert rotated.load(sid, touch=False) == wanted == new.load(sid, touch=False)
+    names = _entries(store, sid)
+    assert key_ids(store, sid) == {new.key_id}
+    # Left: the 5 entries planted under NEW (losers too, until their key is written), and
+    # the one old winner, now under NEW; the 5 old entries are gone.
+    assert sum(1 for name in names if name in planted) == 5 and len(names) == 6
+    assert rotated.update(sid, {}, ["written-beats-reencrypted", "removal-beats-reencrypted"]) == {
+        key: value for key, value in wanted.items() if key != "written-beats-reencrypted"}
+    assert len(_entries(store, sid)) == 4  # 2 re-encrypted winners, and 2 removal markers
+
+
 # -- the store contract, through the wrapper ----------------------------------------------------
 
 CONTRACT = [
