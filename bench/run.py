@@ -68,7 +68,8 @@ S3_PREFIX = "uploads/"
 #: The checks the upload-checks rows turn on, as sessup settings (the scanner's
 #: socket is filled in when clamd runs).
 VARIANTS = {"checked": {"sessup.upload.content_check": "always"},
-            "scanned": {"sessup.upload.clamav": "unix://{clamd}"}}
+            "scanned": {"sessup.upload.clamav": "unix://{clamd}"},
+            "encrypted": {"sessup.session.encrypt": "true"}}  # the session rows with encryption at rest
 #: A valid PNG header (signature and IHDR chunk) for the content-checked uploads: libmagic
 #: reads only a file's head, so the random bytes after it cost the check nothing.
 PNG_HEAD = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000100000001008020000009091683600000000")
@@ -753,9 +754,10 @@ class Bench:
         self.compare("home", "GET / home page without cookie, file store, 16 conn", "",
                      runs, self.profile.repeats)
 
-    def session_gets(self, store: str) -> None:
+    def session_gets(self, store: str, variant: str = "") -> None:
         # The file store is compared with Express's MemoryStore (its one-machine counterpart).
-        node = {"memory": "node-memory", "file": "node-memory", "redis": "node-redis"}.get(store)
+        node = None if variant else {"memory": "node-memory", "file": "node-memory", "redis": "node-redis"}.get(store)
+        sessup, suffix = (f"sessup-{store}+{variant}", f"-{variant}") if variant else (f"sessup-{store}", "")
         scripts: dict[str, tuple[Path, list[str]]] = {}
 
         def script(name: str) -> tuple[Path, list[str]]:
@@ -777,12 +779,13 @@ class Bench:
                 cell.note = (cell.note + "; " if cell.note else "") + f"views did not grow ({before}->{after})"
             return cell
 
-        target = {"redis": "sessup >= express-session + connect-redis",
-                  "file": "sessup >= express-session MemoryStore"}.get(store, "")
+        target = "" if variant else {"redis": "sessup >= express-session + connect-redis",
+                                     "file": "sessup >= express-session MemoryStore"}.get(store, "")
+        label = f"session GET with cookie, {store} store{', ' + variant if variant else ''}"
         for connections in (16, 64):
             runs = {side: (lambda name=name, c=connections: run(name, c))
-                    for side, name in self.sides(f"sessup-{store}", node).items()}
-            self.compare(f"session-{store}-{connections}", f"session GET with cookie, {store} store, {connections} conn",
+                    for side, name in self.sides(sessup, node).items()}
+            self.compare(f"session-{store}{suffix}-{connections}", f"{label}, {connections} conn",
                          target, runs, self.profile.repeats)
 
     # -- uploads -------------------------------------------------------------------
@@ -1088,6 +1091,8 @@ class Bench:
             if self.wants("session"):
                 for store in self.stores:
                     self.session_gets(store)
+                if "file" in self.stores:
+                    self.session_gets("file", "encrypted")  # sessup.session.encrypt = true
             if "file" in self.stores:
                 # The big upload last: its gigabytes of dirty pages would slow what follows.
                 if self.wants("upload-small"):
