@@ -180,6 +180,11 @@ def revoke(request: Request) -> Response:
         return refused
     handle = request.POST.get("handle") or ""
     done = 0 < len(handle) <= MAX_HANDLE and revoke_session(request, handle)
+    if request.session.user_id is None:
+        # The handle named this very session (taken from another browser's
+        # list): revoking it signed this one out.
+        request.session.flash(request.localizer.translate(SIGNED_OUT))
+        return SeeOther(location=request.route_path(SIGN_IN))
     request.session.flash(request.localizer.translate(REVOKED if done else NOT_REVOKED))
     return SeeOther(location=request.route_path(SESSIONS))
 

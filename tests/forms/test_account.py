@@ -44,11 +44,8 @@ def rows(page: webtest.TestResponse) -> list[Row]:
     found = []
     for tr in page.html.select("#sessions tbody tr.session-row"):
         handle = tr.select_one("input[name=handle]")
-        badge = tr.select_one(".this-one")
-        device = tr.select_one("td.device")
-        if badge is not None:
-            badge.extract()
-        found.append(Row(device=device.get_text(strip=True), current=badge is not None,
+        device = "".join(tr.select_one("td.device").find_all(string=True, recursive=False)).strip()
+        found.append(Row(device=device, current=tr.select_one(".this-one") is not None,
                          handle=handle["value"] if handle is not None else None,
                          created=tr.select_one("td.created time").get_text(strip=True),
                          last_seen=tr.select_one("td.last-seen time").get_text(strip=True)))
@@ -138,7 +135,7 @@ def test_sign_in_trims_the_name(app: Any) -> None:
     ("", "Enter a name to sign in with."),
     (" \t\r\n ", "Enter a name to sign in with."),
     ("x" * (MAX_USER + 1), f"The name is too long: at most {MAX_USER} characters."),
-    ("x" * 100_000, f"The name is too long: at most {MAX_USER} characters."),
+    ("x" * 5_000, f"The name is too long: at most {MAX_USER} characters."),
     ("ali\u202ece", "The name contains invisible or control characters."),
     ("ali\x07ce", "The name contains invisible or control characters."),
     ("a\u200bb", "The name contains invisible or control characters."),
@@ -261,6 +258,19 @@ def test_revoke_one_session(app: Any) -> None:
     again = laptop.press("/account/sessions/revoke", page, handle=phone_row.handle)
     assert flash(again) == ["That session had already ended."]
     assert len(rows(again)) == 2
+
+
+def test_revoking_ones_own_session_by_its_handle_signs_out(app: Any) -> None:
+    laptop, phone = Device(app), Device(app, IPHONE)
+    laptop.sign_in("alice")
+    phone.sign_in("alice")
+    # The page offers no button for its own row; the handle is in the other browser's list.
+    own_handle = next(r.handle for r in rows(phone.sessions()) if not r.current)
+    res = laptop.client.post("/account/sessions/revoke", {"csrf_token": token_of(laptop.sessions()),
+                                                          "handle": own_handle}, status=303)
+    assert res.headers["Location"] == "/account/sign-in"
+    assert flash(res.follow()) == ["You are signed out."]
+    assert laptop.signed_out() and not phone.signed_out()
 
 
 def test_revoke_cannot_reach_another_users_session(app: Any) -> None:
