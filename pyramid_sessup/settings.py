@@ -390,7 +390,7 @@ PARAMS: tuple[Param, ...] = (
     Param("upload.chunk_size", _int_converter(4 * KiB), 256 * KiB, "bytes",
           "Bytes read from the request body per step of the streaming parser."),
     Param("demo.pages", as_bool, True, "bool",
-          "The demo application's pages (/, /upload, /ajax, /session/page, /tus-demo, /static, "
+          "The demo application's pages (/, /upload, /ajax, /session/page, /account/..., /tus-demo, /static, "
           "/favicon.ico). false leaves only the add-on's routes (/csrf, /session..., /upFile, "
           "/uploads/..., /files/); production.ini sets it false. Host applications never get the pages."),
     Param("static.path", _path, None, "path",
