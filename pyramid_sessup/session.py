@@ -294,17 +294,21 @@ class SessupSession(BeakerSession):
         from .users import check_user_id, clean_agent
 
         check_user_id(user_id)
-        if self._dead:
-            # Revoked or expired while this request ran: sign in on a fresh session.
-            self._reset()
-        users = self.config.users
-        self.set_meta(USER_KEY, user_id)
-        self.set_meta(SEEN_KEY, time.time())
-        if users.record_agent:
-            self.set_meta(AGENT_KEY, clean_agent(self.request.user_agent))
-        if users.record_address:
-            self.set_meta(ADDR_KEY, self.request.remote_addr or None)
-        self._regenerate(create=True)
+        for _ in range(2):
+            if self._dead:
+                # Revoked or expired while this request ran (before, or during the
+                # move to the new ID): the login still succeeds, on a fresh session.
+                self._reset()
+            users = self.config.users
+            self.set_meta(USER_KEY, user_id)
+            self.set_meta(SEEN_KEY, time.time())
+            if users.record_agent:
+                self.set_meta(AGENT_KEY, clean_agent(self.request.user_agent))
+            if users.record_address:
+                self.set_meta(ADDR_KEY, self.request.remote_addr or None)
+            self._regenerate(create=True)
+            if not self._dead:
+                return
 
     def sign_out(self) -> None:
         """End this signed-in session: its record dies (and leaves the user index),

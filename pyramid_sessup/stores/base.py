@@ -250,6 +250,7 @@ class SessionStore(abc.ABC):
         ``timeout`` while it is used, so the index outlives each of them."""
         return 2 * self.timeout
 
+    @abc.abstractmethod
     def link_user(self, user_key: str, sid: str) -> None:
         """Add ``sid`` to the index of ``user_key``, or refresh the time it was linked.
 
@@ -258,17 +259,16 @@ class SessionStore(abc.ABC):
         stale entries here (linked more than ``timeout`` ago, record dead).
         An invalid key or ID is ignored.
         """
-        raise NotImplementedError(f"the {self.name} store has no user index yet")
 
+    @abc.abstractmethod
     def unlink_user(self, user_key: str, sid: str) -> None:
         """Remove ``sid`` from the index of ``user_key`` (a no-op if it is not there)."""
-        raise NotImplementedError(f"the {self.name} store has no user index yet")
 
+    @abc.abstractmethod
     def user_sessions(self, user_key: str) -> list[tuple[str, float]]:
         """``(sid, linked_at)`` for each entry of the index of ``user_key``, in no
         particular order (``linked_at``: seconds since the epoch).  Entries of
         dead sessions may be among them: the caller loads each record."""
-        raise NotImplementedError(f"the {self.name} store has no user index yet")
 
     # -- operations (sessup-sessions) ---------------------------------------------------
     @abc.abstractmethod
