@@ -51,15 +51,21 @@ def devices_listed(page: Any) -> list[tuple[str, bool]]:
     })""")
 
 
-@pytest.mark.parametrize("locale", ["en-US", "zh-CN"])
-def test_sign_out_everywhere_signs_the_other_device_out(tmp_path: Path, browser: Any, locale: str) -> None:
+# English over the memory store, Chinese over the file store (development.ini's).
+@pytest.mark.parametrize("locale, store", [("en-US", "memory"), ("zh-CN", "file")])
+def test_sign_out_everywhere_signs_the_other_device_out(tmp_path: Path, browser: Any, locale: str,
+                                                        store: str) -> None:
     texts = TEXTS[locale]
-    server, app = start_app(tmp_path, browser, locale=locale)
+    server, app = start_app(tmp_path, browser, {"sessup.session.store": store,
+                                                "sessup.session.file.path": str(tmp_path / "sessions")},
+                            locale=locale)
     other = browser.new_context(base_url=server.url, locale=locale, user_agent=FIREFOX)
     try:
         a, b = app.new_page(), other.new_page()
         sign_in(a, "alice", texts)
         sign_in(b, "alice", texts)
+        if store == "file":  # the server really keeps its sessions there
+            assert any((tmp_path / "sessions").iterdir())
         for page, mine, theirs in ((a, texts["device_a"], texts["device_b"]), (b, texts["device_b"], texts["device_a"])):
             page.goto("/account/sessions")
             listed = devices_listed(page)
