@@ -289,7 +289,9 @@ class SessupSession(BeakerSession):
         once) and a new CSRF token, keeps its data, and is stored at once,
         linked in the user index (before its record exists under the new ID,
         so no crash leaves it unlisted).  A session that was signed in as
-        someone else leaves that user's index.
+        someone else leaves that user's index.  With the store down and
+        ``on_store_error = anonymous``, nothing is stored: the user is bound
+        for this request only.
         """
         from .users import check_user_id, clean_agent
 
