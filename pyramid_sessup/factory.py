@@ -76,7 +76,8 @@ def SessupSessionFactory(  # noqa: N802 - Pyramid's naming for session factories
         Cookie attributes.  Default: True / ``auto`` / ``lax`` / ``/`` / none.
     ``store_options``
         Any other ``sessup.session.*`` key, by its name after ``session.`` with
-        dots as underscores (``key_prefix``, ``table``, ``pool_size``...).
+        dots as underscores (``key_prefix``, ``table``, ``pool_size``,
+        ``users_record_address``...).
     """
     from .session import session_factory_from_values
     from .stores import encrypted_if_configured, make_store
@@ -91,7 +92,7 @@ def SessupSessionFactory(  # noqa: N802 - Pyramid's naming for session factories
         "cookie.max_age": cookie_max_age, "cookie.httponly": cookie_httponly,
         "cookie.secure": str(cookie_secure).lower() if isinstance(cookie_secure, bool) else cookie_secure,
         "cookie.samesite": cookie_samesite, "cookie.path": cookie_path, "cookie.domain": cookie_domain,
-        **{key.replace("_", ".", 1) if key.startswith("cookie_") else key: value
+        **{key.replace("_", ".", 1) if key.startswith(("cookie_", "users_")) else key: value
            for key, value in store_options.items()},
     }
     settings = {f"{PREFIX}session.{key}": value for key, value in session.items() if value is not None}

@@ -18,7 +18,10 @@ pyramid_beaker session class (Beaker's lazy ``SessionObject`` with Pyramid's
 * ``regenerate()`` and ``invalidate()`` kill the old ID at once, for good: the
   store keeps a tombstone, and a request still running on a session that was
   logged out (or that expired) meanwhile writes nothing and clears its cookie;
-* optional per-session locking; a policy for when the store is down.
+* optional per-session locking; a policy for when the store is down;
+* sessions per user: ``sign_in(user_id)`` binds a session to a user, indexed
+  in the store under an HMAC of the user ID, so that the user's sessions can
+  be listed and revoked (:mod:`pyramid_sessup.users`).
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ import threading
 import time
 from dataclasses import dataclass
 from email.utils import formatdate
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from beaker.session import Session as BeakerSession
 from beaker.session import SessionObject
@@ -45,15 +48,25 @@ from .settings import SessupSettings
 from .signing import Signer, new_session_id
 from .stores.base import SessionStore, dumps
 
+if TYPE_CHECKING:
+    from .users import UsersConfig
+
 log = logging.getLogger("pyramid_sessup.session")
 
 #: Key of the creation time inside every record (seconds since the epoch).
 CREATED_KEY = "_created"
 
+#: Keys of a signed-in session (:mod:`pyramid_sessup.users`): the user ID, when
+#: it was last seen (seconds since the epoch), its User-Agent and client address.
+USER_KEY = "_user"
+SEEN_KEY = "_seen"
+AGENT_KEY = "_agent"
+ADDR_KEY = "_addr"
+
 #: Keys the layer keeps in a record beside the application's own (creation time,
 #: the bound user, ...).  They are never visible in ``request.session`` and the
 #: application cannot set them; :meth:`SessupSession.set_meta` writes them.
-RESERVED_KEYS = frozenset({CREATED_KEY})
+RESERVED_KEYS = frozenset({CREATED_KEY, USER_KEY, SEEN_KEY, AGENT_KEY, ADDR_KEY})
 
 
 @dataclass(frozen=True)
@@ -76,9 +89,12 @@ class SessionConfig:
     samesite: str
     path: str
     domain: str | None
+    users: UsersConfig
 
     @classmethod
     def from_values(cls, values: SessupSettings) -> SessionConfig:
+        from .users import UsersConfig  # users imports this module
+
         return cls(
             signer=Signer(values.session.secret),
             name=values.session.name,
@@ -96,6 +112,7 @@ class SessionConfig:
             samesite=values.session.cookie_samesite,
             path=values.session.cookie_path,
             domain=values.session.cookie_domain,
+            users=UsersConfig.from_values(values),
         )
 
 
@@ -181,6 +198,9 @@ class SessupSession(BeakerSession):
         self._loaded_record: str | None = None
         self._meta: dict[str, Any] = {}  # reserved keys of the record, as loaded or set
         self._meta_changed: dict[str, Any] = {}  # reserved keys to write (None: remove)
+        self._linked_user: str | None = None  # whose user index holds the stored record's ID
+        self._prelinked = ""  # an ID linked in the user index before its record was written
+        self._relink = False  # "last seen" is written by this request: refresh the index entry too
 
         incoming, ambiguous = read_cookie(request.environ, config.name)
         if ambiguous:
@@ -219,6 +239,7 @@ class SessupSession(BeakerSession):
         self._meta = {key: data.pop(key) for key in RESERVED_KEYS if key in data}
         self._meta_changed = {}
         self._created = float(self._meta.get(CREATED_KEY) or self._created)
+        self._linked_user = self.user_id
 
     def get_meta(self, key: str, default: Any = None) -> Any:
         """A reserved key's value (see :data:`RESERVED_KEYS`)."""
@@ -236,7 +257,119 @@ class SessupSession(BeakerSession):
 
     def _moved(self, old: str, new: str) -> None:
         """The stored session ``old`` now lives under ``new`` (regenerate, ID rotation):
-        the hook for what refers to session IDs outside the record."""
+        the hook for what refers to session IDs outside the record.
+
+        A signed-in session's user index entry follows it: ``new`` is linked
+        (unless :meth:`_link_ahead` did it before the move) and ``old``, dead
+        now, is unlinked from the index that held it.
+        """
+        user = self.user_id
+        if user is not None and self._prelinked != new:
+            self._store_call(self.store.link_user, self.config.users.user_key(user), new)
+        self._prelinked = ""
+        self._unlink(old)
+        self._linked_user = user
+
+    # -- sessions per user (pyramid_sessup.users) -------------------------------------
+    @property
+    def user_id(self) -> str | None:
+        """The user this session is signed in as, or None."""
+        value = self._meta.get(USER_KEY)
+        return value if isinstance(value, str) and value else None
+
+    @property
+    def dead(self) -> bool:
+        """Whether the stored session ended while this request ran (revoked, expired)."""
+        return self._dead
+
+    def sign_in(self, user_id: str) -> None:
+        """Bind the session to ``user_id``: what a login does.
+
+        The session gets a new ID (against fixation; the old one is dead at
+        once) and a new CSRF token, keeps its data, and is stored at once,
+        linked in the user index (before its record exists under the new ID,
+        so no crash leaves it unlisted).  A session that was signed in as
+        someone else leaves that user's index.  With the store down and
+        ``on_store_error = anonymous``, nothing is stored: the user is bound
+        for this request only.
+        """
+        from .users import check_user_id, clean_agent
+
+        check_user_id(user_id)
+        for _ in range(2):
+            if self._dead:
+                # Revoked or expired while this request ran (before, or during the
+                # move to the new ID): the login still succeeds, on a fresh session.
+                self._reset()
+            users = self.config.users
+            self.set_meta(USER_KEY, user_id)
+            self.set_meta(SEEN_KEY, time.time())
+            if users.record_agent:
+                self.set_meta(AGENT_KEY, clean_agent(self.request.user_agent))
+            if users.record_address:
+                self.set_meta(ADDR_KEY, self.request.remote_addr or None)
+            self._regenerate(create=True)
+            if not self._dead:
+                return
+
+    def sign_out(self) -> None:
+        """End this signed-in session: its record dies (and leaves the user index),
+        and the request continues with a new, empty session (see :meth:`invalidate`)."""
+        self.invalidate()
+
+    def _link_ahead(self, sid: str) -> None:
+        """Link ``sid`` in the user index before its record is written (signed-in sessions)."""
+        user = self.user_id
+        if user is not None and not self.anonymous:
+            self._store_call(self.store.link_user, self.config.users.user_key(user), sid)
+            self._prelinked = sid
+
+    def _unlink_ahead(self) -> None:
+        """Undo :meth:`_link_ahead`: the record was not written after all."""
+        user, sid = self.user_id, self._prelinked
+        self._prelinked = ""
+        if user is not None and sid:
+            self._store_call(self.store.unlink_user, self.config.users.user_key(user), sid)
+
+    def _unlink(self, sid: str) -> None:
+        """Remove the dead ``sid`` from the index that held the stored record."""
+        if self._linked_user is not None:
+            for key in self.config.users.user_keys(self._linked_user):
+                self._store_call(self.store.unlink_user, key, sid)
+
+    def _seen_now(self) -> dict[str, Any]:
+        """The reserved keys to write because the signed-in session's "last seen"
+        is older than the interval (nothing otherwise)."""
+        if self.user_id is None:
+            return {}
+        now = time.time()
+        seen = self._meta.get(SEEN_KEY)
+        if isinstance(seen, (int, float)) and 0 <= now - seen < self.config.users.seen_interval:
+            return {}
+        from .users import clean_agent
+
+        users = self.config.users
+        update: dict[str, Any] = {SEEN_KEY: now}
+        if users.record_agent:
+            agent = clean_agent(self.request.user_agent)
+            if agent and agent != self._meta.get(AGENT_KEY):
+                update[AGENT_KEY] = agent
+        if users.record_address:
+            addr = self.request.remote_addr
+            if addr and addr != self._meta.get(ADDR_KEY):
+                update[ADDR_KEY] = addr
+        self._meta.update(update)
+        self._relink = True
+        return update
+
+    def _relinked(self) -> None:
+        """After "last seen" was written: refresh the index entry under the first
+        secret's key (its expiry, and a move away from a rotated-out secret's key)."""
+        if self._relink:
+            self._relink = False
+            user = self.user_id
+            if user is not None:
+                self._store_call(self.store.link_user, self.config.users.user_key(user), self.id)
 
     # -- loading and locking ---------------------------------------------------------
     def _store_call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
@@ -301,6 +434,10 @@ class SessupSession(BeakerSession):
     def regenerate(self) -> None:
         """New ID, same data; the old ID is dead at once (against fixation).
         The CSRF token changes too: tokens issued before are refused."""
+        self._regenerate(create=False)
+
+    def _regenerate(self, create: bool) -> None:
+        """:meth:`regenerate`; with ``create``, a new session is stored even if empty."""
         csrf.rotate(self.request)
         old = None if self.is_new else self.id
         self.id = new_session_id()
@@ -308,13 +445,15 @@ class SessupSession(BeakerSession):
         if self.anonymous or self._dead:
             return
         if old is not None:
+            self._link_ahead(self.id)
             # One atomic step: the new record, and a tombstone for the old ID.  It
             # fails if the old session was logged out or expired meanwhile.
             if not self._store_call(self.store.move, old, self.id, self._full_record()):
+                self._unlink_ahead()  # the record will never exist under that ID
                 self._gone()
                 return
             self._moved(old, self.id)
-        elif dict.__len__(self) or self.config.save_uninitialized:
+        elif create or dict.__len__(self) or self.config.save_uninitialized:
             self._create_record()
         else:
             return
@@ -327,11 +466,20 @@ class SessupSession(BeakerSession):
 
     def invalidate(self) -> None:
         """Delete the stored record and start an empty session under a new ID;
-        the CSRF token changes too."""
+        the CSRF token changes too.  A signed-in session leaves its user's index."""
         csrf.rotate(self.request)
         if not self.is_new and not self.anonymous and not self._dead:
-            self._store_call(self.store.delete, self.id)
+            self._delete_record()
             self._clear_cookie = True
+        self._reset()
+
+    def _delete_record(self) -> None:
+        """The stored record dies (a tombstone), then its user index entry goes."""
+        self._store_call(self.store.delete, self.id)
+        self._unlink(self.id)
+
+    def _reset(self) -> None:
+        """Start an empty, unsigned session under a new ID (nothing is stored yet)."""
         self._dead = False
         dict.clear(self)
         self._snapshot = {}
@@ -342,6 +490,9 @@ class SessupSession(BeakerSession):
         self.is_new = True
         self._created = time.time()
         self._send_cookie = False
+        self._linked_user = None
+        self._prelinked = ""
+        self._relink = False
 
     def delete(self) -> None:
         self.invalidate()
@@ -359,9 +510,12 @@ class SessupSession(BeakerSession):
             self._create_record()
             self.is_new = False
             self._send_cookie = True
-        elif not self._store_call(self.store.replace, self.id, self._full_record()):
-            self._gone()
-            return
+        else:
+            self._seen_now()
+            if not self._store_call(self.store.replace, self.id, self._full_record()):
+                self._gone()
+                return
+            self._relinked()
         self._snapshot = {k: _encode(k, v) for k, v in self.items()}
         self._meta_changed = {}
         self._loaded_record = None
@@ -396,9 +550,16 @@ class SessupSession(BeakerSession):
 
     # -- end of request ----------------------------------------------------------------
     def _create_record(self) -> None:
-        """Store this new session; an ID that is taken (or a tombstone) is never reused."""
-        while not self._store_call(self.store.create, self.id, self._full_record()):
+        """Store this new session; an ID that is taken (or a tombstone) is never reused.
+        A signed-in one is linked in its user's index first."""
+        while True:
+            self._link_ahead(self.id)
+            if self._store_call(self.store.create, self.id, self._full_record()):
+                break
+            self._unlink_ahead()
             self.id = new_session_id()  # astronomically unlikely collision
+        self._prelinked = ""
+        self._linked_user = self.user_id
 
     def _gone(self) -> None:
         """The stored session was logged out or expired while this request ran: it
@@ -440,23 +601,29 @@ class SessupSession(BeakerSession):
                 self._clear_cookie = False
             return
         if not dict.__len__(self) and self.config.unset == "destroy" and any(k in self._snapshot for k in removed):
-            self._store_call(self.store.delete, self.id)
+            self._delete_record()
             self._clear_cookie = True
             return
+        seen = self._seen_now()
         if self.config.resave:
             if not self._store_call(self.store.replace, self.id, self._full_record()):
                 self._gone()
                 return
-        elif changed or removed:
+            self._relinked()
+        elif changed or removed or seen:
             expected = self._loaded_record if not self._force_full else None
-            if self._store_call(self.store.update, self.id, changed, removed, expected=expected) is None:
+            if self._store_call(self.store.update, self.id, {**changed, **seen}, removed,
+                                expected=expected) is None:
                 # Logged out, regenerated or expired while this request ran: the
                 # ID stays dead (re-creating it here once let a stolen cookie
                 # outlive the logout).
                 self._gone()
                 return
-            # express re-sends the cookie (with a fresh expiry) when the session changed.
-            self._send_cookie = True
+            self._relinked()
+            if changed or removed:
+                # express re-sends the cookie (with a fresh expiry) when the session changed
+                # ("last seen" alone is the layer's bookkeeping, not a change).
+                self._send_cookie = True
         if self.config.rolling:
             self._send_cookie = True
 
@@ -590,6 +757,20 @@ def session_factory_from_values(values: SessupSettings, store: SessionStore) -> 
 
         def invalidate(self) -> None:
             self._session().invalidate()
+
+        # Sessions per user (pyramid_sessup.users).
+        def sign_in(self, user_id: str) -> None:
+            """Bind the session to ``user_id`` (new ID, new CSRF token; stored at once)."""
+            self._session().sign_in(user_id)
+
+        def sign_out(self) -> None:
+            """Unbind and invalidate: the old ID is dead, the request goes on with a new, empty session."""
+            self._session().sign_out()
+
+        @property
+        def user_id(self) -> str | None:
+            """The user the session is signed in as, or None."""
+            return self._session().user_id
 
         def save(self) -> None:  # type: ignore[override]
             self._session().save()

@@ -359,6 +359,20 @@ PARAMS: tuple[Param, ...] = (
           "SameSite attribute; none requires secure = true."),
     Param("session.cookie.path", _cookie_path, "/", "path", "Path attribute of the session cookie."),
     Param("session.cookie.domain", _text(), None, "domain", "Domain attribute; empty means host-only."),
+    # -- sessions per user (pyramid_sessup.users) -----------------------------------------
+    Param("session.users.record_agent", as_bool, True, "bool",
+          "Keep the User-Agent (printable characters, at most 256) in a signed-in session's record, "
+          "for the list of a user's sessions."),
+    Param("session.users.record_address", as_bool, False, "bool",
+          "Keep the client address (REMOTE_ADDR, as the server or its trusted proxy set it) in a "
+          "signed-in session's record. Off by default: an address is personal data that some sites "
+          "must not keep."),
+    # Once a minute: "last seen" stays useful to a person while a read-only
+    # request still costs one store call (the expiry slide) nearly always.
+    Param("session.users.seen_interval", _int_converter(0), 60, "seconds",
+          "A signed-in session's \"last seen\" time (and its user index entry) is rewritten at most once "
+          "per interval, so read-only requests stay a single touch; 0 writes it on every request. "
+          "Capped at the session timeout."),
     # -- uploads ------------------------------------------------------------------------
     Param("upload.path", _path, None, "path",
           "Upload directory. Empty: the upload routes are not added (sessions only)."),
@@ -382,7 +396,7 @@ PARAMS: tuple[Param, ...] = (
     Param("upload.chunk_size", _int_converter(4 * KiB), 256 * KiB, "bytes",
           "Bytes read from the request body per step of the streaming parser."),
     Param("demo.pages", as_bool, True, "bool",
-          "The demo application's pages (/, /upload, /ajax, /session/page, /tus-demo, /static, "
+          "The demo application's pages (/, /upload, /ajax, /session/page, /account/..., /tus-demo, /static, "
           "/favicon.ico). false leaves only the add-on's routes (/csrf, /session..., /upFile, "
           "/uploads/..., /files/); production.ini sets it false. Host applications never get the pages."),
     Param("static.path", _path, None, "path",
@@ -495,6 +509,9 @@ class SessionSettings:
     cookie_samesite: str
     cookie_path: str
     cookie_domain: str | None
+    users_record_agent: bool
+    users_record_address: bool
+    users_seen_interval: int
 
 
 @dataclass(frozen=True)

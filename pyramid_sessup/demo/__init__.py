@@ -4,8 +4,8 @@ add-on, never imported by it.
 :func:`main` includes the add-on (session factory, the three route groups)
 the way a host application would, then (unless ``sessup.demo.pages = false``,
 as in production.ini) the demo's own pages: ``/``, ``/upload`` (the deform
-form), ``/ajax``, ``/session/page`` and ``/tus-demo``, ``/favicon.ico`` and
-the assets at ``/static``.
+form), ``/ajax``, ``/session/page``, ``/account/...`` (sign in, your
+sessions) and ``/tus-demo``, ``/favicon.ico`` and the assets at ``/static``.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ def includeme(config: Configurator) -> None:
     values = config.registry.sessup_settings
     config.add_static_view("static", static_spec(values), cache_max_age=3600)
     config.include(".pages")
+    config.include(".account")
     if values.upload.enabled:
         config.include(".form")
     if values.upload.path:

@@ -49,6 +49,7 @@ NAV = (
     ("sessup.upload_form", _("Upload form")),
     ("sessup.ajax", _("Ajax upload")),
     ("sessup.session_page", _("Session")),
+    ("sessup.account_sessions", _("Your sessions")),
 )
 
 

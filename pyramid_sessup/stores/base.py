@@ -21,6 +21,20 @@ semantic it promises holds for every store:
   ``purge_expired`` removes expired tombstones too;
 * a store that cannot be reached raises :class:`StoreUnavailable`.
 
+Besides records, a store keeps a *user index* (:mod:`pyramid_sessup.users`):
+for each opaque ``user_key`` (an HMAC of a user ID: the store never sees the
+ID itself), the IDs of the sessions signed in as that user, each with the
+time it was last linked.  The index is a hint, never the truth: the caller
+loads each record (without touching it) and lists only the live ones bound
+to that user.  So an entry may outlive its session for a while, but never
+the reverse: the session layer links an entry *before* the record exists
+under its ID (sign-in, regenerate) and unlinks it only *after* the record
+died.  Every store prunes entries of dead sessions that were linked more
+than ``timeout`` seconds ago (so an entry linked for a record about to be
+written is never taken for a dead one), in ``purge_expired`` and as it goes;
+the index of a user thus never grows beyond the sessions of one session
+lifetime.
+
 Besides sessions, a store keeps *counters* (upload quotas,
 :mod:`pyramid_sessup.uploads.quota`) in a namespace of their own that no
 session ID can reach: :meth:`SessionStore.modify_counter` changes one
@@ -52,6 +66,9 @@ SESSION_ID_RE = re.compile(r"[A-Za-z0-9_-]{43}\Z")
 #: Counter keys: lower-case hex digests (the quota module hashes what it counts).
 COUNTER_KEY_RE = re.compile(r"[0-9a-f]{16,64}\Z")
 
+#: User keys of the user index: a lower-case hex HMAC-SHA256 of the user ID.
+USER_KEY_RE = re.compile(r"[0-9a-f]{64}\Z")
+
 T = TypeVar("T")
 
 #: ``modify_counter``'s function: current data (``None`` if absent or expired)
@@ -62,6 +79,11 @@ CounterFn = Callable[["dict[str, Any] | None"], "tuple[dict[str, Any] | None, An
 def valid_counter_key(key: str) -> bool:
     """True if ``key`` has the shape of a counter key."""
     return isinstance(key, str) and COUNTER_KEY_RE.match(key) is not None
+
+
+def valid_user_key(key: str) -> bool:
+    """True if ``key`` has the shape of a user key (see :data:`USER_KEY_RE`)."""
+    return isinstance(key, str) and USER_KEY_RE.match(key) is not None
 
 
 #: The stored form of a dead ID.  A record is always a JSON object, so the JSON
@@ -219,6 +241,35 @@ class SessionStore(abc.ABC):
         listed, counted or loaded as a session.
         """
 
+    # -- the user index (pyramid_sessup.users) --------------------------------------------
+    @property
+    def index_ttl(self) -> int:
+        """How long a user's index lives after its last :meth:`link_user` (stores
+        that expire it, Redis and PostgreSQL): two session lifetimes.  The
+        session layer re-links every signed-in session at least once per
+        ``timeout`` while it is used, so the index outlives each of them."""
+        return 2 * self.timeout
+
+    @abc.abstractmethod
+    def link_user(self, user_key: str, sid: str) -> None:
+        """Add ``sid`` to the index of ``user_key``, or refresh the time it was linked.
+
+        Called before the record exists under ``sid`` (sign-in) and whenever
+        the session's "last seen" is written.  A store may prune the user's
+        stale entries here (linked more than ``timeout`` ago, record dead).
+        An invalid key or ID is ignored.
+        """
+
+    @abc.abstractmethod
+    def unlink_user(self, user_key: str, sid: str) -> None:
+        """Remove ``sid`` from the index of ``user_key`` (a no-op if it is not there)."""
+
+    @abc.abstractmethod
+    def user_sessions(self, user_key: str) -> list[tuple[str, float]]:
+        """``(sid, linked_at)`` for each entry of the index of ``user_key``, in no
+        particular order (``linked_at``: seconds since the epoch).  Entries of
+        dead sessions may be among them: the caller loads each record."""
+
     # -- operations (sessup-sessions) ---------------------------------------------------
     @abc.abstractmethod
     def ids(self) -> Iterator[str]:
@@ -229,7 +280,9 @@ class SessionStore(abc.ABC):
 
     @abc.abstractmethod
     def purge_expired(self) -> int:
-        """Delete every expired record and tombstone; return how many were deleted."""
+        """Delete every expired record and tombstone, and the user index entries of
+        dead sessions linked more than ``timeout`` ago; return how many records
+        (and tombstones) were deleted."""
 
     def close(self) -> None:
         """Release connections and other resources."""
@@ -242,6 +295,7 @@ __all__ = [
     "TOMBSTONE",
     "valid_session_id",
     "valid_counter_key",
+    "valid_user_key",
     "dumps",
     "loads",
     "merge",

@@ -7,6 +7,12 @@ deleting them while the application runs only deletes sessions)::
     ab/abXXXX…XXXX.lock   the session lock of ``sessup.session.lock`` (flock)
     .quota/<key>.json     counters (upload quotas), each flock()ed while it changes;
                           the file's modification time is its expiry
+    .users/<key>.json     the user index: ``{sid: linked_at}`` of one user key,
+                          flock()ed while it changes; removed once empty
+
+The user index files are pruned of dead sessions (linked over a timeout ago,
+record expired, dead or absent) whenever a session is linked, by listing
+(:mod:`pyramid_sessup.users`) and by ``purge_expired``.
 
 The file's modification time is the last access: a read-only request only
 ``utime``s the file (touch without rewrite), and a record (or tombstone) whose
@@ -41,7 +47,18 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
 from ..exceptions import SessionLockTimeout, StoreUnavailable
 from ..settings import SessupSettings
-from .base import TOMBSTONE, CounterFn, SessionStore, dumps, loads, merge, required, valid_counter_key, valid_session_id
+from .base import (
+    TOMBSTONE,
+    CounterFn,
+    SessionStore,
+    dumps,
+    loads,
+    merge,
+    required,
+    valid_counter_key,
+    valid_session_id,
+    valid_user_key,
+)
 
 T = TypeVar("T")
 
@@ -109,6 +126,7 @@ class FileStore(SessionStore):
         self.path = path
         os.makedirs(path, mode=0o700, exist_ok=True)
         self._counter_dir = os.path.join(path, ".quota")
+        self._user_dir = os.path.join(path, ".users")
 
     @classmethod
     def from_settings(cls, values: SessupSettings) -> FileStore:
@@ -387,14 +405,18 @@ class FileStore(SessionStore):
             os.close(fd)
 
     # -- counters ----------------------------------------------------------------------
-    def _open_counter(self, path: str) -> int:
-        """Open and flock the counter file at ``path`` (created if absent); the
-        descriptor returned is locked on the file that is at ``path`` now."""
+    def _open_counter(self, path: str, directory: str | None = None, create: bool = True) -> int | None:
+        """Open and flock the counter (or user index) file at ``path``, created if
+        absent, or ``None`` without ``create`` if there is none; the descriptor
+        returned is locked on the file that is at ``path`` now."""
+        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0)
         while True:
             try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                fd = os.open(path, flags, 0o600)
             except FileNotFoundError:
-                os.makedirs(self._counter_dir, mode=0o700, exist_ok=True)
+                if not create:
+                    return None
+                os.makedirs(directory or self._counter_dir, mode=0o700, exist_ok=True)
                 continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
@@ -415,6 +437,7 @@ class FileStore(SessionStore):
         path = os.path.join(self._counter_dir, key + ".json")
         try:
             fd = self._open_counter(path)
+            assert fd is not None
             try:
                 st = os.fstat(fd)
                 now = time.time()
@@ -453,6 +476,93 @@ class FileStore(SessionStore):
                 pass
             finally:
                 os.close(fd)
+
+    # -- the user index ------------------------------------------------------------------
+    def _user_path(self, user_key: str) -> str:
+        # The key was validated: 64 hex digits.
+        return os.path.join(self._user_dir, user_key + ".json")
+
+    @staticmethod
+    def _index(raw: bytes, user_key: str) -> dict[str, float]:
+        data = loads(raw.decode("utf-8", "replace"), user_key) if raw.strip() else None
+        return {sid: float(t) for sid, t in (data or {}).items()
+                if isinstance(t, (int, float)) and not isinstance(t, bool)}
+
+    def _alive(self, sid: str) -> bool:
+        """Whether ``sid`` holds a live record (not expired, not a tombstone)."""
+        def alive(fd: int, st: os.stat_result) -> bool:
+            return not self._expired(st, time.time()) and not _dead(os.pread(fd, len(_DEAD), 0))
+
+        return valid_session_id(sid) and bool(self._with_record(self._record_path(sid), False, alive))
+
+    def _prune(self, entries: dict[str, float], now: float) -> dict[str, float]:
+        """``entries`` without those of dead sessions linked over a timeout ago."""
+        return {sid: linked for sid, linked in entries.items()
+                if linked > now - self.timeout or self._alive(sid)}
+
+    def _change_user(self, user_key: str, fn: Callable[[dict[str, float]], dict[str, float]],
+                     create: bool) -> None:
+        """Replace the user's entries by ``fn(entries)`` under the file's lock (which
+        also orders it with every other change of that user's index); an empty
+        index leaves no file."""
+        path = self._user_path(user_key)
+        try:
+            fd = self._open_counter(path, self._user_dir, create)
+            if fd is None:
+                return
+            try:
+                st = os.fstat(fd)
+                entries = self._index(_read_all(fd, st.st_size), user_key) if st.st_size else {}
+                new = fn(dict(entries))
+                if not new:
+                    # Under its lock: whoever waits for it finds it unlinked and starts over.
+                    os.unlink(path)
+                elif new != entries:
+                    _overwrite(fd, dumps(new).encode("ascii"), st.st_size)
+            finally:
+                os.close(fd)  # releases the flock
+        except OSError as exc:
+            raise _unavailable(exc) from None
+
+    def link_user(self, user_key: str, sid: str) -> None:
+        if not (valid_user_key(user_key) and valid_session_id(sid)):
+            return
+
+        def link(entries: dict[str, float]) -> dict[str, float]:
+            now = time.time()
+            entries = self._prune(entries, now)
+            entries[sid] = now
+            return entries
+
+        self._change_user(user_key, link, create=True)
+
+    def unlink_user(self, user_key: str, sid: str) -> None:
+        if not valid_user_key(user_key):
+            return
+
+        def unlink(entries: dict[str, float]) -> dict[str, float]:
+            entries.pop(sid, None)
+            return entries
+
+        self._change_user(user_key, unlink, create=False)
+
+    def user_sessions(self, user_key: str) -> list[tuple[str, float]]:
+        if not valid_user_key(user_key):
+            return []
+
+        def read(fd: int, st: os.stat_result) -> dict[str, float]:
+            return self._index(_read_all(fd, st.st_size), user_key)
+
+        return list((self._with_record(self._user_path(user_key), False, read) or {}).items())
+
+    def _purge_users(self, now: float) -> None:
+        try:
+            names = os.listdir(self._user_dir)
+        except FileNotFoundError:
+            return
+        for name in names:
+            if name.endswith(".json") and valid_user_key(name[:-5]):
+                self._change_user(name[:-5], lambda entries: self._prune(entries, now), create=False)
 
     # -- operations (sessup-sessions) ------------------------------------------------------
     def _entries(self) -> Iterator[tuple[str, str]]:
@@ -499,4 +609,5 @@ class FileStore(SessionStore):
             elif name.endswith(".tmp") and age > 60:
                 self._unlink(path)  # left by a crash mid-write
         self._purge_counters(now)
+        self._purge_users(time.time())
         return purged

@@ -4,7 +4,10 @@ Records are kept as JSON text (not live objects), so the memory store
 behaves exactly like the shared stores: what cannot survive JSON does not
 survive here either.  A tombstone is an entry whose text is ``None``.
 Expired records and tombstones are evicted as they are met and by a sweep
-every few thousand writes, so the store does not grow without bound.
+every few thousand writes, so the store does not grow without bound.  The
+user index is a dict ``user key -> {sid: linked_at}``, pruned of dead
+sessions by the same sweep, by ``purge_expired`` and whenever a user links
+a session.
 """
 from __future__ import annotations
 
@@ -15,7 +18,16 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from ..exceptions import SessionLockTimeout
 from ..settings import SessupSettings
-from .base import CounterFn, SessionStore, dumps, loads, merge, valid_counter_key, valid_session_id
+from .base import (
+    CounterFn,
+    SessionStore,
+    dumps,
+    loads,
+    merge,
+    valid_counter_key,
+    valid_session_id,
+    valid_user_key,
+)
 
 _SWEEP_EVERY = 4096  # writes between two sweeps of expired records
 
@@ -32,6 +44,7 @@ class MemoryStore(SessionStore):
         self._lock_changed = threading.Condition(self._mutex)
         self._writes = 0
         self._counters: dict[str, tuple[str, float]] = {}  # key -> (json, expires_at), apart from sessions
+        self._users: dict[str, dict[str, float]] = {}  # user key -> {sid: linked_at}
 
     @classmethod
     def from_settings(cls, values: SessupSettings) -> MemoryStore:
@@ -55,6 +68,8 @@ class MemoryStore(SessionStore):
         if self._writes % _SWEEP_EVERY == 0:
             for key in [k for k, (_, exp) in self._records.items() if exp <= now]:
                 del self._records[key]
+            for user_key in list(self._users):
+                self._prune_user(user_key, now)
 
     def load(self, sid: str, *, touch: bool = True) -> dict[str, Any] | None:
         if not valid_session_id(sid):
@@ -158,6 +173,38 @@ class MemoryStore(SessionStore):
                 del self._counters[key]
             return result
 
+    # -- the user index ----------------------------------------------------------------------
+    def _prune_user(self, user_key: str, now: float) -> None:
+        """Drop the user's entries of dead sessions linked over a timeout ago (under the mutex)."""
+        entries = self._users.get(user_key)
+        if entries is None:
+            return
+        for sid, linked in list(entries.items()):
+            if linked <= now - self.timeout and self._live(sid, now) is None:
+                del entries[sid]
+        if not entries:
+            del self._users[user_key]
+
+    def link_user(self, user_key: str, sid: str) -> None:
+        if not (valid_user_key(user_key) and valid_session_id(sid)):
+            return
+        now = time.time()
+        with self._mutex:
+            self._prune_user(user_key, now)
+            self._users.setdefault(user_key, {})[sid] = now
+
+    def unlink_user(self, user_key: str, sid: str) -> None:
+        with self._mutex:
+            entries = self._users.get(user_key)
+            if entries is not None:
+                entries.pop(sid, None)
+                if not entries:
+                    del self._users[user_key]
+
+    def user_sessions(self, user_key: str) -> list[tuple[str, float]]:
+        with self._mutex:
+            return list(self._users.get(user_key, {}).items())
+
     def ids(self) -> Iterator[str]:
         now = time.time()
         with self._mutex:
@@ -172,4 +219,6 @@ class MemoryStore(SessionStore):
                 del self._records[sid]
             for key in [k for k, (_, exp) in self._counters.items() if exp <= now]:
                 del self._counters[key]
+            for user_key in list(self._users):
+                self._prune_user(user_key, now)
         return len(expired)

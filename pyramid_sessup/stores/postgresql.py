@@ -15,9 +15,15 @@ has expired.
 
 Session locks (``sessup.session.lock``) are rows of the same table with the ID
 ``lock:<session id>`` (never a valid session ID) and their own expiry, and so
-are counters (upload quotas, ``quota:<key>``), so one table is all there is to
-create, grant, back up or drop.  Session IDs never hold ``:``, which is how
-every session query tells the other rows apart.
+are counters (upload quotas, ``quota:<key>``) and the user index
+(``user:<user key>``: one row per user, found by the primary key, whose
+``data`` maps each session ID to the time it was linked), so one table is all
+there is to create, grant, back up or drop.  Session IDs never hold ``:``,
+which is how every session query tells the other rows apart.  A user's index
+row expires two session lifetimes after its last link (a session is re-linked
+whenever its "last seen" is written); linking, and
+:meth:`PostgresStore.purge_expired`, drop its entries of dead sessions linked
+over a timeout ago, and purge deletes the rows left empty or expired.
 
 Every per-request operation is one statement, so one round trip: ``load`` with
 touch is ``UPDATE … RETURNING data`` (committed without waiting for the WAL
@@ -52,7 +58,17 @@ from pyramid.exceptions import ConfigurationError
 
 from ..exceptions import SessionLockTimeout, SessionValueError, StoreUnavailable
 from ..settings import SessupSettings
-from .base import TOMBSTONE, CounterFn, SessionStore, dumps, loads, required, valid_counter_key, valid_session_id
+from .base import (
+    TOMBSTONE,
+    CounterFn,
+    SessionStore,
+    dumps,
+    loads,
+    required,
+    valid_counter_key,
+    valid_session_id,
+    valid_user_key,
+)
 
 log = logging.getLogger("pyramid_sessup.stores.postgresql")
 
@@ -72,10 +88,20 @@ _UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError)
 #: occurs in a session ID).
 _LOCK_PREFIX = "lock:"
 _COUNTER_PREFIX = "quota:"
+_USER_PREFIX = "user:"
 _SESSION_ROW = "strpos(id, ':') = 0"
 
 #: A row that is not a tombstone.
 _ALIVE = f"data <> '{TOMBSTONE}'::jsonb"
+
+#: Whether the user index entry ``e`` (a row of jsonb_each) stays: linked less than
+#: a timeout ago (its record may be about to be written), or its session is alive.
+_KEEP_ENTRY = (
+    "(CASE WHEN jsonb_typeof(e.value) = 'number' THEN e.value::text::float8 ELSE 0 END"
+    " > extract(epoch FROM now()) - %(timeout)s"
+    " OR EXISTS (SELECT 1 FROM {t} x WHERE x.id = e.key AND x.expires_at > now()"
+    " AND jsonb_typeof(x.data) = 'object'))"
+)
 
 
 def parse_table_name(name: str) -> tuple[str, ...]:
@@ -171,7 +197,7 @@ class PostgresStore(SessionStore):
         # every read request from a disk flush (~3 ms) into ~0.2 ms.
         no_wait = sql.SQL("set_config('synchronous_commit', 'off', true) IS NOT NULL")
         fmt = {"t": t, "expiry": expiry, "index": self._index, "no_wait": no_wait, "alive": sql.SQL(_ALIVE),
-               "dead": sql.SQL(f"'{TOMBSTONE}'::jsonb")}
+               "dead": sql.SQL(f"'{TOMBSTONE}'::jsonb"), "keep": sql.SQL(_KEEP_ENTRY).format(t=t)}
 
         def q(text: str) -> sql.Composed:
             return sql.SQL(text).format(**fmt)
@@ -244,6 +270,34 @@ class PostgresStore(SessionStore):
             "counter_set": q(
                 "UPDATE {t} SET data = %(data)s::jsonb, version = version + 1, expires_at = {expiry}"
                 " WHERE id = %(id)s"
+            ),
+            # The user index: one row per user key; entries of dead sessions are
+            # dropped as the row is linked (under its row lock, so no link is lost).
+            "link_user": q(
+                "INSERT INTO {t} AS s (id, data, version, expires_at)"
+                " VALUES (%(id)s, jsonb_build_object(%(sid)s::text, extract(epoch FROM now())), 1, {expiry})"
+                " ON CONFLICT (id) DO UPDATE SET data = (SELECT coalesce(jsonb_object_agg(e.key, e.value), '{{}}')"
+                " FROM jsonb_each(CASE WHEN s.expires_at > now() AND jsonb_typeof(s.data) = 'object'"
+                " THEN s.data ELSE '{{}}' END) e WHERE {keep}) || EXCLUDED.data,"
+                " version = s.version + 1, expires_at = EXCLUDED.expires_at"
+            ),
+            "unlink_user": q(
+                "UPDATE {t} SET data = data - %(sid)s::text, version = version + 1"
+                " WHERE id = %(id)s AND jsonb_typeof(data) = 'object' AND data ? %(sid)s::text"
+            ),
+            "user_sessions": q(
+                "SELECT data::text FROM {t} WHERE id = %(id)s AND expires_at > now()"
+            ),
+            "purge_users": q(
+                "UPDATE {t} u SET data = (SELECT coalesce(jsonb_object_agg(e.key, e.value), '{{}}')"
+                " FROM jsonb_each(u.data) e WHERE {keep}), version = u.version + 1"
+                f" WHERE left(u.id, {len(_USER_PREFIX)}) = '{_USER_PREFIX}' AND u.expires_at > now()"
+                " AND jsonb_typeof(u.data) = 'object'"
+                " AND EXISTS (SELECT 1 FROM jsonb_each(u.data) e WHERE NOT {keep})"
+            ),
+            "purge_empty_users": q(
+                f"DELETE FROM {{t}} WHERE left(id, {len(_USER_PREFIX)}) = '{_USER_PREFIX}'"
+                " AND data = '{{}}'::jsonb"
             ),
             "ids": q(f"SELECT id FROM {{t}} WHERE expires_at > now() AND {_SESSION_ROW} AND {{alive}}"),
             "count": q(f"SELECT count(*) FROM {{t}} WHERE expires_at > now() AND {_SESSION_ROW} AND {{alive}}"),
@@ -412,6 +466,26 @@ class PostgresStore(SessionStore):
 
         return self._run(run)
 
+    # -- the user index: a row "user:<key>" per user ---------------------------------------
+    def link_user(self, user_key: str, sid: str) -> None:
+        if not (valid_user_key(user_key) and valid_session_id(sid)):
+            return
+        self._rowcount("link_user", {"id": _USER_PREFIX + user_key, "sid": sid, "ttl": self.index_ttl,
+                                     "timeout": self.timeout})
+
+    def unlink_user(self, user_key: str, sid: str) -> None:
+        if not valid_user_key(user_key):
+            return
+        self._rowcount("unlink_user", {"id": _USER_PREFIX + user_key, "sid": sid})
+
+    def user_sessions(self, user_key: str) -> list[tuple[str, float]]:
+        if not valid_user_key(user_key):
+            return []
+        row = self._one("user_sessions", {"id": _USER_PREFIX + user_key})
+        entries = loads(row[0], user_key) if row is not None else None
+        return [(sid, float(linked)) for sid, linked in (entries or {}).items()
+                if isinstance(linked, (int, float)) and not isinstance(linked, bool)]
+
     # -- operations ------------------------------------------------------------------------
     def ids(self) -> Iterator[str]:
         def fetch(conn: psycopg.Connection[Any]) -> list[str]:
@@ -428,7 +502,9 @@ class PostgresStore(SessionStore):
     def purge_expired(self) -> int:
         def purge(conn: psycopg.Connection[Any]) -> int:
             deleted = conn.execute(self._q["purge"]).rowcount
-            conn.execute(self._q["purge_locks"])
+            conn.execute(self._q["purge_locks"])  # and counters, and user index rows that expired
+            conn.execute(self._q["purge_users"], {"timeout": self.timeout})
+            conn.execute(self._q["purge_empty_users"])
             return deleted
 
         return self._run(purge)

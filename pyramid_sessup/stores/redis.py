@@ -4,7 +4,12 @@ Layout: key ``key_prefix + sid`` holds the record as a JSON string (never a
 pickle); its TTL is the idle timeout, so Redis itself removes expired
 sessions.  Locks live at ``key_prefix + "lock:" + sid``; that suffix is never a
 valid session ID, so :meth:`RedisStore.ids` cannot mistake a lock for a session;
-counters (upload quotas) at ``key_prefix + "quota:" + key``, likewise.
+counters (upload quotas) at ``key_prefix + "quota:" + key``, likewise, and the
+user index at ``key_prefix + "user:" + user key``: a sorted set of session IDs
+scored by the time each was linked, whose TTL (two session lifetimes) is
+refreshed by every link, i.e. whenever a session's "last seen" is written, so
+it outlives each of its sessions; linking also drops the entries of dead
+sessions linked over a timeout ago.
 
 One round trip per request where possible: ``GETEX … EX`` loads and slides
 the expiry at once, ``SET … NX EX`` creates, ``EXPIRE`` touches.  ``update``
@@ -38,7 +43,18 @@ from redis.retry import Retry
 
 from ..exceptions import SessionLockTimeout, StoreUnavailable
 from ..settings import SessupSettings
-from .base import TOMBSTONE, CounterFn, SessionStore, dumps, loads, merge, required, valid_counter_key, valid_session_id
+from .base import (
+    TOMBSTONE,
+    CounterFn,
+    SessionStore,
+    dumps,
+    loads,
+    merge,
+    required,
+    valid_counter_key,
+    valid_session_id,
+    valid_user_key,
+)
 
 log = logging.getLogger("pyramid_sessup.stores.redis")
 
@@ -160,6 +176,9 @@ class RedisStore(SessionStore):
 
     def _lock_key(self, sid: str) -> str:
         return self.key_prefix + "lock:" + sid
+
+    def _index_key(self, user_key: str) -> str:
+        return self.key_prefix + "user:" + user_key
 
     def _unavailable(self, exc: Exception) -> StoreUnavailable:
         # Kept short: the text may reach a 503 page; addresses stay out of it.
@@ -310,6 +329,56 @@ class RedisStore(SessionStore):
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise self._unavailable(exc) from exc
 
+    # -- the user index --------------------------------------------------------------------
+    def link_user(self, user_key: str, sid: str) -> None:
+        if not (valid_user_key(user_key) and valid_session_id(sid)):
+            return
+        key = self._index_key(user_key)
+        now = time.time()
+        try:
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.zadd(key, {sid: now})
+                pipe.expire(key, self.index_ttl)
+                pipe.zrangebyscore(key, "-inf", now - self.timeout)
+                stale = pipe.execute()[2]
+            self._prune_index(key, stale)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise self._unavailable(exc) from exc
+        except ResponseError:  # not a sorted set at the key: nothing of ours to keep
+            log.warning("user index %s… is not a sorted set; left alone", user_key[:8])
+
+    def _prune_index(self, key: str, stale: list[Any]) -> None:
+        """Remove from the index ``key`` those of ``stale`` (entries linked over a
+        timeout ago, so no sign-in is still about to write their records) whose
+        record is absent or dead."""
+        if not stale:
+            return
+        values = self.client.mget([self._key(m.decode("ascii", "replace")) for m in stale])
+        dead = [m for m, value in zip(stale, values) if value is None or value == _DEAD]
+        if dead:
+            self.client.zrem(key, *dead)
+
+    def unlink_user(self, user_key: str, sid: str) -> None:
+        if not valid_user_key(user_key):
+            return
+        try:
+            self.client.zrem(self._index_key(user_key), sid)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise self._unavailable(exc) from exc
+        except ResponseError:
+            pass
+
+    def user_sessions(self, user_key: str) -> list[tuple[str, float]]:
+        if not valid_user_key(user_key):
+            return []
+        try:
+            entries: list[Any] = self.client.zrange(self._index_key(user_key), 0, -1, withscores=True)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise self._unavailable(exc) from exc
+        except ResponseError:
+            return []
+        return [(member.decode("ascii", "replace"), float(score)) for member, score in entries]
+
     # -- operations ------------------------------------------------------------------------
     def modify_counter(self, key: str, fn: CounterFn, ttl: float) -> Any:
         if not valid_counter_key(key):
@@ -365,6 +434,18 @@ class RedisStore(SessionStore):
     def purge_expired(self) -> int:
         # Redis deletes expired keys itself (every record is written with a TTL),
         # and an expired key is invisible even before its memory is reclaimed.
+        # A user index expires by itself too (index_ttl), and each link prunes
+        # it; this prunes the indexes of users who were not linked again.
+        horizon = time.time() - self.timeout
+        try:
+            for key in self.client.scan_iter(match=_glob_escape(self.key_prefix + "user:") + "*", count=1000):
+                try:
+                    stale: list[Any] = self.client.zrangebyscore(key, "-inf", horizon)
+                    self._prune_index(key, stale)
+                except ResponseError:
+                    continue  # not a sorted set: not ours
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise self._unavailable(exc) from exc
         return 0
 
     def ping(self) -> None:

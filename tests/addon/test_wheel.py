@@ -17,7 +17,7 @@ from ..support import ROOT, free_port, running_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 
-PAGES = ("/", "/ajax", "/upload", "/session/page", "/tus-demo")
+PAGES = ("/", "/ajax", "/upload", "/session/page", "/tus-demo", "/account/sign-in")
 
 
 def run(*cmd: str | Path, cwd: Path | None = None) -> str:

@@ -1,7 +1,8 @@
 """The demo application (exactly :func:`pyramid_sessup.demo.main`'s configuration)
 plus GET endpoints that make request overlap deliberate (the lost-write
-tests) and logout/login endpoints for the resurrection races; served by
-pserve with ``use = call:tests.stores.app:main``."""
+tests), logout/login endpoints for the resurrection races, and sign-in / list
+/ revoke endpoints over :mod:`pyramid_sessup.users`; served by pserve with
+``use = call:tests.stores.app:main``."""
 from __future__ import annotations
 
 import time
@@ -12,6 +13,7 @@ from pyramid.request import Request
 from pyramid.router import Router
 
 import pyramid_sessup.demo
+from pyramid_sessup.users import list_sessions, revoke_all_sessions, revoke_session
 
 
 def set_key(request: Request) -> dict[str, Any]:
@@ -48,6 +50,36 @@ def info(request: Request) -> dict[str, Any]:
     return {"new": session.new, "count": session.get("count", 0)}
 
 
+def sign_in(request: Request) -> dict[str, Any]:
+    request.session.sign_in(request.params["user"])
+    return {"user": request.session.user_id}
+
+
+def sign_out(request: Request) -> dict[str, Any]:
+    request.session.sign_out()
+    return {"user": request.session.user_id}
+
+
+def who(request: Request) -> dict[str, Any]:
+    """Who the session is signed in as, and whether it is new; writes nothing itself."""
+    session = request.session
+    return {"user": session.user_id, "new": session.new, "data": dict(session.items())}
+
+
+def sessions(request: Request) -> dict[str, Any]:
+    found = list_sessions(request, request.params.get("user"))
+    return {"sessions": [info.__dict__ for info in found]}
+
+
+def revoke(request: Request) -> dict[str, Any]:
+    return {"revoked": revoke_session(request, request.params["handle"], request.params.get("user"))}
+
+
+def revoke_all(request: Request) -> dict[str, Any]:
+    keep = request.params.get("keep", "true") == "true"
+    return {"revoked": revoke_all_sessions(request, request.params.get("user"), keep_current=keep)}
+
+
 def main(global_config: dict[str, Any] | None, **settings: Any) -> Router:
     app = pyramid_sessup.demo.main(global_config, **settings)
     with Configurator(registry=app.registry) as config:
@@ -64,4 +96,13 @@ def main(global_config: dict[str, Any] | None, **settings: Any) -> Router:
         config.add_view(regenerate, route_name="test.regenerate", request_method="POST", renderer="json",
                         require_csrf=False)
         config.add_view(info, route_name="test.info", renderer="json")
+        # Sessions per user (pyramid_sessup.users); the same shortcut on CSRF.
+        for name, view in (("sign-in", sign_in), ("sign-out", sign_out), ("revoke", revoke),
+                           ("revoke-all", revoke_all)):
+            config.add_route(f"test.{name}", f"/test/{name}")
+            config.add_view(view, route_name=f"test.{name}", request_method="POST", renderer="json",
+                            require_csrf=False)
+        for name, view in (("who", who), ("sessions", sessions)):
+            config.add_route(f"test.{name}", f"/test/{name}")
+            config.add_view(view, route_name=f"test.{name}", renderer="json")
     return config.make_wsgi_app()
