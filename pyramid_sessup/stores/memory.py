@@ -2,9 +2,11 @@
 
 Records are kept as JSON text (not live objects), so the memory store
 behaves exactly like the shared stores: what cannot survive JSON does not
-survive here either.  A tombstone is an entry whose text is ``None``.
-Expired records and tombstones are evicted as they are met and by a sweep
-every few thousand writes, so the store does not grow without bound.
+survive here either.  A tombstone is an entry whose text is ``None``; the
+forward of a rotated ID (:meth:`MemoryStore.rotate`) is kept beside its
+tombstone, with the time it stops being followed.
+Expired records, tombstones and forwards are evicted as they are met and by a
+sweep every few thousand writes, so the store does not grow without bound.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from ..exceptions import SessionLockTimeout
 from ..settings import SessupSettings
-from .base import CounterFn, SessionStore, dumps, loads, merge, valid_counter_key, valid_session_id
+from .base import CounterFn, Forward, SessionStore, dumps, loads, merge, valid_counter_key, valid_session_id
 
 _SWEEP_EVERY = 4096  # writes between two sweeps of expired records
 
@@ -32,6 +34,7 @@ class MemoryStore(SessionStore):
         self._lock_changed = threading.Condition(self._mutex)
         self._writes = 0
         self._counters: dict[str, tuple[str, float]] = {}  # key -> (json, expires_at), apart from sessions
+        self._forwards: dict[str, tuple[str, float]] = {}  # rotated sid -> (new sid, followed until)
 
     @classmethod
     def from_settings(cls, values: SessupSettings) -> MemoryStore:
@@ -55,14 +58,22 @@ class MemoryStore(SessionStore):
         if self._writes % _SWEEP_EVERY == 0:
             for key in [k for k, (_, exp) in self._records.items() if exp <= now]:
                 del self._records[key]
+            for key in [k for k, (_, until) in self._forwards.items() if until <= now]:
+                del self._forwards[key]
 
-    def load(self, sid: str, *, touch: bool = True) -> dict[str, Any] | None:
+    def lookup(self, sid: str, *, touch: bool = True) -> dict[str, Any] | Forward | None:
         if not valid_session_id(sid):
             return None
         now = time.time()
         with self._mutex:
-            raw = self._live(sid, now)
-            if raw is not None and touch:
+            entry = self._entry(sid, now)
+            if entry is None:
+                return None
+            raw = entry[0]
+            if raw is None:  # a tombstone: perhaps a rotated ID whose forward still lives
+                forward = self._forwards.get(sid)
+                return Forward(forward[0]) if forward is not None and forward[1] > now else None
+            if touch:
                 self._records[sid] = (raw, now + self.timeout)
         return loads(raw, sid)
 
@@ -105,6 +116,21 @@ class MemoryStore(SessionStore):
             self._write(old, None, now)
             return True
 
+    def rotate(self, old: str, new: str, changed: Mapping[str, Any], removed: Iterable[str], *,
+               grace: float, expected: str | None = None) -> dict[str, Any] | None:
+        if not (valid_session_id(old) and valid_session_id(new)) or old == new:
+            return None
+        now = time.time()
+        with self._mutex:
+            current = loads(self._live(old, now), old)
+            if current is None or self._entry(new, now) is not None:
+                return None
+            merge(current, changed, removed)
+            self._write(new, current, now)
+            self._write(old, None, now)
+            self._forwards[old] = (new, now + grace)
+            return current
+
     def touch(self, sid: str) -> None:
         now = time.time()
         with self._mutex:
@@ -112,11 +138,14 @@ class MemoryStore(SessionStore):
             if raw is not None:
                 self._records[sid] = (raw, now + self.timeout)
 
-    def delete(self, sid: str) -> None:
+    def delete(self, sid: str) -> str | None:
         if not valid_session_id(sid):
-            return
+            return None
+        now = time.time()
         with self._mutex:
-            self._write(sid, None, time.time())
+            forward = self._forwards.pop(sid, None)
+            self._write(sid, None, now)
+        return forward[0] if forward is not None and forward[1] > now else None
 
     def acquire_lock(self, sid: str, timeout: float) -> Any:
         token = uuid.uuid4().hex
@@ -172,4 +201,6 @@ class MemoryStore(SessionStore):
                 del self._records[sid]
             for key in [k for k, (_, exp) in self._counters.items() if exp <= now]:
                 del self._counters[key]
+            for key in [k for k, (_, until) in self._forwards.items() if until <= now]:
+                del self._forwards[key]
         return len(expired)
