@@ -4,6 +4,7 @@ tests) and logout/login endpoints for the resurrection races; served by
 pserve with ``use = call:tests.stores.app:main``."""
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
@@ -14,12 +15,20 @@ from pyramid.router import Router
 import pyramid_sessup.demo
 
 
+def _digest(sid: str) -> str:
+    """Names a session ID in an answer without showing it."""
+    return hashlib.sha256(sid.encode("ascii")).hexdigest()[:16]
+
+
 def set_key(request: Request) -> dict[str, Any]:
     """Write one key after an optional pause: two of these overlap on purpose."""
     session = request.session
     session.get("touch-the-session-first")
+    loaded_as = session.id  # the ID the session had when this request loaded it
     time.sleep(float(request.params.get("delay", "0")))
     session[request.matchdict["key"]] = request.params.get("value", "1")
+    if "digest" in request.params:
+        return {"data": dict(session.items()), "loaded_as": _digest(loaded_as)}
     return dict(session.items())
 
 
@@ -48,6 +57,21 @@ def info(request: Request) -> dict[str, Any]:
     return {"new": session.new, "count": session.get("count", 0)}
 
 
+def make_due(request: Request) -> dict[str, Any]:
+    """Age a session's ID past any rotate_after, in the store itself (this request
+    never loads the session, so it does not rotate it)."""
+    record = {"_issued": time.time() - 10 * 365 * 86400}
+    return {"aged": request.registry.sessup_store.update(request.params["sid"], record, []) is not None}
+
+
+def lookup(request: Request) -> dict[str, Any]:
+    """What the store answers for an ID: live, forwarded (to which ID) or dead."""
+    found = request.registry.sessup_store.lookup(request.params["sid"], touch=False)
+    if isinstance(found, dict):
+        return {"live": True, "forward": None}
+    return {"live": False, "forward": getattr(found, "target", None)}
+
+
 def main(global_config: dict[str, Any] | None, **settings: Any) -> Router:
     app = pyramid_sessup.demo.main(global_config, **settings)
     with Configurator(registry=app.registry) as config:
@@ -64,4 +88,8 @@ def main(global_config: dict[str, Any] | None, **settings: Any) -> Router:
         config.add_view(regenerate, route_name="test.regenerate", request_method="POST", renderer="json",
                         require_csrf=False)
         config.add_view(info, route_name="test.info", renderer="json")
+        config.add_route("test.due", "/test/due")
+        config.add_route("test.lookup", "/test/lookup")
+        config.add_view(make_due, route_name="test.due", renderer="json")
+        config.add_view(lookup, route_name="test.lookup", renderer="json")
     return config.make_wsgi_app()
