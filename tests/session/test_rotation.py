@@ -152,13 +152,20 @@ LATE = {
 }
 
 
+@pytest.mark.parametrize("due", [True, False], ids=["loaded-due", "loaded-just-before-due"])
 @pytest.mark.parametrize("late", list(LATE))
-def test_request_that_loaded_the_old_id_writes_to_the_new_one(make_host: Any, late: str) -> None:
+def test_request_that_loaded_the_old_id_writes_to_the_new_one(make_host: Any, late: str, due: bool) -> None:
+    """The late request found the ID due too (it tries to rotate, loses, follows),
+    or loaded it a moment before it was due (its write finds the ID dead and
+    follows the forward)."""
     path, params, settings = LATE[late]
     app, old = started(make_host, **settings)
-    make_due(app, old)
+    if due:
+        make_due(app, old)
     result: list[Any] = []
     thread = in_flight(app, old, path, params, "late", result)
+    if not due:
+        make_due(app, old)
     # Meanwhile another request rotates (and writes).
     res = client_with(app, old).get("/write", {"c": "3"})
     new = cookie_value(res)
