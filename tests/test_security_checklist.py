@@ -18,8 +18,8 @@ from .support import ROOT
 SECURITY = ROOT / "SECURITY.md"
 
 #: The threats SECURITY.md must cover, as its rows name them.
-SESSION_THREATS = ["Tampered IDs", "Oversized IDs", "Unknown IDs", "Expired IDs", "Fixation", "Logout", "Logout races", "Pickle",
-                   "Leaked store dumps",
+SESSION_THREATS = ["Tampered IDs", "Oversized IDs", "Unknown IDs", "Expired IDs", "Fixation", "Logout", "Logout races",
+                   "Sessions that never end", "Long-lived stolen IDs", "Pickle", "Leaked store dumps",
                    "Cookie flags", "CSRF", "Untrusted `Host`", "Shadowed routes", "Cache leaks (`Vary: Cookie`)",
                    "CSRF token after login and logout", "Cached session answers (`no-store`)",
                    "Anonymous visitors filling the store", "Duplicate session cookies", "Undecodable input (never a 5xx)"]
