@@ -500,13 +500,17 @@ class SessupSession(BeakerSession):
         found = self._store_call(self.store.lookup, self.id, touch=False)
         if not isinstance(found, Forward):
             return False
-        self.id = found.target
+        self._adopt(found.target)
+        return True
+
+    def _adopt(self, target: str) -> None:
+        """Continue under ``target``, the ID another request rotated this one to."""
+        self.id = target
         self._loaded_record = None  # the record there is not the one this request loaded
         # Issued a moment ago (while this request ran): a full write must not
         # carry the old ID's issue time over, or the next request would rotate again.
         self._meta[ISSUED_KEY] = time.time()
         self._send_cookie = True  # the client may still hold the old ID
-        return True
 
     def _write(self, op: Callable[[str], T | None]) -> T | None:
         """``op(sid)`` on this session's ID; if it finds the ID dead because it was
@@ -524,15 +528,21 @@ class SessupSession(BeakerSession):
     def _rotate(self, changed: dict[str, Any], removed: list[str]) -> bool:
         """Give the session a new ID, writing this request's changes on the way
         (see the module docstring); False if another request rotated it first
-        (this request then continues under that ID) or the session is over."""
+        (this request then continues under that ID), if the store could not
+        rotate it now (it keeps its ID until a later request), or if the session
+        is over."""
         old, new, now = self.id, new_session_id(), time.time()
         changed = {**changed, ISSUED_KEY: now}
         expected = self._loaded_record if not self._force_full else None
         record = self._store_call(self.store.rotate, old, new, changed, removed,
                                   grace=self.config.rotate_grace, expected=expected)
         if record is None:
-            if not self._follow():
+            found = self._store_call(self.store.lookup, old, touch=False)
+            if isinstance(found, Forward):
+                self._adopt(found.target)
+            elif found is None:
                 self._gone()
+            # else still live under its ID (the store could not rotate it now): a later request will.
             return False
         self.id = new
         self._meta[ISSUED_KEY] = now

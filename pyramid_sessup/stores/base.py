@@ -221,7 +221,7 @@ class SessionStore(abc.ABC):
 
     @abc.abstractmethod
     def rotate(self, old: str, new: str, changed: Mapping[str, Any], removed: Iterable[str], *,
-               grace: float, expected: str | None = None) -> dict[str, Any] | None:
+               grace: float, expected: str | None = None, if_record: str | None = None) -> dict[str, Any] | None:
         """Atomically move the live record ``old`` to the free ID ``new``, merging
         ``changed`` and dropping ``removed`` on the way (as :meth:`update`), and
         turn ``old`` into a tombstone that forwards to ``new`` for ``grace``
@@ -229,10 +229,13 @@ class SessionStore(abc.ABC):
 
         The record moved is the one stored at that moment, not the caller's copy,
         so a concurrent request's committed write moves with it.  ``expected``
-        is as for :meth:`update`.  Returns the new record, or ``None`` with
-        nothing changed if ``old`` is not a live, readable record (expired,
-        deleted, or rotated by another request first: :meth:`lookup` tells) or
-        ``new`` is taken.
+        is as for :meth:`update`.  With ``if_record`` (:func:`dumps` form) the
+        rotation happens only if the stored record is exactly that one: a
+        wrapper that must rewrite every value for the new ID (encryption binds
+        each value to its session) rotates what it read, or nothing.  Returns
+        the new record, or ``None`` with nothing changed if ``old`` is not a
+        live, readable record (expired, deleted, or rotated by another request
+        first: :meth:`lookup` tells), is not ``if_record``, or ``new`` is taken.
         """
 
     @abc.abstractmethod

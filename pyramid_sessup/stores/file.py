@@ -37,6 +37,7 @@ someone else's data.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import secrets
 import time
@@ -332,7 +333,7 @@ class FileStore(SessionStore):
         return bool(self._with_record(path, True, move))
 
     def rotate(self, old: str, new: str, changed: Mapping[str, Any], removed: Iterable[str], *,
-               grace: float, expected: str | None = None) -> dict[str, Any] | None:
+               grace: float, expected: str | None = None, if_record: str | None = None) -> dict[str, Any] | None:
         if not (valid_session_id(old) and valid_session_id(new)) or old == new:
             return None
 
@@ -343,7 +344,7 @@ class FileStore(SessionStore):
                 return None
             raw = _read_all(fd, st.st_size)
             current = None if _dead(raw) else loads(raw, old)
-            if current is None:
+            if current is None or (if_record is not None and current != json.loads(if_record)):
                 return None
             merge(current, changed, removed)
             if not self._link_new(new, dumps(current).encode("utf-8")):

@@ -10,6 +10,7 @@ sweep every few thousand writes, so the store does not grow without bound.
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -117,13 +118,15 @@ class MemoryStore(SessionStore):
             return True
 
     def rotate(self, old: str, new: str, changed: Mapping[str, Any], removed: Iterable[str], *,
-               grace: float, expected: str | None = None) -> dict[str, Any] | None:
+               grace: float, expected: str | None = None, if_record: str | None = None) -> dict[str, Any] | None:
         if not (valid_session_id(old) and valid_session_id(new)) or old == new:
             return None
         now = time.time()
         with self._mutex:
             current = loads(self._live(old, now), old)
             if current is None or self._entry(new, now) is not None:
+                return None
+            if if_record is not None and current != json.loads(if_record):
                 return None
             merge(current, changed, removed)
             self._write(new, current, now)

@@ -241,7 +241,8 @@ class PostgresStore(SessionStore):
             # waits and then finds a tombstone), and read as that update left it.
             "rotate": q(
                 "WITH prev AS (SELECT id, data FROM {t} WHERE id = %(old)s AND expires_at > now()"
-                " AND jsonb_typeof(data) = 'object' FOR UPDATE),"
+                " AND jsonb_typeof(data) = 'object' AND (%(if_record)s::jsonb IS NULL OR data = %(if_record)s::jsonb)"
+                " FOR UPDATE),"
                 " dead AS (UPDATE {t} AS s SET data = {dead}, version = s.version + 1, expires_at = {expiry}"
                 " FROM prev WHERE s.id = prev.id"
                 " RETURNING (prev.data || %(changed)s::jsonb) - %(removed)s::text[] AS data),"
@@ -415,11 +416,11 @@ class PostgresStore(SessionStore):
             return False  # the new ID is taken: the whole statement did nothing
 
     def rotate(self, old: str, new: str, changed: Mapping[str, Any], removed: Iterable[str], *,
-               grace: float, expected: str | None = None) -> dict[str, Any] | None:
+               grace: float, expected: str | None = None, if_record: str | None = None) -> dict[str, Any] | None:
         if not (valid_session_id(old) and valid_session_id(new)) or old == new:
             return None
         params = {"old": old, "new": new, "fwd": _FORWARD_PREFIX + old, "changed": dumps(changed),
-                  "removed": list(removed), "grace": grace, "ttl": self.timeout}
+                  "removed": list(removed), "grace": grace, "ttl": self.timeout, "if_record": if_record}
         try:
             row = self._one("rotate", params)
         except psycopg.errors.UniqueViolation:

@@ -315,13 +315,15 @@ class RedisStore(SessionStore):
             return False
 
     def rotate(self, old: str, new: str, changed: Mapping[str, Any], removed: Iterable[str], *,
-               grace: float, expected: str | None = None) -> dict[str, Any] | None:
+               grace: float, expected: str | None = None, if_record: str | None = None) -> dict[str, Any] | None:
         if not (valid_session_id(old) and valid_session_id(new)) or old == new:
             return None
         removed = list(removed)
         keys = [self._key(old), self._key(new), self._forward_key(old)]
         grace_ms = max(1, int(grace * 1000))
         try:
+            if if_record is not None:
+                expected = if_record
             base: str | bytes | None = expected if expected is not None else self.client.get(keys[0])
             for _ in range(_MAX_UPDATE_ATTEMPTS):
                 if base is None or base == _DEAD or base == TOMBSTONE:
@@ -333,8 +335,8 @@ class RedisStore(SessionStore):
                 result = self._rotate_script(keys=keys, args=[base, dumps(data), self.timeout, new, grace_ms])
                 if result == 1:
                     return data
-                if not isinstance(result, bytes):
-                    return None  # gone meanwhile (nil), or the new ID is taken (0)
+                if not isinstance(result, bytes) or if_record is not None:
+                    return None  # gone meanwhile (nil), the new ID is taken (0), or not the record required
                 base = result  # another request wrote first: merge onto its record
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise self._unavailable(exc) from exc

@@ -247,6 +247,23 @@ def test_lock_waiter_on_the_old_id_follows_to_the_new_one(make_host: Any) -> Non
     assert list(store_of(app).ids()) == [sid_of(new)]
 
 
+def test_rotation_the_store_postpones_keeps_the_session(make_host: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store may decline to rotate a live record for now (the encrypted store, after
+    its record kept changing through every try): the request writes as usual under
+    the old ID, and a later request rotates."""
+    app, old = started(make_host)
+    make_due(app, old)
+    store = store_of(app)
+    monkeypatch.setattr(store, "rotate", lambda *args, **kw: None)
+    res = app.get("/write", {"b": "2"})
+    assert res.status_int == 200 and cookie_value(res) == old  # no new ID, and not cleared
+    monkeypatch.undo()
+    assert store.load(sid_of(old))["b"] == "2"
+    new = cookie_value(app.get("/read"))
+    assert new is not None and sid_of(new) != sid_of(old)
+    assert client_with(app, new).get("/read").json["data"] == {"a": "1", "b": "2"}
+
+
 def test_failed_request_rotates_nothing(make_host: Any) -> None:
     app, old = started(make_host)
     make_due(app, old)

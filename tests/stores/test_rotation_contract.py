@@ -1,19 +1,28 @@
 """The store side of ID rotation (``SessionStore.rotate``, ``lookup``, the forward
 ``delete`` reports), run against every store: memory, file, the real Redis and
-the real PostgreSQL."""
+the real PostgreSQL, each also through encryption at rest (whose ``rotate``
+rewrites the record for the new ID instead of moving it)."""
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
 from typing import Any, Callable
 
-from pyramid_sessup.stores.base import Forward, SessionStore, dumps
+import pytest
 
-from .backends import expire_now, plant, raw_record
+from pyramid_sessup.stores.base import Forward, SessionStore, dumps
+from pyramid_sessup.stores.encrypted import EncryptedStore
+
+from .backends import expire_now, plant
 
 MakeStore = Callable[..., SessionStore]
 ROUNDS = 20
+WRITES = 4  # writes of each writer in the rotation race
+#: Two secrets: the encrypted stores also carry removal markers and re-encrypt.
+SECRETS = ["rotation-contract-secret-new-0123456789abcdef", "rotation-contract-secret-old-0123456789abcdef"]
+PLAIN_OR_ENCRYPTED = pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
 
 
 def new_sid() -> str:
@@ -28,11 +37,12 @@ def rotated(store: SessionStore, data: dict[str, Any] | None = None, grace: floa
     return old, new
 
 
-def two_processes(store_factory: MakeStore, kind: str) -> list[SessionStore]:
+def two_processes(store_factory: MakeStore, kind: str, encrypted: bool = False) -> list[SessionStore]:
     """Two store objects on one backend, as two app processes have (the memory
     store lives in one process: the same object twice)."""
     first = store_factory()
-    return [first, first if kind == "memory" else store_factory()]
+    stores = [first, first if kind == "memory" else store_factory()]
+    return [EncryptedStore(store, SECRETS) for store in stores] if encrypted else stores
 
 
 def together(n: int, fn: Callable[[int], Any]) -> list[Any]:
@@ -67,7 +77,6 @@ def test_rotate_moves_the_record_and_forwards_the_old_id(store: SessionStore) ->
     assert store.lookup(old) == Forward(new) and store.lookup(old, touch=False) == Forward(new)
     assert list(store.ids()) == [new] and store.count() == 1  # never two live records
     assert store.create(old, {"revived": True}) is False  # a tombstone, forward or not
-    assert (raw_record(store, old) or b"").startswith(b"null")
 
 
 def test_writes_to_a_rotated_id_change_nothing(store: SessionStore) -> None:
@@ -126,8 +135,9 @@ def test_rotate_moves_the_record_as_stored_not_the_callers_copy(store: SessionSt
     assert record == {"a": 1, "b": 2, "c": 3} == store.load(new)
 
 
-def test_only_one_of_racing_rotations_wins(store_factory: MakeStore, kind: str) -> None:
-    stores = two_processes(store_factory, kind)
+@PLAIN_OR_ENCRYPTED
+def test_only_one_of_racing_rotations_wins(store_factory: MakeStore, kind: str, encrypted: bool) -> None:
+    stores = two_processes(store_factory, kind, encrypted)
     failures = []
     for _ in range(ROUNDS):
         old = new_sid()
@@ -146,11 +156,13 @@ def test_only_one_of_racing_rotations_wins(store_factory: MakeStore, kind: str) 
     assert failures == [], f"{len(failures)} failures in {ROUNDS} rounds: {failures[:5]}"
 
 
-def test_writers_racing_a_rotation_lose_nothing(store_factory: MakeStore, kind: str) -> None:
+@PLAIN_OR_ENCRYPTED
+def test_writers_racing_a_rotation_lose_nothing(store_factory: MakeStore, kind: str, encrypted: bool) -> None:
     """Writers of different keys on the old ID, while it rotates: a write that finds
     the old ID dead follows its forward (what the session layer does); every key
-    ends up in the one live record."""
-    stores = two_processes(store_factory, kind)
+    ends up in the one live record.  (An encrypted rotation starts again when a
+    write lands first: it then succeeds between two writes.)"""
+    stores = two_processes(store_factory, kind, encrypted)
     failures = []
     followed = 0
     for _ in range(ROUNDS):
@@ -158,26 +170,37 @@ def test_writers_racing_a_rotation_lose_nothing(store_factory: MakeStore, kind: 
         stores[0].create(old, {"a": 1})
         loaded = dumps({"a": 1})
 
-        def work(i: int) -> str:
-            store = stores[i % 2]
-            if i == 0:
-                return "rotated" if store.rotate(old, new, {}, [], grace=30) is not None else "lost"
-            sid, expected = old, loaded
+        def write(store: SessionStore, sid: str, expected: str | None, key: str, value: int) -> tuple[str, str]:
+            """One write; if the ID was rotated, on the ID its forward names. (outcome, ID written)"""
             for _ in range(3):
-                if store.update(sid, {f"k{i}": i}, [], expected=expected) is not None:
-                    return "written" if sid == old else "followed"
+                if store.update(sid, {key: value}, [], expected=expected) is not None:
+                    return ("written" if sid == old else "followed"), sid
                 found = store.lookup(sid, touch=False)
                 if not isinstance(found, Forward):
-                    return "dead"
+                    return "dead", sid
                 sid, expected = found.target, None
-            return "too many forwards"
+            return "too many forwards", sid
+
+        def work(i: int) -> list[str]:
+            store = stores[i % 2]
+            if i == 0:
+                return ["rotated" if store.rotate(old, new, {}, [], grace=30) is not None else "lost"]
+            outcomes, sid, expected = [], old, loaded
+            for j in range(WRITES):  # one request's writes, one after the other
+                time.sleep(0.002 * j)  # a request between two writes: room for the rotation
+                outcome, written = write(store, sid, expected, f"k{i}-{j}", i)
+                outcomes.append(outcome)
+                if written != sid:
+                    sid, expected = written, None
+            return outcomes
 
         outcome = together(9, work)
-        followed += outcome.count("followed")
+        writes = [o for outcomes in outcome[1:] for o in outcomes]
+        followed += writes.count("followed")
         record = stores[1].load(new)
-        if outcome[0] != "rotated" or not set(outcome[1:]) <= {"written", "followed"}:
+        if outcome[0] != ["rotated"] or not set(writes) <= {"written", "followed"}:
             failures.append(f"outcomes {outcome}")
-        elif record is None or any(record.get(f"k{i}") != i for i in range(1, 9)):
+        elif record is None or any(record.get(f"k{i}-{j}") != i for i in range(1, 9) for j in range(WRITES)):
             failures.append(f"lost writes: {record}")
         elif list(stores[0].ids()).count(new) != 1 or stores[0].load(old) is not None:
             failures.append("two live records")
@@ -214,10 +237,11 @@ def test_a_forward_never_leads_past_a_dead_record(store: SessionStore) -> None:
     assert store.update(new, {"b": 2}, []) is None and store.load(new) is None
 
 
-def test_rotation_and_delete_racing_never_leave_a_live_session(store_factory: MakeStore, kind: str) -> None:
+@PLAIN_OR_ENCRYPTED
+def test_rotation_and_delete_racing_never_leave_a_live_session(store_factory: MakeStore, kind: str, encrypted: bool) -> None:
     """A logout by the old ID racing its rotation (delete, then kill what it led
     to): whichever comes first, no live record is left."""
-    stores = two_processes(store_factory, kind)
+    stores = two_processes(store_factory, kind, encrypted)
     failures = []
     for _ in range(ROUNDS):
         old, new = new_sid(), new_sid()
@@ -226,3 +250,42 @@ def test_rotation_and_delete_racing_never_leave_a_live_session(store_factory: Ma
         if stores[0].load(new) is not None or stores[1].load(old) is not None:
             failures.append("a live record survived the logout")
     assert failures == [], f"{len(failures)} failures in {ROUNDS} rounds"
+
+
+# -- through encryption at rest ------------------------------------------------------------------
+
+THROUGH_ENCRYPTION = [
+    test_rotate_moves_the_record_and_forwards_the_old_id,
+    test_writes_to_a_rotated_id_change_nothing,
+    test_forward_dies_after_the_grace_and_the_old_id_stays_dead,
+    test_rotate_moves_the_record_as_stored_not_the_callers_copy,
+    test_deleting_a_rotated_id_reports_where_it_led,
+    test_kill_ends_the_session_under_both_ids,
+    test_a_forward_never_leads_past_a_dead_record,
+]
+
+
+@pytest.mark.parametrize("check", THROUGH_ENCRYPTION, ids=lambda check: check.__name__.removeprefix("test_"))
+def test_rotation_contract_holds_through_encryption(store: SessionStore, check: Callable[[SessionStore], None]) -> None:
+    check(EncryptedStore(store, SECRETS))
+
+
+def test_encrypted_rotation_binds_every_value_to_the_new_id(store: SessionStore,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """The values under the new ID are encrypted for it (each is bound to its session):
+    none is left bound to the old ID, and none is dropped on reading."""
+    old_only = EncryptedStore(store, SECRETS[1:])  # a record written before the first secret came
+    old, new = new_sid(), new_sid()
+    old_only.create(old, {"a": 1, "b": [2]})
+    encrypted = EncryptedStore(store, SECRETS)
+    with caplog.at_level(logging.WARNING):
+        assert encrypted.rotate(old, new, {"c": 3}, ["b"], grace=30) == {"a": 1, "c": 3}
+        assert encrypted.load(new) == {"a": 1, "c": 3}
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    inner = store.load(new)
+    assert inner is not None and len(inner) == 2  # one entry per key: nothing of the old ID's left
+    assert {token.partition(".")[0] for token in inner.values()} == {encrypted.key_id}  # the first secret's
+    # Those entries are bound to the new ID: copied back under the old one, they do not decrypt.
+    other = new_sid()
+    store.create(other, inner)
+    assert encrypted.load(other) == {}
