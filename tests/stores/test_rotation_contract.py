@@ -135,6 +135,17 @@ def test_rotate_moves_the_record_as_stored_not_the_callers_copy(store: SessionSt
     assert record == {"a": 1, "b": 2, "c": 3} == store.load(new)
 
 
+def test_rotate_if_record_rotates_only_that_record(store: SessionStore) -> None:
+    old, new = new_sid(), new_sid()
+    store.create(old, {"a": 1})
+    read = dumps({"a": 1})
+    store.update(old, {"b": 2}, [])  # written after the read
+    assert store.rotate(old, new, {"c": 3}, [], grace=30, if_record=read) is None
+    assert store.load(old) == {"a": 1, "b": 2} and store.lookup(new) is None  # nothing changed
+    assert store.rotate(old, new, {"c": 3}, ["a"], grace=30, if_record=dumps({"a": 1, "b": 2})) == {"b": 2, "c": 3}
+    assert store.lookup(old) == Forward(new)
+
+
 @PLAIN_OR_ENCRYPTED
 def test_only_one_of_racing_rotations_wins(store_factory: MakeStore, kind: str, encrypted: bool) -> None:
     stores = two_processes(store_factory, kind, encrypted)
