@@ -609,7 +609,8 @@ class SessupSession(BeakerSession):
                 return  # the new cookie goes out
             if self._dead:
                 return
-            # Another request rotated it first: write to the ID it chose, below.
+            # Another request rotated it first (write to the ID it chose, below), or
+            # the store could not rotate it now (write under the old ID, as usual).
         if self.config.resave:
             if self._write(lambda sid: self.store.replace(sid, self._full_record()) or None) is None:
                 return
