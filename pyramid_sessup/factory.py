@@ -19,6 +19,9 @@ def SessupSessionFactory(  # noqa: N802 - Pyramid's naming for session factories
     file_path: str | None = None,
     name: str = "sessup",
     timeout: int = 1800,
+    max_lifetime: int = 0,
+    rotate_after: int = 0,
+    rotate_grace: int = 30,
     resave: bool = False,
     save_uninitialized: bool = False,
     rolling: bool = False,
@@ -55,6 +58,13 @@ def SessupSessionFactory(  # noqa: N802 - Pyramid's naming for session factories
         Cookie name.  Default: ``sessup``.
     ``timeout``
         Idle timeout in seconds, enforced server-side.  Default: 1800.
+    ``max_lifetime``
+        Absolute lifetime in seconds: an older session ends on its next request,
+        however active.  0: none.  Default: 0.
+    ``rotate_after`` / ``rotate_grace``
+        Seconds after which a session's ID changes by itself (0: never), and how
+        long requests still carrying the old ID are served the same session.
+        Default: 0 / 30.
     ``resave``
         Rewrite the session on every request that loads it.  Default: False.
     ``save_uninitialized``
@@ -86,7 +96,8 @@ def SessupSessionFactory(  # noqa: N802 - Pyramid's naming for session factories
     session = {
         "secret": " ".join(secret) if isinstance(secret, (list, tuple)) else secret,
         "store": "memory" if instance is not None else store,
-        "url": url, "file.path": file_path, "name": name, "timeout": timeout, "resave": resave,
+        "url": url, "file.path": file_path, "name": name, "timeout": timeout,
+        "max_lifetime": max_lifetime, "rotate_after": rotate_after, "rotate_grace": rotate_grace, "resave": resave,
         "save_uninitialized": save_uninitialized, "rolling": rolling, "unset": unset, "lock": lock,
         "lock_timeout": lock_timeout, "on_store_error": on_store_error, "encrypt": encrypt,
         "cookie.max_age": cookie_max_age, "cookie.httponly": cookie_httponly,

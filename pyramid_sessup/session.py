@@ -18,10 +18,46 @@ pyramid_beaker session class (Beaker's lazy ``SessionObject`` with Pyramid's
 * ``regenerate()`` and ``invalidate()`` kill the old ID at once, for good: the
   store keeps a tombstone, and a request still running on a session that was
   logged out (or that expired) meanwhile writes nothing and clears its cookie;
+* an absolute lifetime (``max_lifetime``) and transparent ID rotation
+  (``rotate_after``, ``rotate_grace``), below;
 * optional per-session locking; a policy for when the store is down;
 * sessions per user: ``sign_in(user_id)`` binds a session to a user, indexed
   in the store under an HMAC of the user ID, so that the user's sessions can
   be listed and revoked (:mod:`pyramid_sessup.users`).
+
+Absolute lifetime.  Every record keeps its creation time (``_created``, kept
+by ``regenerate()`` and rotation).  A request whose session is older than
+``max_lifetime`` deletes it (a tombstone, like a logout), gets a new empty
+session, and has its cookie cleared unless that new session sets one.
+
+ID rotation.  Every record also keeps when its current ID was issued
+(``_issued``: at creation, ``regenerate()`` and rotation).  At the end of the
+first request that finds its ID older than ``rotate_after`` (a failed request
+rotates nothing), the layer asks the store to :meth:`~.stores.base.SessionStore.rotate`
+it: one atomic step moves the stored record, with this request's changes
+merged in, to a new ID and leaves under the old ID a tombstone that forwards
+to the new ID for ``rotate_grace`` seconds.  The response carries the new
+cookie; the CSRF token is untouched (a rotation is not a login); the
+:meth:`SessupSession._moved` hook hears of it.  Requests that still carry the
+old ID:
+
+* if they arrive during the grace, loading the old ID finds the forward and
+  loads the new ID instead (and the response carries the new cookie): the
+  same session, never a second record of it;
+* if they loaded the old ID before the rotation, their write finds the old ID
+  dead, looks up its forward and lands on the new ID: nothing is lost
+  (different keys merge as always; with ``sessup.session.lock`` every request
+  of the session is serialized: the rotating request holds the old ID's lock,
+  and a request waiting for it then finds the forward and takes the new ID's
+  lock before loading it, so no increment is lost);
+* if they arrive after the grace, the old ID is an ordinary tombstone: a new,
+  empty session.  A stolen old cookie thus revives nothing.
+
+Of two requests that both find the ID due, one rotates (the store's move is
+atomic) and the other follows the forward.  ``regenerate()`` and
+``invalidate()`` during the grace, from either ID, end the session under both:
+following a forward never leads past a dead record, and deleting an old ID
+deletes the ID it forwards to (:meth:`~.stores.base.SessionStore.kill`).
 """
 from __future__ import annotations
 
@@ -31,7 +67,7 @@ import threading
 import time
 from dataclasses import dataclass
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 
 from beaker.session import Session as BeakerSession
 from beaker.session import SessionObject
@@ -46,12 +82,14 @@ from .cookies import read_cookie
 from .exceptions import SessionValueError, StoreUnavailable
 from .settings import SessupSettings
 from .signing import Signer, new_session_id
-from .stores.base import SessionStore, dumps
+from .stores.base import MAX_FORWARDS, Forward, SessionStore, dumps
 
 if TYPE_CHECKING:
     from .users import UsersConfig
 
 log = logging.getLogger("pyramid_sessup.session")
+
+T = TypeVar("T")
 
 #: Key of the creation time inside every record (seconds since the epoch).
 CREATED_KEY = "_created"
@@ -62,11 +100,14 @@ USER_KEY = "_user"
 SEEN_KEY = "_seen"
 AGENT_KEY = "_agent"
 ADDR_KEY = "_addr"
+#: Key of the time the record's current ID was issued (creation, ``regenerate()``,
+#: rotation), which ``sessup.session.rotate_after`` counts from.
+ISSUED_KEY = "_issued"
 
 #: Keys the layer keeps in a record beside the application's own (creation time,
 #: the bound user, ...).  They are never visible in ``request.session`` and the
 #: application cannot set them; :meth:`SessupSession.set_meta` writes them.
-RESERVED_KEYS = frozenset({CREATED_KEY, USER_KEY, SEEN_KEY, AGENT_KEY, ADDR_KEY})
+RESERVED_KEYS = frozenset({CREATED_KEY, ISSUED_KEY, USER_KEY, SEEN_KEY, AGENT_KEY, ADDR_KEY})
 
 
 @dataclass(frozen=True)
@@ -76,6 +117,9 @@ class SessionConfig:
     signer: Signer
     name: str
     timeout: int
+    max_lifetime: int
+    rotate_after: int
+    rotate_grace: int
     resave: bool
     save_uninitialized: bool
     rolling: bool
@@ -99,6 +143,9 @@ class SessionConfig:
             signer=Signer(values.session.secret),
             name=values.session.name,
             timeout=values.session.timeout,
+            max_lifetime=values.session.max_lifetime,
+            rotate_after=values.session.rotate_after,
+            rotate_grace=values.session.rotate_grace,
             resave=values.session.resave,
             save_uninitialized=values.session.save_uninitialized,
             rolling=values.session.rolling,
@@ -214,9 +261,9 @@ class SessupSession(BeakerSession):
             sid, current_secret = parsed
             if current_secret:
                 self._cookie_value = incoming  # type: ignore[assignment]
-            data = self._load_existing(sid)
-            if data is not None:
-                self.id = sid
+            found = self._load_existing(sid)
+            if found is not None:
+                self.id, data = found
                 self.is_new = False
                 if store.compare_and_set:
                     # The record as loaded: lets the store swap in the merge without re-reading it.
@@ -226,8 +273,9 @@ class SessupSession(BeakerSession):
                 dict.update(self, data)
                 self._snapshot = {k: _encode(k, v) for k, v in data.items()}
                 self.accessed_dict = dict(data)
-                # Re-issue cookies signed with an older secret (rotation).
-                self._send_cookie = not current_secret
+                # Re-issue cookies signed with an older secret (secret rotation), and
+                # the cookie of an ID that was rotated (the client still sent the old one).
+                self._send_cookie = not current_secret or self.id != sid
                 return
             self._release_lock()
         # No cookie, a bad one, or an unknown/expired ID: a new ID, never the client's.
@@ -382,18 +430,48 @@ class SessupSession(BeakerSession):
         self.incidents.succeeded(started)
         return result
 
-    def _load_existing(self, sid: str) -> dict[str, Any] | None:
+    def _load_existing(self, sid: str) -> tuple[str, dict[str, Any]] | None:
+        """The live session the cookie's ``sid`` leads to (following the forward of a
+        rotated ID): its ID and data, under its lock in lock mode; or ``None``."""
+        if self.config.lock:
+            self.request.add_finished_callback(lambda request: self._release_lock())
         try:
-            if self.config.lock:
-                self._lock_token = self._store_call(self.store.acquire_lock, sid, self.config.lock_timeout)
-                self._locked_sid = sid
-                self.request.add_finished_callback(lambda request: self._release_lock())
-            return self._store_call(self.store.load, sid)
+            for _ in range(MAX_FORWARDS + 1):
+                if self.config.lock:
+                    self._lock_token = self._store_call(self.store.acquire_lock, sid, self.config.lock_timeout)
+                    self._locked_sid = sid
+                found = self._store_call(self.store.lookup, sid)
+                if not isinstance(found, Forward):
+                    break
+                # Rotated (perhaps while we waited for its lock): the session lives
+                # under the new ID now; its lock, not the old one, orders our writes.
+                self._release_lock()
+                sid = found.target
+            else:
+                return None
+            if found is None:
+                return None
+            if self._past_lifetime(found):
+                self._store_call(self.store.kill, sid)
+                self._clear_cookie = True
+                return None
+            return sid, found
         except StoreUnavailable:
             if self.config.on_store_error == "anonymous":
                 self.anonymous = True
                 return None
             raise
+
+    def _past_lifetime(self, data: dict[str, Any]) -> bool:
+        """Whether the loaded record outlived ``max_lifetime``; a record whose
+        creation time is missing or unreadable cannot prove its age and counts as
+        too old."""
+        if not self.config.max_lifetime:
+            return False
+        created = data.get(CREATED_KEY)
+        if not isinstance(created, (int, float)) or isinstance(created, bool):
+            return True
+        return time.time() - created >= self.config.max_lifetime
 
     def _release_lock(self) -> None:
         if self._lock_token is not None:
@@ -428,8 +506,12 @@ class SessupSession(BeakerSession):
 
     @property
     def expires_at(self) -> float:
-        """When the session expires if it sees no further request."""
-        return time.time() + self.timeout
+        """When the session expires if it sees no further request (or, with
+        ``max_lifetime``, when it ends anyway, if that comes first)."""
+        idle = time.time() + self.timeout
+        if self.config.max_lifetime:
+            return min(idle, self._created + self.config.max_lifetime)
+        return idle
 
     def regenerate(self) -> None:
         """New ID, same data; the old ID is dead at once (against fixation).
@@ -440,23 +522,28 @@ class SessupSession(BeakerSession):
         """:meth:`regenerate`; with ``create``, a new session is stored even if empty."""
         csrf.rotate(self.request)
         old = None if self.is_new else self.id
-        self.id = new_session_id()
+        new = new_session_id()
         self._loaded_record = None
         if self.anonymous or self._dead:
+            self.id = new
             return
+        self._meta[ISSUED_KEY] = time.time()
         if old is not None:
-            self._link_ahead(self.id)
+            self._link_ahead(new)
             # One atomic step: the new record, and a tombstone for the old ID.  It
-            # fails if the old session was logged out or expired meanwhile.
-            if not self._store_call(self.store.move, old, self.id, self._full_record()):
+            # fails if the old session was logged out or expired meanwhile (one
+            # rotated meanwhile moves from the ID it was rotated to).
+            moved_from = self._write(lambda sid: sid if self.store.move(sid, new, self._full_record()) else None)
+            self.id = new
+            if moved_from is None:
                 self._unlink_ahead()  # the record will never exist under that ID
-                self._gone()
                 return
-            self._moved(old, self.id)
-        elif create or dict.__len__(self) or self.config.save_uninitialized:
-            self._create_record()
+            self._moved(moved_from, new)
         else:
-            return
+            self.id = new
+            if not (create or dict.__len__(self) or self.config.save_uninitialized):
+                return
+            self._create_record()
         self._snapshot = {k: _encode(k, v) for k, v in self.items()}
         self._meta_changed = {}
         self.is_new = False
@@ -474,8 +561,9 @@ class SessupSession(BeakerSession):
         self._reset()
 
     def _delete_record(self) -> None:
-        """The stored record dies (a tombstone), then its user index entry goes."""
-        self._store_call(self.store.delete, self.id)
+        """The stored record dies (a tombstone; ``kill``: a rotated ID's forward leads
+        to the session too), then its user index entry goes."""
+        self._store_call(self.store.kill, self.id)
         self._unlink(self.id)
 
     def _reset(self) -> None:
@@ -512,8 +600,7 @@ class SessupSession(BeakerSession):
             self._send_cookie = True
         else:
             self._seen_now()
-            if not self._store_call(self.store.replace, self.id, self._full_record()):
-                self._gone()
+            if self._write(lambda sid: self.store.replace(sid, self._full_record()) or None) is None:
                 return
             self._relinked()
         self._snapshot = {k: _encode(k, v) for k, v in self.items()}
@@ -524,7 +611,11 @@ class SessupSession(BeakerSession):
         """Re-read the session from the store, dropping this request's unsaved changes."""
         if self.is_new or self.anonymous:
             return
-        data = self._store_call(self.store.load, self.id)
+        data = self._store_call(self.store.lookup, self.id)
+        if isinstance(data, Forward) and self._follow():
+            data = self._store_call(self.store.load, self.id)
+        if isinstance(data, Forward):  # a chain the layer does not follow this far
+            data = None
         dict.clear(self)
         self._loaded_record = dumps(data) if data is not None and self.store.compare_and_set else None
         if data is None:  # expired or deleted meanwhile
@@ -552,6 +643,7 @@ class SessupSession(BeakerSession):
     def _create_record(self) -> None:
         """Store this new session; an ID that is taken (or a tombstone) is never reused.
         A signed-in one is linked in its user's index first."""
+        self._meta.setdefault(ISSUED_KEY, self._created)
         while True:
             self._link_ahead(self.id)
             if self._store_call(self.store.create, self.id, self._full_record()):
@@ -560,6 +652,74 @@ class SessupSession(BeakerSession):
             self.id = new_session_id()  # astronomically unlikely collision
         self._prelinked = ""
         self._linked_user = self.user_id
+
+    def _follow(self) -> bool:
+        """This request's ID was found dead while writing: if another request
+        rotated it, continue under the ID it now lives under (True); otherwise the
+        session is over (False)."""
+        found = self._store_call(self.store.lookup, self.id, touch=False)
+        if not isinstance(found, Forward):
+            return False
+        self._adopt(found.target)
+        return True
+
+    def _adopt(self, target: str) -> None:
+        """Continue under ``target``, the ID another request rotated this one to."""
+        self.id = target
+        self._loaded_record = None  # the record there is not the one this request loaded
+        # Issued a moment ago (while this request ran): a full write must not
+        # carry the old ID's issue time over, or the next request would rotate again.
+        self._meta[ISSUED_KEY] = time.time()
+        self._send_cookie = True  # the client may still hold the old ID
+
+    def _write(self, op: Callable[[str], T | None]) -> T | None:
+        """``op(sid)`` on this session's ID; if it finds the ID dead because it was
+        rotated meanwhile, again on the ID the session lives under now.  ``None``
+        (and :meth:`_gone`) if the session is over."""
+        for _ in range(MAX_FORWARDS + 1):
+            result = self._store_call(op, self.id)
+            if result is not None:
+                return result
+            if not self._follow():
+                break
+        self._gone()
+        return None
+
+    def _rotate(self, changed: dict[str, Any], removed: list[str]) -> bool:
+        """Give the session a new ID, writing this request's changes on the way
+        (see the module docstring); False if another request rotated it first
+        (this request then continues under that ID), if the store could not
+        rotate it now (it keeps its ID until a later request), or if the session
+        is over."""
+        old, new, now = self.id, new_session_id(), time.time()
+        changed = {**changed, ISSUED_KEY: now}
+        expected = self._loaded_record if not self._force_full else None
+        self._link_ahead(new)  # before the record exists under it, as at sign-in
+        record = self._store_call(self.store.rotate, old, new, changed, removed,
+                                  grace=self.config.rotate_grace, expected=expected)
+        if record is None:
+            self._unlink_ahead()
+            found = self._store_call(self.store.lookup, old, touch=False)
+            if isinstance(found, Forward):
+                self._adopt(found.target)
+            elif found is None:
+                self._gone()
+            # else still live under its ID (the store could not rotate it now): a later request will.
+            return False
+        self.id = new
+        self._meta[ISSUED_KEY] = now
+        self._loaded_record = None
+        self._send_cookie = True
+        self._moved(old, new)
+        return True
+
+    def _due_for_rotation(self) -> bool:
+        if not self.config.rotate_after:
+            return False
+        issued = self._meta.get(ISSUED_KEY, self._created)
+        if not isinstance(issued, (int, float)) or isinstance(issued, bool):
+            return True
+        return time.time() - issued >= self.config.rotate_after
 
     def _gone(self) -> None:
         """The stored session was logged out or expired while this request ran: it
@@ -605,19 +765,27 @@ class SessupSession(BeakerSession):
             self._clear_cookie = True
             return
         seen = self._seen_now()
-        if self.config.resave:
-            if not self._store_call(self.store.replace, self.id, self._full_record()):
-                self._gone()
+        if self._due_for_rotation():
+            if self.config.resave:
+                changed = {**self._full_record(), **changed}
+            if self._rotate({**changed, **seen}, removed):
+                return  # the new cookie goes out
+            if self._dead:
                 return
-            self._relinked()
+            # Another request rotated it first (write to the ID it chose, below), or
+            # the store could not rotate it now (write under the old ID, as usual).
+        if self.config.resave:
+            if self._write(lambda sid: self.store.replace(sid, self._full_record()) or None) is None:
+                return
         elif changed or removed or seen:
-            expected = self._loaded_record if not self._force_full else None
-            if self._store_call(self.store.update, self.id, {**changed, **seen}, removed,
-                                expected=expected) is None:
-                # Logged out, regenerated or expired while this request ran: the
-                # ID stays dead (re-creating it here once let a stolen cookie
-                # outlive the logout).
-                self._gone()
+            # A session logged out, regenerated or expired while this request ran
+            # stays dead (re-creating it here once let a stolen cookie outlive the
+            # logout); one rotated meanwhile is written where it lives now.
+            def update(sid: str) -> dict[str, Any] | None:
+                expected = self._loaded_record if not self._force_full else None
+                return self.store.update(sid, {**changed, **seen}, removed, expected=expected)
+
+            if self._write(update) is None:
                 return
             self._relinked()
             if changed or removed:

@@ -16,7 +16,6 @@ none may be cached (``Cache-Control: no-store``).
 """
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from pyramid.config import Configurator
@@ -47,7 +46,8 @@ def session_info(request: Request) -> dict[str, Any]:
         "views": session.get("views", 0),
         "new": session.new,
         "created": session.created,
-        "expires_at": time.time() + request.registry.sessup_settings.session.timeout,
+        # The idle expiry, or the end of sessup.session.max_lifetime if that comes first.
+        "expires_at": session.expires_at,
     }
 
 

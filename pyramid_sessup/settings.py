@@ -314,6 +314,19 @@ PARAMS: tuple[Param, ...] = (
           "cookie.secure = true, cookie.path = / and no cookie.domain; __Secure- requires secure = true."),
     Param("session.timeout", _int_converter(1), 1800, "seconds",
           "Idle timeout, enforced server-side: a session unused this long is gone."),
+    Param("session.max_lifetime", _int_converter(0), 0, "seconds",
+          "Absolute lifetime (OWASP's absolute timeout): a session created longer ago than this is ended "
+          "on its next request, however active it was: its record is deleted and the cookie cleared. "
+          "0: no limit. Otherwise at least timeout (a shorter one would leave the idle timeout nothing "
+          "to do). regenerate() and ID rotation keep the creation time."),
+    Param("session.rotate_after", _int_converter(0), 0, "seconds",
+          "Give a session a new ID once its ID is this old, on its next request, transparently: a new "
+          "cookie, the same data and CSRF token (it is not a login). A stolen ID stops working "
+          "rotate_grace after the rotation. 0: never (the ID changes only on regenerate())."),
+    Param("session.rotate_grace", _int_converter(1), 30, "seconds",
+          "After a rotation, requests still carrying the old ID (sent before the new cookie arrived) are "
+          "served the same session and write to the new ID for this long; then the old ID is dead. Less "
+          "than timeout and than rotate_after."),
     Param("session.resave", as_bool, False, "bool",
           "Rewrite the whole session on every request that loads it, even unchanged. "
           "Off: read-only requests only slide the expiry (touch) and never rewrite data."),
@@ -487,6 +500,9 @@ class SessionSettings:
     secret: tuple[str, ...]
     name: str
     timeout: int
+    max_lifetime: int
+    rotate_after: int
+    rotate_grace: int
     resave: bool
     save_uninitialized: bool
     rolling: bool
@@ -679,6 +695,7 @@ def _check_combinations(values: dict[str, Any]) -> None:
             raise ConfigurationError("sessup.session.store = memory loses sessions on restart; "
                                      "production needs file, redis or postgresql")
     _check_cookie_prefix(values)
+    _check_lifetimes(values)
     if values["session.cookie.samesite"] == "none" and values["session.cookie.secure"] != "true":
         raise ConfigurationError("sessup.session.cookie.samesite = none requires sessup.session.cookie.secure = true")
     store = values["session.store"]
@@ -703,6 +720,28 @@ def _check_combinations(values: dict[str, Any]) -> None:
         if bool(values["upload.s3.access_key_id"]) != bool(values["upload.s3.secret_access_key"]):
             raise ConfigurationError("sessup.upload.s3.access_key_id and sessup.upload.s3.secret_access_key "
                                      "go together: set both, or neither (the client's usual chain)")
+
+
+def _check_lifetimes(values: dict[str, Any]) -> None:
+    """The idle timeout, the absolute lifetime and ID rotation must fit together."""
+    timeout, lifetime = values["session.timeout"], values["session.max_lifetime"]
+    rotate, grace = values["session.rotate_after"], values["session.rotate_grace"]
+    if lifetime and lifetime < timeout:
+        raise ConfigurationError(f"sessup.session.max_lifetime = {lifetime} is shorter than sessup.session.timeout "
+                                 f"= {timeout}: use 0 (no limit) or at least the timeout (and lower the timeout "
+                                 "if sessions must end sooner)")
+    if not rotate:
+        return
+    if grace >= timeout:
+        raise ConfigurationError(f"sessup.session.rotate_grace = {grace} must be less than sessup.session.timeout "
+                                 f"= {timeout}")
+    if grace >= rotate:
+        raise ConfigurationError(f"sessup.session.rotate_grace = {grace} must be less than "
+                                 f"sessup.session.rotate_after = {rotate}")
+    if lifetime and rotate >= lifetime:
+        raise ConfigurationError(f"sessup.session.rotate_after = {rotate} must be less than "
+                                 f"sessup.session.max_lifetime = {lifetime}: the session would end before "
+                                 "its ID ever rotated")
 
 
 def _check_cookie_prefix(values: dict[str, Any]) -> None:

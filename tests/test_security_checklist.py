@@ -19,7 +19,8 @@ SECURITY = ROOT / "SECURITY.md"
 
 #: The threats SECURITY.md must cover, as its rows name them.
 SESSION_THREATS = ["Tampered IDs", "Oversized IDs", "Unknown IDs", "Expired IDs", "Fixation", "Logout", "Logout races",
-                   "Stolen sessions", "User IDs in the store", "Pickle", "Leaked store dumps",
+                   "Stolen sessions", "User IDs in the store", "Sessions that never end", "Long-lived stolen IDs",
+                   "Pickle", "Leaked store dumps",
                    "Cookie flags", "CSRF", "Untrusted `Host`", "Shadowed routes", "Cache leaks (`Vary: Cookie`)",
                    "CSRF token after login and logout", "Cached session answers (`no-store`)",
                    "Anonymous visitors filling the store", "Duplicate session cookies", "Undecodable input (never a 5xx)"]

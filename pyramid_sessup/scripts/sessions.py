@@ -165,7 +165,9 @@ def run(store: SessionStore, command: str, sid: str | None, out: TextIO, err: Te
     elif command == "delete":
         assert sid is not None
         existed = store.load(sid, touch=False) is not None
-        store.delete(sid)  # also kills a corrupt record, which load() cannot read
+        # Also kills a corrupt record, which load() cannot read, and the session a
+        # rotated ID still forwards to.
+        store.kill(sid)
         if not existed:
             err.write(f"sessup-sessions: no readable session {sid}; nothing is left under that ID\n")
             return 1

@@ -34,6 +34,26 @@ than ``timeout`` seconds ago (so an entry linked for a record about to be
 written is never taken for a dead one), in ``purge_expired`` and as it goes;
 the index of a user thus never grows beyond the sessions of one session
 lifetime.
+ID rotation (``sessup.session.rotate_after``) gives a session a new ID without
+losing a concurrent request's write and without ever making two live records
+of one session.  :meth:`SessionStore.rotate` does it in one atomic step: the
+record (with the caller's changes merged in) moves to the new ID, and the old
+ID becomes a tombstone *carrying a forward* to the new ID for ``grace``
+seconds.  Every check that treats a tombstone as dead treats it as dead (no
+write lands on it, ``create`` refuses it, ``ids`` skips it); only
+:meth:`SessionStore.lookup` reads the forward, answering :class:`Forward` so
+that the session layer loads the new ID instead: requests still carrying the
+old cookie during the grace are served the same session, and a write that
+finds the old ID dead looks it up and lands on the new ID.  After the grace
+the old ID is an ordinary tombstone: a stolen old cookie revives nothing.  A
+forward never leads past a dead record: a session logged out or regenerated
+during the grace kills its current ID, so following the forward finds a
+tombstone; :meth:`SessionStore.delete` reports the forward it overwrote, so
+deleting an old ID deletes the session it leads to (:meth:`SessionStore.kill`).
+Only one of two racing rotations wins (the move is atomic); the loser finds
+the forward.  The forward's clock is the store's: the database's for
+PostgreSQL, Redis's TTL for Redis, the process's for the memory and file stores
+(one machine).
 
 Besides sessions, a store keeps *counters* (upload quotas,
 :mod:`pyramid_sessup.uploads.quota`) in a namespace of their own that no
@@ -48,6 +68,7 @@ import json
 import logging
 import re
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
 from pyramid.exceptions import ConfigurationError
@@ -89,6 +110,19 @@ def valid_user_key(key: str) -> bool:
 #: The stored form of a dead ID.  A record is always a JSON object, so the JSON
 #: ``null`` can never be mistaken for one.
 TOMBSTONE = "null"
+
+
+#: Forwards followed in a row before giving up (a forward lives less than the
+#: rotation interval, so a chain of more than two means a broken store).
+MAX_FORWARDS = 4
+
+
+@dataclass(frozen=True)
+class Forward:
+    """:meth:`SessionStore.lookup`'s answer for an ID rotated less than ``grace``
+    seconds ago: the session now lives under ``target``."""
+
+    target: str
 
 
 def valid_session_id(sid: str) -> bool:
@@ -153,12 +187,23 @@ class SessionStore(abc.ABC):
         """The store the parsed settings describe (what :func:`~pyramid_sessup.stores.make_store` calls)."""
 
     # -- per-request operations (one round trip each) ---------------------------------
-    @abc.abstractmethod
     def load(self, sid: str, *, touch: bool = True) -> dict[str, Any] | None:
         """Return the record's data, or ``None`` if absent, expired, dead or corrupt.
 
         With ``touch``, a live record's expiry slides to now + timeout in the same
         round trip (a store may slide a tombstone's too: it only stays dead longer).
+        A rotated ID is dead here, forward or not (see :meth:`lookup`).
+        """
+        found = self.lookup(sid, touch=touch)
+        return found if isinstance(found, dict) else None
+
+    @abc.abstractmethod
+    def lookup(self, sid: str, *, touch: bool = True) -> dict[str, Any] | Forward | None:
+        """:meth:`load`, except that an ID whose forward still lives answers
+        :class:`Forward` (the ID its session was rotated to).
+
+        The forward is read only when the ID holds a tombstone: a live, absent or
+        expired ID costs what :meth:`load` costs.
         """
 
     @abc.abstractmethod
@@ -196,13 +241,45 @@ class SessionStore(abc.ABC):
         """
 
     @abc.abstractmethod
+    def rotate(self, old: str, new: str, changed: Mapping[str, Any], removed: Iterable[str], *,
+               grace: float, expected: str | None = None, if_record: str | None = None) -> dict[str, Any] | None:
+        """Atomically move the live record ``old`` to the free ID ``new``, merging
+        ``changed`` and dropping ``removed`` on the way (as :meth:`update`), and
+        turn ``old`` into a tombstone that forwards to ``new`` for ``grace``
+        seconds (see the module docstring; ``grace`` < ``timeout``).
+
+        The record moved is the one stored at that moment, not the caller's copy,
+        so a concurrent request's committed write moves with it.  ``expected``
+        is as for :meth:`update`.  With ``if_record`` (:func:`dumps` form) the
+        rotation happens only if the stored record is exactly that one: a
+        wrapper that must rewrite every value for the new ID (encryption binds
+        each value to its session) rotates what it read, or nothing.  Returns
+        the new record, or ``None`` with nothing changed if ``old`` is not a
+        live, readable record (expired, deleted, or rotated by another request
+        first: :meth:`lookup` tells), is not ``if_record``, or ``new`` is taken.
+        """
+
+    @abc.abstractmethod
     def touch(self, sid: str) -> None:
         """Slide a live record's expiry to now + timeout without rewriting the data."""
 
     @abc.abstractmethod
-    def delete(self, sid: str) -> None:
+    def delete(self, sid: str) -> str | None:
         """Replace the record with a tombstone that lives ``timeout`` seconds, in one
-        atomic step; an absent ID gets a tombstone too."""
+        atomic step; an absent ID gets a tombstone too.
+
+        Returns the ID a live forward at ``sid`` led to (``sid`` had been rotated:
+        its session lives on there, see :meth:`kill`), else ``None``.
+        """
+
+    def kill(self, sid: str) -> None:
+        """End the session of ``sid``: delete ``sid`` and, if it had been rotated,
+        the ID its forward led to (and so on)."""
+        target: str | None = sid
+        for _ in range(MAX_FORWARDS + 1):
+            if target is None:
+                return
+            target = self.delete(target)
 
     # -- locking (sessup.session.lock) -------------------------------------------------
     @abc.abstractmethod
@@ -289,6 +366,8 @@ class SessionStore(abc.ABC):
 
 
 __all__ = [
+    "Forward",
+    "MAX_FORWARDS",
     "SessionStore",
     "StoreUnavailable",
     "SESSION_ID_RE",

@@ -54,6 +54,20 @@ the loaded data with one warning per load, never an error.  They stay in the
 record (they may be a newer process's, under a secret this one does not know
 yet): writing their key overwrites them, and they end with the record.
 
+ID rotation (``sessup.session.rotate_after``).  The inner store's ``rotate``
+copies the stored record to the new ID as it is, but every value here is
+bound to the old ID (its stored name and associated data), so
+:meth:`EncryptedStore.rotate` rewrites the whole record instead: it reads the
+record, decrypts it, encrypts it afresh for the new ID (under the first secret
+only, so a rotation also finishes any re-encryption), and asks the inner store
+to rotate only if the record is still exactly what it read (``if_record``),
+removing every old entry and adding the new ones in the same atomic step;
+a concurrent write in between makes it read and try again, so no write is
+lost and the new ID never holds a value bound to the old one (a record that
+keeps changing through many tries keeps its ID until a later request).  Entries that
+do not decrypt are not carried over.  Lookups pass the inner store's forwards
+through, and ``delete`` reports the forward it took away.
+
 Session IDs, expiry, tombstones, the number of keys and the sizes of values
 are not hidden.  Locks, counters (upload quotas), ``ids``, ``count`` and
 ``purge_expired`` pass straight to the inner store.
@@ -74,7 +88,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..exceptions import StoreUnavailable
 from ..settings import SessupSettings
-from .base import CounterFn, SessionStore, valid_session_id
+from .base import CounterFn, Forward, SessionStore, dumps, merge, valid_session_id
 
 log = logging.getLogger("pyramid_sessup.stores")
 
@@ -83,6 +97,10 @@ _NONCE = 12  # bytes: AES-GCM's standard nonce, random per value
 _TAG = 16  # bytes
 _NAME_BYTES = 16  # of the HMAC: a 22-character stored name
 _WRITTEN, _REENCRYPTED = b"F", b"R"
+#: Rotations retried because the record changed between the read and the move
+#: (each retry means another request wrote this session meanwhile); past them the
+#: rotation is given up for now, and the session keeps its ID until a later request.
+_ROTATE_ATTEMPTS = 20
 
 
 def _b64(raw: bytes) -> str:
@@ -257,10 +275,10 @@ class EncryptedStore(SessionStore):
             log.debug("session %s…: re-encryption postponed (%s)", sid[:8], exc)
 
     # -- the contract -----------------------------------------------------------------
-    def load(self, sid: str, *, touch: bool = True) -> dict[str, Any] | None:
-        record = self.inner.load(sid, touch=touch)
-        if record is None:
-            return None
+    def lookup(self, sid: str, *, touch: bool = True) -> dict[str, Any] | Forward | None:
+        record = self.inner.lookup(sid, touch=touch)
+        if not isinstance(record, dict):  # absent, dead, or a rotated ID's forward
+            return record
         data, changed, removed = self._decode(sid, record)
         if touch:  # a look (sessup-sessions show) writes nothing
             self._reencrypt(sid, changed, removed)
@@ -307,11 +325,36 @@ class EncryptedStore(SessionStore):
         # Encrypted for the new ID: the associated data binds each value to its session.
         return self.inner.move(old, new, self._encode(new, data))
 
+    def rotate(self, old: str, new: str, changed: Mapping[str, Any], removed: Iterable[str], *,
+               grace: float, expected: str | None = None, if_record: str | None = None) -> dict[str, Any] | None:
+        if not (valid_session_id(old) and valid_session_id(new)) or old == new:
+            return None
+        removed = list(removed)
+        previous: dict[str, Any] | None = None
+        for _ in range(_ROTATE_ATTEMPTS):
+            record = self.inner.lookup(old, touch=False)
+            if not isinstance(record, dict) or record == previous:
+                # Rotated by another request, deleted or expired meanwhile; or
+                # unchanged since the last try (every write draws a new nonce),
+                # so what failed was the new ID: taken.
+                return None
+            data, _, _ = self._decode(old, record, quiet=True)
+            if if_record is not None and data != json.loads(if_record):
+                return None
+            merge(data, changed, removed)
+            # Every entry bound to the old ID goes, every value comes back bound to the new one.
+            if self.inner.rotate(old, new, self._encode(new, data), list(record), grace=grace,
+                                 if_record=dumps(record)) is not None:
+                return data
+            previous = record
+        log.info("session %s…: rotation postponed, its record kept changing", old[:8])
+        return None
+
     def touch(self, sid: str) -> None:
         self.inner.touch(sid)
 
-    def delete(self, sid: str) -> None:
-        self.inner.delete(sid)
+    def delete(self, sid: str) -> str | None:
+        return self.inner.delete(sid)
 
     def acquire_lock(self, sid: str, timeout: float) -> Any:
         return self.inner.acquire_lock(sid, timeout)
@@ -321,6 +364,20 @@ class EncryptedStore(SessionStore):
 
     def modify_counter(self, key: str, fn: CounterFn, ttl: float) -> Any:
         return self.inner.modify_counter(key, fn, ttl)
+
+    # The user index holds session IDs under keyed hashes of user IDs: nothing to encrypt.
+    @property
+    def index_ttl(self) -> int:
+        return self.inner.index_ttl
+
+    def link_user(self, user_key: str, sid: str) -> None:
+        self.inner.link_user(user_key, sid)
+
+    def unlink_user(self, user_key: str, sid: str) -> None:
+        self.inner.unlink_user(user_key, sid)
+
+    def user_sessions(self, user_key: str) -> list[tuple[str, float]]:
+        return self.inner.user_sessions(user_key)
 
     def ids(self) -> Iterator[str]:
         return self.inner.ids()

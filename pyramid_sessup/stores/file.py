@@ -27,7 +27,10 @@ replaces a file) and leaves it only by ``unlink`` under its own exclusive lock,
 once expired; a lock holder whose file still has a link (``st_nlink``) thus
 holds the lock of the file at the path, and one that finds it unlinked opens
 the path again.  A dead ID's file is overwritten with the tombstone in place,
-under that same lock.
+under that same lock.  A rotated ID's tombstone carries its forward after the
+``null``: ``null <new ID> <until>`` (``until`` in seconds since the epoch, this
+machine's clock); everything that tests for a tombstone reads only the first
+four bytes, so the forward changes nothing for them.
 
 An existing record is overwritten in place, padded with spaces (JSON ignores
 them) so the file never shrinks.  Replacing or truncating a file frees its
@@ -40,6 +43,7 @@ someone else's data.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import secrets
 import time
@@ -50,6 +54,7 @@ from ..settings import SessupSettings
 from .base import (
     TOMBSTONE,
     CounterFn,
+    Forward,
     SessionStore,
     dumps,
     loads,
@@ -98,6 +103,23 @@ def _overwrite(fd: int, payload: bytes, size: int) -> None:
 def _dead(raw: bytes) -> bool:
     # A record always starts with "{"; the tombstone is "null", padded.
     return raw[:4] == _DEAD
+
+
+def _forward_payload(target: str, until: float) -> bytes:
+    return b"%s %s %r" % (_DEAD, target.encode("ascii"), until)
+
+
+def _forward_of(raw: bytes, now: float) -> str | None:
+    """The target of the forward a tombstone carries, while it lives."""
+    parts = raw[len(_DEAD):].split()
+    if len(parts) != 2:
+        return None
+    target = parts[0].decode("ascii", "replace")
+    try:
+        until = float(parts[1])
+    except ValueError:
+        return None
+    return target if until > now and valid_session_id(target) else None
 
 
 def _unavailable(exc: OSError) -> StoreUnavailable:
@@ -226,17 +248,19 @@ class FileStore(SessionStore):
             raise _unavailable(exc) from None
 
     # -- the contract -------------------------------------------------------------------
-    def load(self, sid: str, *, touch: bool = True) -> dict[str, Any] | None:
+    def lookup(self, sid: str, *, touch: bool = True) -> dict[str, Any] | Forward | None:
         if not valid_session_id(sid):
             return None
         path = self._record_path(sid)
 
-        def read(fd: int, st: os.stat_result) -> bytes | bool:
-            if self._expired(st, time.time()):
+        def read(fd: int, st: os.stat_result) -> bytes | Forward | bool:
+            now = time.time()
+            if self._expired(st, now):
                 return False
             raw = _read_all(fd, st.st_size)
             if _dead(raw):
-                return True
+                target = _forward_of(raw, now)
+                return True if target is None else Forward(target)
             if touch:
                 os.utime(fd)
             return raw
@@ -244,6 +268,8 @@ class FileStore(SessionStore):
         raw = self._with_record(path, False, read)
         if raw is False:
             self._remove_expired(path)  # under its exclusive lock, re-checked there
+        if isinstance(raw, Forward):
+            return raw
         if not isinstance(raw, bytes):  # absent, expired or dead
             return None
         return loads(raw.decode("utf-8", "replace"), sid)
@@ -314,6 +340,28 @@ class FileStore(SessionStore):
 
         return bool(self._with_record(path, True, move))
 
+    def rotate(self, old: str, new: str, changed: Mapping[str, Any], removed: Iterable[str], *,
+               grace: float, expected: str | None = None, if_record: str | None = None) -> dict[str, Any] | None:
+        if not (valid_session_id(old) and valid_session_id(new)) or old == new:
+            return None
+
+        def move(fd: int, st: os.stat_result) -> dict[str, Any] | None:
+            # Under the old record's exclusive lock: nobody writes it meanwhile, and
+            # the record copied is the one stored now.
+            if self._expired(st, time.time()):
+                return None
+            raw = _read_all(fd, st.st_size)
+            current = None if _dead(raw) else loads(raw, old)
+            if current is None or (if_record is not None and current != json.loads(if_record)):
+                return None
+            merge(current, changed, removed)
+            if not self._link_new(new, dumps(current).encode("utf-8")):
+                return None
+            _overwrite(fd, _forward_payload(new, time.time() + grace), st.st_size)
+            return current
+
+        return self._with_record(self._record_path(old), True, move)
+
     def touch(self, sid: str) -> None:
         if not valid_session_id(sid):
             return
@@ -324,17 +372,22 @@ class FileStore(SessionStore):
 
         self._with_record(self._record_path(sid), False, slide)
 
-    def delete(self, sid: str) -> None:
+    def delete(self, sid: str) -> str | None:
         if not valid_session_id(sid):
-            return
+            return None
 
-        def bury(fd: int, st: os.stat_result) -> bool:
+        def bury(fd: int, st: os.stat_result) -> tuple[str | None]:
+            head = os.pread(fd, 128, 0)  # a forward fits: "null", an ID, a time
+            target = _forward_of(head, time.time()) if _dead(head) else None
             _overwrite(fd, _DEAD, st.st_size)  # the write also sets the mtime: a fresh lifetime
-            return True
+            return (target,)
 
         for _ in range(_ATTEMPTS):
-            if self._with_record(self._record_path(sid), True, bury) or self._link_new(sid, _DEAD):
-                return
+            buried = self._with_record(self._record_path(sid), True, bury)
+            if buried is not None:
+                return buried[0]
+            if self._link_new(sid, _DEAD):
+                return None
         raise StoreUnavailable("file store: a record file kept disappearing")
 
     # -- locking (sessup.session.lock) ---------------------------------------------------

@@ -2,15 +2,18 @@
 
 Records are kept as JSON text (not live objects), so the memory store
 behaves exactly like the shared stores: what cannot survive JSON does not
-survive here either.  A tombstone is an entry whose text is ``None``.
-Expired records and tombstones are evicted as they are met and by a sweep
-every few thousand writes, so the store does not grow without bound.  The
+survive here either.  A tombstone is an entry whose text is ``None``; the
+forward of a rotated ID (:meth:`MemoryStore.rotate`) is kept beside its
+tombstone, with the time it stops being followed.
+Expired records, tombstones and forwards are evicted as they are met and by a
+sweep every few thousand writes, so the store does not grow without bound.  The
 user index is a dict ``user key -> {sid: linked_at}``, pruned of dead
 sessions by the same sweep, by ``purge_expired`` and whenever a user links
 a session.
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -20,6 +23,7 @@ from ..exceptions import SessionLockTimeout
 from ..settings import SessupSettings
 from .base import (
     CounterFn,
+    Forward,
     SessionStore,
     dumps,
     loads,
@@ -45,6 +49,7 @@ class MemoryStore(SessionStore):
         self._writes = 0
         self._counters: dict[str, tuple[str, float]] = {}  # key -> (json, expires_at), apart from sessions
         self._users: dict[str, dict[str, float]] = {}  # user key -> {sid: linked_at}
+        self._forwards: dict[str, tuple[str, float]] = {}  # rotated sid -> (new sid, followed until)
 
     @classmethod
     def from_settings(cls, values: SessupSettings) -> MemoryStore:
@@ -70,14 +75,22 @@ class MemoryStore(SessionStore):
                 del self._records[key]
             for user_key in list(self._users):
                 self._prune_user(user_key, now)
+            for key in [k for k, (_, until) in self._forwards.items() if until <= now]:
+                del self._forwards[key]
 
-    def load(self, sid: str, *, touch: bool = True) -> dict[str, Any] | None:
+    def lookup(self, sid: str, *, touch: bool = True) -> dict[str, Any] | Forward | None:
         if not valid_session_id(sid):
             return None
         now = time.time()
         with self._mutex:
-            raw = self._live(sid, now)
-            if raw is not None and touch:
+            entry = self._entry(sid, now)
+            if entry is None:
+                return None
+            raw = entry[0]
+            if raw is None:  # a tombstone: perhaps a rotated ID whose forward still lives
+                forward = self._forwards.get(sid)
+                return Forward(forward[0]) if forward is not None and forward[1] > now else None
+            if touch:
                 self._records[sid] = (raw, now + self.timeout)
         return loads(raw, sid)
 
@@ -120,6 +133,23 @@ class MemoryStore(SessionStore):
             self._write(old, None, now)
             return True
 
+    def rotate(self, old: str, new: str, changed: Mapping[str, Any], removed: Iterable[str], *,
+               grace: float, expected: str | None = None, if_record: str | None = None) -> dict[str, Any] | None:
+        if not (valid_session_id(old) and valid_session_id(new)) or old == new:
+            return None
+        now = time.time()
+        with self._mutex:
+            current = loads(self._live(old, now), old)
+            if current is None or self._entry(new, now) is not None:
+                return None
+            if if_record is not None and current != json.loads(if_record):
+                return None
+            merge(current, changed, removed)
+            self._write(new, current, now)
+            self._write(old, None, now)
+            self._forwards[old] = (new, now + grace)
+            return current
+
     def touch(self, sid: str) -> None:
         now = time.time()
         with self._mutex:
@@ -127,11 +157,14 @@ class MemoryStore(SessionStore):
             if raw is not None:
                 self._records[sid] = (raw, now + self.timeout)
 
-    def delete(self, sid: str) -> None:
+    def delete(self, sid: str) -> str | None:
         if not valid_session_id(sid):
-            return
+            return None
+        now = time.time()
         with self._mutex:
-            self._write(sid, None, time.time())
+            forward = self._forwards.pop(sid, None)
+            self._write(sid, None, now)
+        return forward[0] if forward is not None and forward[1] > now else None
 
     def acquire_lock(self, sid: str, timeout: float) -> Any:
         token = uuid.uuid4().hex
@@ -221,4 +254,6 @@ class MemoryStore(SessionStore):
                 del self._counters[key]
             for user_key in list(self._users):
                 self._prune_user(user_key, now)
+            for key in [k for k, (_, until) in self._forwards.items() if until <= now]:
+                del self._forwards[key]
         return len(expired)

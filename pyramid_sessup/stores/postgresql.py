@@ -15,15 +15,16 @@ has expired.
 
 Session locks (``sessup.session.lock``) are rows of the same table with the ID
 ``lock:<session id>`` (never a valid session ID) and their own expiry, and so
-are counters (upload quotas, ``quota:<key>``) and the user index
-(``user:<user key>``: one row per user, found by the primary key, whose
-``data`` maps each session ID to the time it was linked), so one table is all
-there is to create, grant, back up or drop.  Session IDs never hold ``:``,
-which is how every session query tells the other rows apart.  A user's index
-row expires two session lifetimes after its last link (a session is re-linked
-whenever its "last seen" is written); linking, and
-:meth:`PostgresStore.purge_expired`, drop its entries of dead sessions linked
-over a timeout ago, and purge deletes the rows left empty or expired.
+are counters (upload quotas, ``quota:<key>``), the forwards of rotated IDs
+(``fwd:<old id>``: the new ID as a JSON string, expiring after the grace, by
+the database clock) and the user index (``user:<user key>``: one row per user,
+found by the primary key, whose ``data`` maps each session ID to the time it
+was linked), so one table is all there is to create, grant, back up or drop.
+Session IDs never hold ``:``, which is how every session query tells the other
+rows apart.  A user's index row expires two session lifetimes after its last
+link (a session is re-linked whenever its "last seen" is written); linking,
+and :meth:`PostgresStore.purge_expired`, drop its entries of dead sessions
+linked over a timeout ago, and purge deletes the rows left empty or expired.
 
 Every per-request operation is one statement, so one round trip: ``load`` with
 touch is ``UPDATE … RETURNING data`` (committed without waiting for the WAL
@@ -34,6 +35,14 @@ client-side lock.  Times come from the database clock (``now()``), so app
 servers with drifting clocks agree on expiry.  Expired rows are invisible to
 every read and are deleted by :meth:`PostgresStore.purge_expired`
 (``sessup-sessions INI purge-expired``).
+
+``rotate`` is one statement too: it locks the old row (``FOR UPDATE``, so it
+copies the record as the last concurrent writer left it), turns it into a
+tombstone, inserts the merged record under the new ID and the forward; a
+concurrent ``update`` of the old ID then finds a tombstone.  ``lookup`` reads
+the forward only when the ID holds a tombstone (a second statement); ``delete``
+tombstones the row first (waiting for a rotation under way) and then takes the
+forward away, so it never misses one.
 
 Never a hang: connects are bounded by ``connect_timeout``; statements by a
 server-side ``statement_timeout``/``lock_timeout`` and the kernel's
@@ -61,6 +70,7 @@ from ..settings import SessupSettings
 from .base import (
     TOMBSTONE,
     CounterFn,
+    Forward,
     SessionStore,
     dumps,
     loads,
@@ -89,6 +99,7 @@ _UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError)
 _LOCK_PREFIX = "lock:"
 _COUNTER_PREFIX = "quota:"
 _USER_PREFIX = "user:"
+_FORWARD_PREFIX = "fwd:"
 _SESSION_ROW = "strpos(id, ':') = 0"
 
 #: A row that is not a tombstone.
@@ -208,11 +219,14 @@ class PostgresStore(SessionStore):
                 " version bigint NOT NULL DEFAULT 1, expires_at timestamptz NOT NULL);"
                 " CREATE INDEX IF NOT EXISTS {index} ON {t} (expires_at)"
             ),
+            # A tombstone is returned too (unchanged), so that lookup can tell it from
+            # an absent ID and read its forward.
             "load_touch": q(
-                "UPDATE {t} SET expires_at = {expiry} WHERE id = %(id)s AND expires_at > now() AND {alive}"
-                " AND {no_wait} RETURNING data::text"
+                "UPDATE {t} SET expires_at = CASE WHEN {alive} THEN {expiry} ELSE expires_at END"
+                " WHERE id = %(id)s AND expires_at > now() AND {no_wait} RETURNING data::text"
             ),
-            "load": q("SELECT data::text FROM {t} WHERE id = %(id)s AND expires_at > now() AND {alive}"),
+            "load": q("SELECT data::text FROM {t} WHERE id = %(id)s AND expires_at > now()"),
+            "forward": q("SELECT data #>> '{{}}' FROM {t} WHERE id = %(fwd)s AND expires_at > now()"),
             # An expired row (record or tombstone) that was not purged yet does not make the ID "taken".
             "create": q(
                 "INSERT INTO {t} AS s (id, data, version, expires_at) VALUES (%(id)s, %(data)s::jsonb, 1, {expiry})"
@@ -239,6 +253,22 @@ class PostgresStore(SessionStore):
                 " INSERT INTO {t} (id, data, version, expires_at)"
                 " SELECT %(new)s, %(data)s::jsonb, 1, {expiry} FROM dead RETURNING 1"
             ),
+            # The old row is locked first (a concurrent update commits before, or
+            # waits and then finds a tombstone), and read as that update left it.
+            "rotate": q(
+                "WITH prev AS (SELECT id, data FROM {t} WHERE id = %(old)s AND expires_at > now()"
+                " AND jsonb_typeof(data) = 'object' AND (%(if_record)s::jsonb IS NULL OR data = %(if_record)s::jsonb)"
+                " FOR UPDATE),"
+                " dead AS (UPDATE {t} AS s SET data = {dead}, version = s.version + 1, expires_at = {expiry}"
+                " FROM prev WHERE s.id = prev.id"
+                " RETURNING (prev.data || %(changed)s::jsonb) - %(removed)s::text[] AS data),"
+                " fwd AS (INSERT INTO {t} AS f (id, data, version, expires_at)"
+                " SELECT %(fwd)s, to_jsonb(%(new)s::text), 1, now() + %(grace)s * interval '1 second' FROM dead"
+                " ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, version = f.version + 1,"
+                " expires_at = EXCLUDED.expires_at)"
+                " INSERT INTO {t} (id, data, version, expires_at)"
+                " SELECT %(new)s, data, 1, {expiry} FROM dead RETURNING data::text"
+            ),
             "touch": q(
                 "UPDATE {t} SET expires_at = {expiry} WHERE id = %(id)s AND expires_at > now() AND {alive}"
                 " AND {no_wait}"
@@ -251,6 +281,9 @@ class PostgresStore(SessionStore):
             # A lock row is taken if absent or expired.  Lock rows live as long as one
             # request: their commits need no WAL flush either (a database crash
             # ends every request holding a lock anyway).
+            "take_forward": q(
+                "DELETE FROM {t} WHERE id = %(fwd)s RETURNING CASE WHEN expires_at > now() THEN data #>> '{{}}' END"
+            ),
             "lock": q(
                 "INSERT INTO {t} AS s (id, data, version, expires_at)"
                 " SELECT %(lock_id)s, to_jsonb(%(token)s::text), 1, {expiry} WHERE {no_wait}"
@@ -388,11 +421,17 @@ class PostgresStore(SessionStore):
         return self._run(lambda conn: conn.execute(self._q[name], params).rowcount)
 
     # -- per-request operations ------------------------------------------------------------
-    def load(self, sid: str, *, touch: bool = True) -> dict[str, Any] | None:
+    def lookup(self, sid: str, *, touch: bool = True) -> dict[str, Any] | Forward | None:
         if not valid_session_id(sid):
             return None
         row = self._one("load_touch" if touch else "load", {"id": sid, "ttl": self.timeout})
-        return None if row is None else loads(row[0], sid)
+        if row is None:
+            return None
+        if row[0] == TOMBSTONE:
+            found = self._one("forward", {"fwd": _FORWARD_PREFIX + sid})
+            target = found[0] if found is not None else None
+            return Forward(target) if target is not None and valid_session_id(target) else None
+        return loads(row[0], sid)
 
     def create(self, sid: str, data: Mapping[str, Any]) -> bool:
         if not valid_session_id(sid):
@@ -420,15 +459,35 @@ class PostgresStore(SessionStore):
         except psycopg.errors.UniqueViolation:
             return False  # the new ID is taken: the whole statement did nothing
 
+    def rotate(self, old: str, new: str, changed: Mapping[str, Any], removed: Iterable[str], *,
+               grace: float, expected: str | None = None, if_record: str | None = None) -> dict[str, Any] | None:
+        if not (valid_session_id(old) and valid_session_id(new)) or old == new:
+            return None
+        params = {"old": old, "new": new, "fwd": _FORWARD_PREFIX + old, "changed": dumps(changed),
+                  "removed": list(removed), "grace": grace, "ttl": self.timeout, "if_record": if_record}
+        try:
+            row = self._one("rotate", params)
+        except psycopg.errors.UniqueViolation:
+            return None  # the new ID is taken: the whole statement did nothing
+        return None if row is None else loads(row[0], new)
+
     def touch(self, sid: str) -> None:
         if not valid_session_id(sid):
             return
         self._rowcount("touch", {"id": sid, "ttl": self.timeout})
 
-    def delete(self, sid: str) -> None:
+    def delete(self, sid: str) -> str | None:
         if not valid_session_id(sid):
-            return
-        self._rowcount("delete", {"id": sid, "ttl": self.timeout})
+            return None
+
+        def bury(conn: psycopg.Connection[Any]) -> str | None:
+            conn.execute(self._q["delete"], {"id": sid, "ttl": self.timeout})
+            # Only now, in a fresh snapshot: a rotation that held the row when the
+            # tombstone was written has committed its forward.
+            row = conn.execute(self._q["take_forward"], {"fwd": _FORWARD_PREFIX + sid}).fetchone()
+            return row[0] if row is not None and row[0] and valid_session_id(row[0]) else None
+
+        return self._run(bury)
 
     # -- locking: a row "lock:<sid>" holding a token, with its own expiry (a crashed
     # holder blocks others at most lock_ttl); waiting polls with short, growing pauses -----

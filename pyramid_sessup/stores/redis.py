@@ -4,12 +4,13 @@ Layout: key ``key_prefix + sid`` holds the record as a JSON string (never a
 pickle); its TTL is the idle timeout, so Redis itself removes expired
 sessions.  Locks live at ``key_prefix + "lock:" + sid``; that suffix is never a
 valid session ID, so :meth:`RedisStore.ids` cannot mistake a lock for a session;
-counters (upload quotas) at ``key_prefix + "quota:" + key``, likewise, and the
-user index at ``key_prefix + "user:" + user key``: a sorted set of session IDs
-scored by the time each was linked, whose TTL (two session lifetimes) is
-refreshed by every link, i.e. whenever a session's "last seen" is written, so
-it outlives each of its sessions; linking also drops the entries of dead
-sessions linked over a timeout ago.
+counters (upload quotas) at ``key_prefix + "quota:" + key``, likewise; the
+forward of a rotated ID at ``key_prefix + "fwd:" + sid`` (the new ID, with a
+TTL of the grace); and the user index at ``key_prefix + "user:" + user key``:
+a sorted set of session IDs scored by the time each was linked, whose TTL (two
+session lifetimes) is refreshed by every link, i.e. whenever a session's "last
+seen" is written, so it outlives each of its sessions; linking also drops the
+entries of dead sessions linked over a timeout ago.
 
 One round trip per request where possible: ``GETEX … EX`` loads and slides
 the expiry at once, ``SET … NX EX`` creates, ``EXPIRE`` touches.  ``update``
@@ -24,7 +25,11 @@ back to ``WATCH``/``MULTI``.
 A dead ID's key holds the tombstone ``null`` with the session's TTL: ``delete``
 is one ``SET … EX``, so the record and its tombstone swap atomically;
 ``create``'s ``NX`` refuses it, and the compare-and-set and ``replace``
-scripts never write over it.
+scripts never write over it.  ``rotate`` is a compare-and-set script like
+``update``'s that also writes the new record, the old ID's tombstone and its
+forward; ``lookup`` reads the forward only when it met a tombstone, and
+``delete`` takes it away (``GETDEL``) in the same transaction that writes the
+tombstone.
 """
 from __future__ import annotations
 
@@ -46,6 +51,7 @@ from ..settings import SessupSettings
 from .base import (
     TOMBSTONE,
     CounterFn,
+    Forward,
     SessionStore,
     dumps,
     loads,
@@ -99,12 +105,35 @@ redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[2])
 return 1
 """
 
+#: rotate(): the new record, the old ID's tombstone and its forward, if the old
+#: record is still what the caller merged onto (else the current record, or 0
+#: if the new ID is taken).
+_ROTATE = """
+local current = redis.call('GET', KEYS[1])
+if current ~= ARGV[1] then
+    return current
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+    return 0
+end
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+redis.call('SET', KEYS[1], 'null', 'EX', ARGV[3])
+redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[5])
+return 1
+"""
+
 _DEAD = TOMBSTONE.encode("ascii")
 
 #: Optimistic merges retried this often before giving up; each retry means
 #: another writer committed in between, so this is only reached under a
 #: pathological write storm on a single session.
 _MAX_UPDATE_ATTEMPTS = 100
+
+
+def _session_id(raw: bytes | str | None) -> str | None:
+    """A stored forward's target, if it is a session ID."""
+    text = raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw
+    return text if text is not None and valid_session_id(text) else None
 
 
 def _glob_escape(text: str) -> str:
@@ -155,6 +184,7 @@ class RedisStore(SessionStore):
         self._swap_script = self.client.register_script(_SWAP)
         self._replace_script = self.client.register_script(_REPLACE)
         self._move_script = self.client.register_script(_MOVE)
+        self._rotate_script = self.client.register_script(_ROTATE)
 
     @classmethod
     def from_settings(cls, values: SessupSettings) -> RedisStore:
@@ -179,6 +209,8 @@ class RedisStore(SessionStore):
 
     def _index_key(self, user_key: str) -> str:
         return self.key_prefix + "user:" + user_key
+    def _forward_key(self, sid: str) -> str:
+        return self.key_prefix + "fwd:" + sid
 
     def _unavailable(self, exc: Exception) -> StoreUnavailable:
         # Kept short: the text may reach a 503 page; addresses stay out of it.
@@ -186,7 +218,7 @@ class RedisStore(SessionStore):
         return StoreUnavailable(f"Redis session store unavailable ({type(exc).__name__})")
 
     # -- per-request operations --------------------------------------------------------
-    def load(self, sid: str, *, touch: bool = True) -> dict[str, Any] | None:
+    def lookup(self, sid: str, *, touch: bool = True) -> dict[str, Any] | Forward | None:
         if not valid_session_id(sid):
             return None
         try:
@@ -194,13 +226,15 @@ class RedisStore(SessionStore):
                 raw = self.client.getex(self._key(sid), ex=self.timeout)
             else:
                 raw = self.client.get(self._key(sid))
+            if raw == _DEAD:
+                # Only a tombstone can carry a forward: one more round trip, and only here.
+                target = _session_id(self.client.get(self._forward_key(sid)))
+                return Forward(target) if target is not None else None
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise self._unavailable(exc) from exc
         except ResponseError:
             # WRONGTYPE: something other than a string sits at the key.
             raw = b"\x00not a string"
-        if raw == _DEAD:
-            return None
         return loads(raw, sid)
 
     def create(self, sid: str, data: Mapping[str, Any]) -> bool:
@@ -287,6 +321,36 @@ class RedisStore(SessionStore):
         except ResponseError:  # not a string at the old key: not a live session
             return False
 
+    def rotate(self, old: str, new: str, changed: Mapping[str, Any], removed: Iterable[str], *,
+               grace: float, expected: str | None = None, if_record: str | None = None) -> dict[str, Any] | None:
+        if not (valid_session_id(old) and valid_session_id(new)) or old == new:
+            return None
+        removed = list(removed)
+        keys = [self._key(old), self._key(new), self._forward_key(old)]
+        grace_ms = max(1, int(grace * 1000))
+        try:
+            if if_record is not None:
+                expected = if_record
+            base: str | bytes | None = expected if expected is not None else self.client.get(keys[0])
+            for _ in range(_MAX_UPDATE_ATTEMPTS):
+                if base is None or base == _DEAD or base == TOMBSTONE:
+                    return None
+                data = loads(base, old)
+                if data is None:
+                    return None
+                merge(data, changed, removed)
+                result = self._rotate_script(keys=keys, args=[base, dumps(data), self.timeout, new, grace_ms])
+                if result == 1:
+                    return data
+                if not isinstance(result, bytes) or if_record is not None:
+                    return None  # gone meanwhile (nil), the new ID is taken (0), or not the record required
+                base = result  # another request wrote first: merge onto its record
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise self._unavailable(exc) from exc
+        except ResponseError:  # not a string at the old key: not a live session
+            return None
+        raise StoreUnavailable(f"session {old[:8]}…: rotation kept conflicting after {_MAX_UPDATE_ATTEMPTS} attempts")
+
     def touch(self, sid: str) -> None:
         if not valid_session_id(sid):
             return
@@ -295,14 +359,19 @@ class RedisStore(SessionStore):
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise self._unavailable(exc) from exc
 
-    def delete(self, sid: str) -> None:
+    def delete(self, sid: str) -> str | None:
         if not valid_session_id(sid):
-            return
+            return None
         try:
-            # One command: the record becomes its tombstone, with a fresh TTL.
-            self.client.set(self._key(sid), _DEAD, ex=self.timeout)
+            # One transaction: the record becomes its tombstone, with a fresh TTL,
+            # and the forward it may carry is taken away and reported.
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.set(self._key(sid), _DEAD, ex=self.timeout)
+                pipe.getdel(self._forward_key(sid))
+                _, target = pipe.execute()
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise self._unavailable(exc) from exc
+        return _session_id(target)
 
     # -- locking -------------------------------------------------------------------------
     def acquire_lock(self, sid: str, timeout: float) -> str:

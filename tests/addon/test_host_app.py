@@ -170,6 +170,8 @@ def test_code_configured_factory_is_an_isession(tmp_path: Path) -> None:
     ({"cookie_samesite": "none"}, "sessup.session.cookie.secure"),
     ({"store": "file"}, "sessup.session.file.path"),
     ({"table_name": "x"}, "sessup.session.table_name; did you mean sessup.session.table"),
+    ({"max_lifetime": 60}, "sessup.session.max_lifetime"),
+    ({"rotate_after": 600, "rotate_grace": 600}, "sessup.session.rotate_grace"),
 ])
 def test_code_configured_factory_names_a_bad_argument(kwargs: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigurationError, match=key.replace(".", r"\.")):

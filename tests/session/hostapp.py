@@ -77,6 +77,13 @@ def plain(request: Request) -> dict[str, Any]:
     return {"plain": True}
 
 
+def fail(request: Request) -> dict[str, Any]:
+    """Reads the session, then answers 500 (a failed request saves nothing)."""
+    len(request.session)
+    request.response.status = 500
+    return {}
+
+
 def make_host_app(settings: dict[str, Any]) -> Any:
     config = Configurator(settings=settings)
     config.include("pyramid_sessup")
@@ -84,7 +91,7 @@ def make_host_app(settings: dict[str, Any]) -> Any:
     for name, view, path in [
         ("read", read, "/read"), ("write", write, "/write"), ("incr", incr, "/incr"),
         ("append", append, "/append"), ("clear", clear, "/clear"), ("bad", bad_value, "/bad"),
-        ("op", op, "/op/{name}"), ("plain", plain, "/plain"),
+        ("op", op, "/op/{name}"), ("plain", plain, "/plain"), ("fail", fail, "/fail"),
     ]:
         config.add_route(name, path)
         # These test views change state on GET on purpose (to keep the tests short).

@@ -157,3 +157,47 @@ def test_every_key_is_a_typed_field_with_its_default() -> None:
         assert attrgetter(field_name(param.key))(values) == expected, param.key
     with pytest.raises(FrozenInstanceError):
         values.session.timeout = 1  # type: ignore[misc]
+
+
+def test_lifetime_and_rotation_defaults() -> None:
+    values = parse()
+    assert (values.session.max_lifetime, values.session.rotate_after, values.session.rotate_grace) == (0, 0, 30)
+
+
+@pytest.mark.parametrize("key,value", [
+    ("sessup.session.max_lifetime", "-1"),
+    ("sessup.session.max_lifetime", "8h"),
+    ("sessup.session.rotate_after", "-60"),
+    ("sessup.session.rotate_after", "1.5"),
+    ("sessup.session.rotate_grace", "0"),
+    ("sessup.session.rotate_grace", "soon"),
+])
+def test_bad_lifetime_or_rotation_value_names_the_key(key: str, value: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        parse(**{key: value})
+    assert key in str(info.value) and repr(value) in str(info.value)
+
+
+@pytest.mark.parametrize("settings,named", [
+    # A lifetime shorter than the idle timeout: the timeout would never act (a unit slip, usually).
+    ({"sessup.session.max_lifetime": "600"}, "sessup.session.max_lifetime"),
+    ({"sessup.session.timeout": "60", "sessup.session.max_lifetime": "59"}, "sessup.session.max_lifetime"),
+    # The grace must end before the old ID's tombstone would, and before the next rotation.
+    ({"sessup.session.timeout": "30", "sessup.session.rotate_after": "300"}, "sessup.session.rotate_grace"),
+    ({"sessup.session.rotate_after": "30"}, "sessup.session.rotate_grace"),
+    ({"sessup.session.rotate_after": "60", "sessup.session.rotate_grace": "60"}, "sessup.session.rotate_grace"),
+    # Rotation that the lifetime would always beat.
+    ({"sessup.session.max_lifetime": "3600", "sessup.session.rotate_after": "3600"}, "sessup.session.rotate_after"),
+])
+def test_lifetime_and_rotation_that_cannot_work_stop_start_up(settings: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigurationError, match=named.replace(".", r"\.")):
+        parse(**settings)
+
+
+def test_lifetime_and_rotation_that_fit_are_accepted() -> None:
+    values = parse(**{"sessup.session.timeout": "1800", "sessup.session.max_lifetime": "28800",
+                      "sessup.session.rotate_after": "900", "sessup.session.rotate_grace": "30"})
+    assert (values.session.max_lifetime, values.session.rotate_after, values.session.rotate_grace) == (28800, 900, 30)
+    # The grace is checked only when rotation is on: a short timeout alone stays valid.
+    assert parse(**{"sessup.session.timeout": "5"}).session.rotate_grace == 30
+    assert parse(**{"sessup.session.timeout": "5", "sessup.session.max_lifetime": "5"}).session.max_lifetime == 5

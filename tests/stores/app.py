@@ -5,6 +5,7 @@ tests), logout/login endpoints for the resurrection races, and sign-in / list
 ``use = call:tests.stores.app:main``."""
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
@@ -16,12 +17,20 @@ import pyramid_sessup.demo
 from pyramid_sessup.users import list_sessions, revoke_all_sessions, revoke_session
 
 
+def _digest(sid: str) -> str:
+    """Names a session ID in an answer without showing it."""
+    return hashlib.sha256(sid.encode("ascii")).hexdigest()[:16]
+
+
 def set_key(request: Request) -> dict[str, Any]:
     """Write one key after an optional pause: two of these overlap on purpose."""
     session = request.session
     session.get("touch-the-session-first")
+    loaded_as = session.id  # the ID the session had when this request loaded it
     time.sleep(float(request.params.get("delay", "0")))
     session[request.matchdict["key"]] = request.params.get("value", "1")
+    if "digest" in request.params:
+        return {"data": dict(session.items()), "loaded_as": _digest(loaded_as)}
     return dict(session.items())
 
 
@@ -78,6 +87,19 @@ def revoke(request: Request) -> dict[str, Any]:
 def revoke_all(request: Request) -> dict[str, Any]:
     keep = request.params.get("keep", "true") == "true"
     return {"revoked": revoke_all_sessions(request, request.params.get("user"), keep_current=keep)}
+def make_due(request: Request) -> dict[str, Any]:
+    """Age a session's ID past any rotate_after, in the store itself (this request
+    never loads the session, so it does not rotate it)."""
+    record = {"_issued": time.time() - 10 * 365 * 86400}
+    return {"aged": request.registry.sessup_store.update(request.params["sid"], record, []) is not None}
+
+
+def lookup(request: Request) -> dict[str, Any]:
+    """What the store answers for an ID: live, forwarded (to which ID) or dead."""
+    found = request.registry.sessup_store.lookup(request.params["sid"], touch=False)
+    if isinstance(found, dict):
+        return {"live": True, "forward": None}
+    return {"live": False, "forward": getattr(found, "target", None)}
 
 
 def main(global_config: dict[str, Any] | None, **settings: Any) -> Router:
@@ -105,4 +127,8 @@ def main(global_config: dict[str, Any] | None, **settings: Any) -> Router:
         for name, view in (("who", who), ("sessions", sessions)):
             config.add_route(f"test.{name}", f"/test/{name}")
             config.add_view(view, route_name=f"test.{name}", renderer="json")
+        config.add_route("test.due", "/test/due")
+        config.add_route("test.lookup", "/test/lookup")
+        config.add_view(make_due, route_name="test.due", renderer="json")
+        config.add_view(lookup, route_name="test.lookup", renderer="json")
     return config.make_wsgi_app()

@@ -242,7 +242,8 @@ def test_rotation_keeps_records_readable_and_reencrypts_them(store: SessionStore
     rotated.set_cookie("sessup", writer.cookies["sessup"])
     assert rotated.get("/set/cart?value=4%20pears").json == {**expected, "cart": "4 pears"}
     assert key_ids(store, sid_of(rotated)) == {new_id}
-    assert len(_entries(store, sid_of(rotated))) == len(expected) + 1  # one per key and _created: no old one left
+    # One per key, _created and _issued: no old one left.
+    assert len(_entries(store, sid_of(rotated))) == len(expected) + 2
     # A session that only reads: its old record loads, and is re-encrypted on the way.
     second = webtest.TestApp(rotated.app, extra_environ={"HTTP_HOST": "example.com"})
     second.set_cookie("sessup", reader.cookies["sessup"])
@@ -404,4 +405,4 @@ def test_encryption_is_off_by_default_and_wraps_a_store_instance(store: SessionS
     app = host_app([NEW], store)  # SessupSessionFactory(store=<instance>, encrypt=True)
     app.get("/set/a?value=1")
     names = set(_entries(store, sid_of(app)))
-    assert len(names) == 2 and not names & {"a", "_created"}
+    assert len(names) == 3 and not names & {"a", "_created", "_issued"}

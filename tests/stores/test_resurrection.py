@@ -72,7 +72,8 @@ def session_cookie(headers: list[str]) -> str | None:
 class Backend:
     """One pserve process over one store, plus a store object to look inside it."""
 
-    def __init__(self, kind: str, lock: bool, directory: Path) -> None:
+    def __init__(self, kind: str, lock: bool, directory: Path, extra: dict[str, str] | None = None,
+                 threads: int = 8) -> None:
         self.kind = kind
         self.cleanup: Callable[[], None] = lambda: None
         settings: dict[str, str] = {"sessup.session.store": kind}
@@ -106,9 +107,11 @@ class Backend:
             "sessup.session.lock_timeout": "20",
             "sessup.upload.path": str(directory / "uploads"),
             **settings,
+            **(extra or {}),
         }, port=port)
         # More worker threads than concurrent clients: no request waits for a worker.
-        ini.write_text(ini.read_text().replace(f"listen = 127.0.0.1:{port}", f"listen = 127.0.0.1:{port}\nthreads = 8"))
+        ini.write_text(ini.read_text().replace(f"listen = 127.0.0.1:{port}",
+                                               f"listen = 127.0.0.1:{port}\nthreads = {threads}"))
         self.server: Server = start_server(ini, port, env={"PYTHONPATH": str(ROOT)}, probe="/test/info")
 
     def close(self) -> None:
