@@ -548,3 +548,26 @@ def _values_with(settings: dict[str, str]) -> Any:
     from pyramid_sessup.settings import parse_settings
 
     return parse_settings({"sessup.session.secret": FIRST, **settings}, environ={})
+
+
+def test_id_rotation_keeps_a_signed_in_session_listed_under_its_new_id(
+        make_client: Callable[..., webtest.TestApp]) -> None:
+    """A rotation (sessup.session.rotate_after) moves a signed-in session like a login
+    does: the index holds the new ID, not the old one, the list still shows the
+    session as current, and revoke-all from another device ends it."""
+    base = make_client(**{"sessup.session.rotate_after": "3600", "sessup.session.rotate_grace": "1"})
+    store, users = store_of(base), users_of(base)
+    a, b = browser(base, "A"), browser(base, "B")
+    sign_in(a)
+    sign_in(b)
+    old = sid_of(a)
+    assert base.get("/test/due", {"sid": old}).json == {"aged": True}
+    assert who(a)["user"] == USER  # this request rotates the ID
+    new = sid_of(a)
+    assert new != old
+    assert index_sids(store, users, USER) >= {new, sid_of(b)} and old not in index_sids(store, users, USER)
+    assert [(s["handle"], s["current"]) for s in listed(a)][0] == (users.handle(new), True)
+    assert {s["handle"] for s in listed(b)} == {users.handle(new), users.handle(sid_of(b))}
+    assert b.post("/test/revoke-all").json == {"revoked": 1}
+    assert who(a) == {"user": None, "new": True, "data": {}}
+    assert bound_live(store, USER) == {sid_of(b)}
