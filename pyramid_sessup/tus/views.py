@@ -52,7 +52,6 @@ from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 from pyramid.config import Configurator
-from pyramid.exceptions import ConfigurationError
 from pyramid.request import Request
 from pyramid.response import Response
 
@@ -80,7 +79,7 @@ from .protocol import (
     parse_metadata,
     state_headers,
 )
-from .state import FINAL, PARTIAL, Busy, Gone, TusStore, UploadInfo, sweep
+from .state import FINAL, PARTIAL, Busy, Gone, TusStore, UploadInfo, make_tus_store, sweep
 
 log = logging.getLogger(__name__)
 
@@ -213,9 +212,11 @@ def _write(request: Request, store: TusStore, info: UploadInfo, declared: int | 
                               f"sessup.upload.max_file_size ({limit} bytes)")
     else:
         blocks = _body_blocks(request, length - info.offset, values.upload.tus_max_chunk_size)
-    result = store.append(info, blocks, checksum=checksum)
     if declared is not None:
+        # Recorded only with the chunk: a refused chunk is never saved, and the
+        # store must know whether this chunk ends the upload.
         info.length = declared
+    result = store.append(info, blocks, checksum=checksum)
     store.touch(info)
     if info.offset == info.length:
         store.complete(info, request)
@@ -428,11 +429,9 @@ def includeme(config: Configurator) -> None:
     storage = upload_storage(config.registry)
     if not values.routes.tus:
         return
-    # The resumable state lives in the upload directory, also with object
-    # storage (where finished files then go).
-    if not values.upload.path:
-        raise ConfigurationError("pyramid_sessup.tus keeps unfinished uploads in sessup.upload.path: set it")
-    store = TusStore(storage, values.upload.tus_expiry, directory=values.upload.path)
+    # Unfinished uploads are kept where finished ones go: the upload
+    # directory's .tus, or the bucket (so that any machine can continue them).
+    store = make_tus_store(storage, values)
     config.registry.sessup_tus_store = store
     swept = store.sweep()
     if swept:

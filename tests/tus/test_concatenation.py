@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import webtest
 
-from pyramid_sessup.tus import concat
+from pyramid_sessup.tus import local
 from pyramid_sessup.tus.state import TusStore
 
 from ..samples import png
@@ -331,7 +331,7 @@ def test_disk_full_while_joining_is_507_and_partials_kept(testapp: webtest.TestA
     pieces = {partial(testapp, b"first"): b"first", partial(testapp, b"second"): b"second"}
     before = tus_state(upload_dir)
     calls: list[int] = []
-    real = concat.copy_range
+    real = local.copy_range
 
     def full(src: int, dst: int, count: int, dst_offset: int) -> None:
         calls.append(count)
@@ -339,7 +339,7 @@ def test_disk_full_while_joining_is_507_and_partials_kept(testapp: webtest.TestA
             raise OSError(errno.ENOSPC, "No space left on device")
         real(src, dst, count, dst_offset)
 
-    monkeypatch.setattr(concat, "copy_range", full)
+    monkeypatch.setattr(local, "copy_range", full)
     res = final(testapp, list(pieces), status=507)
     assert "full" in res.text
     monkeypatch.undo()
@@ -370,15 +370,15 @@ def test_join_without_copy_file_range(testapp: webtest.TestApp, monkeypatch: pyt
     def unavailable(*args: Any) -> int:
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(concat.os, "copy_file_range", unavailable, raising=False)
-    monkeypatch.setattr(concat, "READ_STEP", 1000)  # several blocks per partial
+    monkeypatch.setattr(local.os, "copy_file_range", unavailable, raising=False)
+    monkeypatch.setattr(local, "READ_STEP", 1000)  # several blocks per partial
     pieces = [os.urandom(2500), os.urandom(999), os.urandom(1)]
     res = final(testapp, [partial(testapp, p) for p in pieces])
     assert testapp.get(res.headers["Sessup-File-Url"]).body == b"".join(pieces)
 
 
 def test_copy_range_copies_large_partials_in_steps(testapp: webtest.TestApp, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(concat, "COPY_STEP", 4096)
+    monkeypatch.setattr(local, "COPY_STEP", 4096)
     pieces = [os.urandom(100_000), os.urandom(4096), os.urandom(5)]
     res = final(testapp, [partial(testapp, p) for p in pieces])
     assert testapp.get(res.headers["Sessup-File-Url"]).body == b"".join(pieces)

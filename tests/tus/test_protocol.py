@@ -555,7 +555,7 @@ def test_disk_full_is_507_and_nothing_applied(testapp: webtest.TestApp, create: 
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
-    from pyramid_sessup.tus import state
+    from pyramid_sessup.tus import local
 
     loc = create(8)
     testapp.patch(loc, b"ab", headers=patch_headers(0), status=204)
@@ -568,7 +568,7 @@ def test_disk_full_is_507_and_nothing_applied(testapp: webtest.TestApp, create: 
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(fd, bytes(data[:2]))
 
-    monkeypatch.setattr(state.os, "write", full)
+    monkeypatch.setattr(local.os, "write", full)
     testapp.patch(loc, b"cdefgh", headers=patch_headers(2), status=507)
     monkeypatch.undo()
     assert testapp.head(loc, headers=TUS).headers["Upload-Offset"] == "2"
