@@ -126,13 +126,16 @@ class TusBackend:
         head = self.server.client().head_object(Bucket=self.bucket, Key=self.prefix + name)
         return decode_metadata(head["Metadata"])
 
-    def staged(self, upload_id: str) -> bytes:
-        """The bytes an unfinished upload holds (short ones: for s3, no part went up yet)."""
+    def received(self, upload_id: str) -> bytes:
+        """The bytes an upload holds: a finished partial's, or a short
+        unfinished upload's (for s3, one that has no part yet)."""
         if self.kind == "local":
             return (self.upload_dir / ".tus" / (upload_id + ".part")).read_bytes()
         import json
 
         state = json.loads(self.server.read(self.bucket, f"{self.tus_prefix}{upload_id}.info"))["store"]
+        if state.get("assembled"):
+            return bytes(self.server.read(self.bucket, self.tus_prefix + upload_id))
         assert not state.get("parts") and not state.get("upload"), state
         staging = state.get("staging")
         if not staging:

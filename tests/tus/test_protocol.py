@@ -300,7 +300,7 @@ def test_checksum_mismatch_is_460_and_not_applied(testapp: webtest.TestApp, crea
     testapp.patch(loc, b"XYZ", headers=patch_headers(3, **{"Upload-Checksum": checksum(algorithm, b"def")}),
                   status=460)
     assert testapp.head(loc, headers=TUS).headers["Upload-Offset"] == "3"
-    assert tus_backend.staged(upload_id(loc)) == b"abc"
+    assert tus_backend.received(upload_id(loc)) == b"abc"
     res = testapp.patch(loc, b"def", headers=patch_headers(3, **{"Upload-Checksum": checksum(algorithm, b"def")}),
                         status=204)
     assert res.headers["Sessup-File-Sha256"] == hashlib.sha256(b"abcdef").hexdigest()
@@ -320,7 +320,7 @@ def test_bytes_past_upload_length_are_413_and_not_applied(testapp: webtest.TestA
     testapp.patch(loc, b"ab", headers=patch_headers(0), status=204)
     testapp.patch(loc, b"cdefg", headers=patch_headers(2), status=413)
     assert testapp.head(loc, headers=TUS).headers["Upload-Offset"] == "2"
-    assert tus_backend.staged(upload_id(loc)) == b"ab"
+    assert tus_backend.received(upload_id(loc)) == b"ab"
     testapp.patch(loc, b"cde", headers=patch_headers(2), status=204)
 
 
@@ -334,7 +334,7 @@ def test_chunked_body_past_upload_length_is_413(app: Any, testapp: webtest.TestA
                "HTTP_COOKIE": "; ".join(f"{c.name}={c.value}" for c in testapp.cookiejar)}
     res = webtest.TestRequest.blank(loc, environ).get_response(app)
     assert res.status_int == 413
-    assert tus_backend.staged(upload_id(loc)) == b""
+    assert tus_backend.received(upload_id(loc)) == b""
     environ.update({"wsgi.input": io.BytesIO(b"abcd")})
     res = webtest.TestRequest.blank(loc, environ).get_response(app)
     assert res.status_int == 204 and res.headers["Upload-Offset"] == "4"
@@ -398,7 +398,7 @@ def test_body_cut_short_with_checksum_is_discarded(app: Any, testapp: webtest.Te
     res = webtest.TestRequest.blank(loc, environ).get_response(app)
     assert res.status_int == 400
     assert testapp.head(loc, headers=TUS).headers["Upload-Offset"] == "0"
-    assert tus_backend.staged(upload_id(loc)) == b""
+    assert tus_backend.received(upload_id(loc)) == b""
 
 
 def test_bytes_left_by_a_killed_writer_are_cut_off(testapp: webtest.TestApp, create: Any, upload_dir: Path) -> None:
