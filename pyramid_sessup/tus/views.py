@@ -282,11 +282,13 @@ def create(request: Request) -> Response:
     store = get_tus_store(request)
     info = store.create(owner_token=token, length=length, concat=PARTIAL if partial else "", **attrs)
     location = upload_url(request, info.id)
+    if not with_body and info.length != 0:  # nothing more to do (and nobody else knows the id yet)
+        return _answer(201, {"Location": location, **_state_headers(request, info)})
     try:
         with store.locked(info.id) as info:
             if with_body:
                 _write(request, store, info)
-            elif info.length == 0:
+            else:
                 store.complete(info, request)
     except TusError as exc:
         if exc.status == 400 and "Upload-Offset" in exc.headers:
