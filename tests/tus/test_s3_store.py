@@ -275,6 +275,26 @@ def test_an_interrupted_completion_whose_bytes_went_is_410(client: webtest.TestA
     assert s3_server.keys(s3_bucket) == [] and s3_server.unfinished(s3_bucket) == []
 
 
+def test_what_a_dead_request_left_goes_with_the_completion(client: webtest.TestApp, s3_server: S3Server,
+                                                          s3_bucket: str) -> None:
+    """A request killed mid-PATCH leaves what no state records: a multipart
+    upload it began, a staging object it wrote.  The upload continues from its
+    recorded offset, and once it is complete none of that is left."""
+    data = os.urandom(7 * MiB)
+    loc = create(client, len(data))
+    uid = upload_id(loc)
+    client.patch(loc, data[:MiB], headers=patch_headers(0), status=204)
+    s3 = s3_server.client()
+    dead = s3.create_multipart_upload(Bucket=s3_bucket, Key=TUS_PREFIX + uid)["UploadId"]
+    s3.upload_part(Bucket=s3_bucket, Key=TUS_PREFIX + uid, UploadId=dead, PartNumber=1, Body=os.urandom(5 * MiB))
+    s3.put_object(Bucket=s3_bucket, Key=f"{TUS_PREFIX}{uid}.part.{'d' * 12}", Body=b"half a chunk")
+    assert client.head(loc, headers=TUS).headers["Upload-Offset"] == str(MiB)
+    res = client.patch(loc, data[MiB:], headers=patch_headers(MiB), status=204)
+    assert client.get(res.headers["Sessup-File-Url"]).body == data
+    assert s3_server.unfinished(s3_bucket) == []
+    assert [k for k in s3_server.keys(s3_bucket) if k.startswith(TUS_PREFIX)] == [f"{TUS_PREFIX}{uid}.info"]
+
+
 def test_partials_of_a_part_or_more_are_joined_by_copied_parts(client: webtest.TestApp, s3_server: S3Server,
                                                                 s3_bucket: str,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
