@@ -423,6 +423,51 @@ def test_concurrent_patch_gets_409(app: Any, testapp: webtest.TestApp, create: A
     testapp.patch(loc, b"abcd", headers=patch_headers(0), status=204)
 
 
+def test_racing_patches_apply_one_chunk_at_a_time(app: Any, testapp: webtest.TestApp, create: Any,
+                                                   tus_backend: TusBackend) -> None:
+    """Four PATCHes at the same offset, at once, for 12 rounds: exactly one
+    applies its chunk, the others get 409; the file is the winners' chunks in
+    order.  Rounds that break this are counted (must be none)."""
+    import threading
+
+    chunk = 64 * 1024
+    rounds = 12
+    loc = create(chunk * rounds, filename="race.bin")
+    cookie = "; ".join(f"{c.name}={c.value}" for c in testapp.cookiejar)
+    expected = b""
+    broken = 0
+    for r in range(rounds):
+        bodies = [bytes([r * 4 + i]) * chunk for i in range(4)]
+        barrier = threading.Barrier(4)
+        answers: dict[int, int] = {}
+
+        def send(i: int) -> None:
+            barrier.wait()
+            request = webtest.TestRequest.blank(loc, {"REQUEST_METHOD": "PATCH", "HTTP_HOST": "example.com",
+                                                      "HTTP_COOKIE": cookie}, headers=patch_headers(r * chunk))
+            request.body = bodies[i]
+            answers[i] = request.get_response(app).status_int
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        winners = [i for i, status in answers.items() if status == 204]
+        if len(winners) != 1 or sorted(answers.values()) != [204, 409, 409, 409]:
+            broken += 1
+        if winners:
+            expected += bodies[winners[0]]
+        offset = testapp.head(loc, headers=TUS).headers["Upload-Offset"]
+        if offset != str(len(expected)):
+            broken += 1
+            break
+    assert broken == 0
+    result = testapp.get(loc).json
+    assert testapp.get(result["url"]).body == expected
+    assert tus_backend.bytes_kept() == []
+
+
 # -- ownership -----------------------------------------------------------------------------------------
 
 
