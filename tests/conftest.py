@@ -16,7 +16,6 @@ from pyramid_sessup.demo import main
 from .s3 import S3Server, start_s3_server
 from .support import ROOT
 
-
 # Pyramid imports pkg_resources, which setuptools >= 80 deprecates with a UserWarning at import time
 # (Python 3.13 venvs get such a setuptools). pytest.ini ignores it in this process; the servers and
 # scripts the tests start print it on stderr before anything of ours, so they ignore it too, the

@@ -18,9 +18,8 @@ That is what makes the lease a lock:
 A holder killed mid-request leaves its lease behind; it ends after
 :data:`LEASE_SECONDS`, and the next request takes the upload over.  This
 assumes the servers' clocks agree within a few seconds and that one request
-to the service ends within ``LEASE_SECONDS - RENEW_BELOW`` seconds (the
-client's timeouts are well below that).
-"""
+to the service (its retries included) ends within :data:`RENEW_BELOW` seconds:
+a part starts going up with at least that much of the lease left."""
 from __future__ import annotations
 
 import json

@@ -42,8 +42,9 @@ foreign ``Origin`` is refused as well (Pyramid's origin check).
 
 **Expiry.**  An unfinished upload expires ``sessup.upload.tus_expiry``
 seconds after its creation or last PATCH (``Upload-Expires``): requests then
-get 410 and the upload is removed; :func:`sweep` (run at start-up) removes
-every expired one.  After removal it is simply unknown (404).
+get 410 and the upload is removed; the store's sweep (run at start-up, and by
+``sessup-sweep``) removes every expired one.  After removal it is simply
+unknown (404).
 """
 from __future__ import annotations
 
