@@ -4,7 +4,7 @@ beside ``/upFile``.
 :mod:`.protocol` parses and formats the headers; :mod:`.state` defines an
 upload's state and the store interface, which :mod:`.local` implements in the
 upload directory (shared by every process of one directory) and
-:mod:`.s3store` (with :mod:`.s3records`) in the bucket of
+:mod:`.s3store` (with :mod:`.s3records` and :mod:`.s3join`) in the bucket of
 ``sessup.upload.storage = s3`` (shared by every machine); :mod:`.concat` joins
 partial uploads and :mod:`.views` answers ``/files/``.  Finished uploads land
 where ``/upFile`` results go, under the same generated names.

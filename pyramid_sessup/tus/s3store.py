@@ -41,16 +41,13 @@ before the state records the result, the upload is *reopened*: a new
 multipart upload gets the recorded parts back by UploadPartCopy from the
 finished object, and the upload is again at the offset before its last chunk.
 
-Concatenation: a final upload joins its finished partials (objects
-``P.tus/<id>``) by UploadPartCopy, one part per partial, when every partial
-but the last has at least 5 MiB (S3's rule for parts); otherwise, or where
-the service refuses such parts (R2: unequal parts), by streaming them through
-once.  Either way the joined object is read once for its sha256.
+Concatenation (:mod:`.s3join`): a final upload joins its finished partials
+(objects ``P.tus/<id>``) by UploadPartCopy inside the service where it can,
+else by streaming them through once.
 """
 from __future__ import annotations
 
 import copy
-import hashlib
 import hmac
 import logging
 import re
@@ -62,19 +59,16 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
 
-from ..exceptions import StorageUnavailable
-from ..uploads.s3 import MAX_COPY_SIZE, MAX_PARTS, MIN_PART_SIZE, S3Storage, S3TempFile, error_code, is_missing
+from ..uploads.s3 import MAX_PARTS, MIN_PART_SIZE, S3Storage, is_missing
 from .protocol import CHECKSUM_ALGORITHMS, CHECKSUM_MISMATCH, TusError
 from .s3records import LEASE_SECONDS, Lease, LostLease, StateObjects
-from .state import BLOCK, ID_PATTERN, AppendResult, Busy, Gone, TusStore, UploadInfo, owner_digest
+from .state import ID_PATTERN, AppendResult, Busy, Gone, TusStore, UploadInfo, owner_digest
 
 log = logging.getLogger(__name__)
 
 #: Keys of one upload below the prefix: its data (the multipart upload and
 #: the finished object), its state, its staging objects.
 _KEY = re.compile(r"([A-Za-z0-9_-]{32})(\.info|\.part\.[A-Za-z0-9_-]{12})?")
-#: Codes with which a service refuses the parts of a copy join (R2 wants equal parts).
-_PARTS_REFUSED = frozenset({"EntityTooSmall", "InvalidPart", "InvalidRequest", "NotImplemented"})
 
 _DAMAGED = "The upload's data is damaged; start a new upload"
 _TAKEN_OVER = "Another request took this upload over; the chunk was not applied"
@@ -162,7 +156,7 @@ class S3TusStore(TusStore):
     def _staging_key(self, upload_id: str, tag: str) -> str:
         return f"{self.data_key(upload_id)}.part.{tag}"
 
-    def _s3(self, method: str, **params: Any) -> Any:
+    def s3(self, method: str, **params: Any) -> Any:
         """One call to the service (its failures: 503, see :meth:`S3Storage.call`)."""
         storage = self.storage
         operation = "".join(word.title() for word in method.split("_"))
@@ -172,7 +166,7 @@ class S3TusStore(TusStore):
         from botocore.exceptions import ClientError
 
         try:
-            self._s3("head_object", Key=key)
+            self.s3("head_object", Key=key)
         except ClientError as exc:
             if is_missing(exc):
                 return False
@@ -323,11 +317,11 @@ class S3TusStore(TusStore):
         self._renew(upload_id, lease)  # never send a part under a lease that may have passed on
         key = self.data_key(upload_id)
         if state.upload is None:
-            state.upload = self._s3("create_multipart_upload", Key=key)["UploadId"]
+            state.upload = self.s3("create_multipart_upload", Key=key)["UploadId"]
         with memoryview(buffer) as view:
             body = bytes(view[:size])
         try:
-            answer = self._s3("upload_part", Key=key, UploadId=state.upload, PartNumber=number, Body=body)
+            answer = self.s3("upload_part", Key=key, UploadId=state.upload, PartNumber=number, Body=body)
         except ClientError as exc:
             if is_missing(exc):
                 raise TusError(410, _DAMAGED) from None
@@ -339,7 +333,7 @@ class S3TusStore(TusStore):
 
         tag, size = staging
         try:
-            answer = self._s3("get_object", Key=self._staging_key(upload_id, tag))
+            answer = self.s3("get_object", Key=self._staging_key(upload_id, tag))
         except ClientError as exc:
             if is_missing(exc):
                 raise TusError(410, _DAMAGED) from None
@@ -355,7 +349,7 @@ class S3TusStore(TusStore):
 
     def _put_staging(self, upload_id: str, buffer: bytearray) -> list[Any]:
         tag = secrets.token_urlsafe(9)
-        self._s3("put_object", Key=self._staging_key(upload_id, tag), Body=bytes(buffer))
+        self.s3("put_object", Key=self._staging_key(upload_id, tag), Body=bytes(buffer))
         return [tag, len(buffer)]
 
     def _delete(self, key: str) -> None:
@@ -376,7 +370,7 @@ class S3TusStore(TusStore):
 
         key = self.data_key(upload_id)
         if state.upload is None:
-            self._s3("put_object", Key=key, Body=bytes(tail))
+            self.s3("put_object", Key=key, Body=bytes(tail))
         else:
             if tail:
                 number = state.parts[-1][0] + 1 if state.parts else 1
@@ -389,7 +383,7 @@ class S3TusStore(TusStore):
             except (LostLease, Gone):
                 raise TusError(409, _TAKEN_OVER) from None
             try:
-                self._s3("complete_multipart_upload", Key=key, UploadId=state.upload,
+                self.s3("complete_multipart_upload", Key=key, UploadId=state.upload,
                          MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etag} for n, _, etag in state.parts]})
             except ClientError as exc:
                 if is_missing(exc):
@@ -437,11 +431,11 @@ class S3TusStore(TusStore):
         if not state.parts:
             return state
         key = self.data_key(upload_id)
-        upload = self._s3("create_multipart_upload", Key=key)["UploadId"]
+        upload = self.s3("create_multipart_upload", Key=key)["UploadId"]
         try:
             parts, position = [], 0
             for number, size, _ in state.parts:
-                answer = self._s3("upload_part_copy", Key=key, UploadId=upload, PartNumber=number,
+                answer = self.s3("upload_part_copy", Key=key, UploadId=upload, PartNumber=number,
                                   CopySource={"Bucket": self.storage.bucket, "Key": key},
                                   CopySourceRange=f"bytes={position}-{position + size - 1}")
                 parts.append([number, size, str(answer["CopyPartResult"]["ETag"])])
@@ -480,7 +474,7 @@ class S3TusStore(TusStore):
         from botocore.exceptions import ClientError
 
         try:
-            self._s3("list_parts", Key=key, UploadId=upload_id, MaxParts=1)
+            self.s3("list_parts", Key=key, UploadId=upload_id, MaxParts=1)
         except ClientError as exc:
             if is_missing(exc):
                 return False
@@ -497,110 +491,11 @@ class S3TusStore(TusStore):
     # -- concatenation -------------------------------------------------------------------------
 
     def join(self, final: UploadInfo, partials: Sequence[UploadInfo], checksum: tuple[str, bytes] | None) -> Any:
-        """See :meth:`TusStore.join` and the module docstring."""
-        lease = self._held(final.id)
-        sources: list[tuple[str, int]] = []
-        for part in partials:
-            size = part.length or 0
-            key = self.data_key(part.id)
-            try:
-                state = Received.of(part, self.storage.part_size)
-                whole = state.assembled and (size == 0 or self._size(key) == size)
-            except TusError:
-                whole = False
-            if not whole:
-                raise TusError(410, f"The data of the partial upload {part.id} is damaged; upload it again")
-            if size:
-                sources.append((key, size))
-        target = self.data_key(final.id)
-        self._renew(final.id, lease)
-        if sources and _copyable([size for _, size in sources]) and self._join_by_copy(target, sources):
-            sha256, verify = self._hash_object(target, checksum)
-        else:
-            sha256, verify = self._join_by_streaming(target, sources, checksum)
-        final.store = Received(part_size=self.storage.part_size, assembled=True).to_json()
-        if checksum is not None and verify is not None and not hmac.compare_digest(verify.digest(), checksum[1]):
-            raise TusError(CHECKSUM_MISMATCH, f"{checksum[0]} checksum of the joined upload does not match; "
-                           "nothing was stored, the partial uploads are kept")
-        return sha256
+        """See :meth:`TusStore.join` and :mod:`.s3join`."""
+        from .s3join import join
 
-    def _size(self, key: str) -> int | None:
-        from botocore.exceptions import ClientError
-
-        try:
-            return int(self._s3("head_object", Key=key)["ContentLength"])
-        except ClientError as exc:
-            if is_missing(exc):
-                return None
-            raise
-
-    def _join_by_copy(self, target: str, sources: list[tuple[str, int]]) -> bool:
-        """UploadPartCopy, one part per source; False when the service refuses such parts."""
-        upload = self._s3("create_multipart_upload", Key=target)["UploadId"]
-        try:
-            parts = []
-            for number, (source, _) in enumerate(sources, 1):
-                answer = self._s3("upload_part_copy", Key=target, UploadId=upload, PartNumber=number,
-                                  CopySource={"Bucket": self.storage.bucket, "Key": source})
-                parts.append({"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]})
-            self._s3("complete_multipart_upload", Key=target, UploadId=upload, MultipartUpload={"Parts": parts})
-        except StorageUnavailable as exc:
-            self.storage.abort_upload(target, upload)
-            if error_code(exc.__cause__) in _PARTS_REFUSED:
-                log.info("object storage refused a join by copied parts (%s); streaming it instead",
-                         error_code(exc.__cause__))
-                return False
-            raise
-        except BaseException:
-            self.storage.abort_upload(target, upload)
-            raise
-        return True
-
-    def _join_by_streaming(self, target: str, sources: list[tuple[str, int]],
-                           checksum: tuple[str, bytes] | None) -> tuple[Any, Any]:
-        """Read each source once, hashing it, into ``target`` (parts of ``part_size``)."""
-        sha256 = hashlib.sha256()
-        verify = CHECKSUM_ALGORITHMS[checksum[0]]() if checksum else None
-        out = S3TempFile(self.storage, target)
-        try:
-            for source, size in sources:
-                seen = 0
-                for block in self._read_object(source):
-                    out.write(block)
-                    sha256.update(block)
-                    if verify is not None:
-                        verify.update(block)
-                    seen += len(block)
-                if seen != size:
-                    raise TusError(410, "A partial upload's data ended early; upload it again")
-            out.close()
-        except BaseException:
-            out.abort()
-            raise
-        return sha256, verify
-
-    def _hash_object(self, key: str, checksum: tuple[str, bytes] | None) -> tuple[Any, Any]:
-        sha256 = hashlib.sha256()
-        verify = CHECKSUM_ALGORITHMS[checksum[0]]() if checksum else None
-        for block in self._read_object(key):
-            sha256.update(block)
-            if verify is not None:
-                verify.update(block)
-        return sha256, verify
-
-    def _read_object(self, key: str) -> Iterator[bytes]:
-        from botocore.exceptions import ClientError
-
-        try:
-            body = self._s3("get_object", Key=key)["Body"]
-        except ClientError as exc:
-            if is_missing(exc):
-                raise TusError(410, "A partial upload's data is gone; upload it again") from None
-            raise
-        try:
-            yield from body.iter_chunks(BLOCK)
-        finally:
-            body.close()
+        self._renew(final.id, self._held(final.id))
+        return join(self, final, partials, checksum)
 
     # -- removal -----------------------------------------------------------------------------
 
@@ -656,9 +551,3 @@ class S3TusStore(TusStore):
             except (Busy, Gone):
                 continue
         return removed
-
-
-def _copyable(sizes: list[int]) -> bool:
-    """Whether sources of these sizes can each be one part of a multipart upload."""
-    return len(sizes) <= MAX_PARTS and all(size <= MAX_COPY_SIZE for size in sizes) \
-        and all(size >= MIN_PART_SIZE for size in sizes[:-1])

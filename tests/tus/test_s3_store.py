@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import webtest
 
-from pyramid_sessup.tus import s3store
+from pyramid_sessup.tus import s3join
 from pyramid_sessup.tus.s3store import S3TusStore
 
 from ..s3 import S3Server
@@ -301,7 +301,7 @@ def test_partials_of_a_part_or_more_are_joined_by_copied_parts(client: webtest.T
     def no_streaming(*args: Any) -> Any:
         raise AssertionError("the partials went through the application")
 
-    monkeypatch.setattr(S3TusStore, "_join_by_streaming", no_streaming)
+    monkeypatch.setattr(s3join, "_join_by_streaming", no_streaming)
     pieces = [os.urandom(6 * MiB), os.urandom(5 * MiB + 1), os.urandom(17)]
     locs = []
     for piece in pieces:
@@ -324,8 +324,8 @@ def test_a_service_refusing_copied_parts_gets_the_join_streamed(client: webtest.
                                                                  caplog: pytest.LogCaptureFixture) -> None:
     # Try copied parts below S3's 5 MiB minimum: the service refuses them (as R2
     # refuses unequal ones), and the join streams the partials instead.
-    monkeypatch.setattr(s3store, "MIN_PART_SIZE", 1)
-    caplog.set_level(logging.INFO, logger="pyramid_sessup.tus.s3store")
+    monkeypatch.setattr(s3join, "MIN_PART_SIZE", 1)
+    caplog.set_level(logging.INFO, logger="pyramid_sessup.tus.s3join")
     pieces = [os.urandom(MiB + 5), os.urandom(3)]
     locs = []
     for piece in pieces:
