@@ -32,7 +32,7 @@ def includeme(config: Configurator) -> None:
     config.include(".account")
     if values.upload.enabled:
         config.include(".form")
-    if values.upload.path:
+    if values.upload.enabled:
         config.include(".tus_demo")
 
 
@@ -47,7 +47,7 @@ def main(global_config: dict[str, Any] | None, **settings: Any) -> Router:
         config.include("pyramid_sessup.session_api")
         if config.registry.sessup_settings.upload.enabled:
             config.include("pyramid_sessup.uploads")
-        if config.registry.sessup_settings.upload.path:  # tus keeps its state in the upload directory
+        if config.registry.sessup_settings.upload.enabled:  # tus keeps its state where the files go
             config.include("pyramid_sessup.tus")
         if config.registry.sessup_settings.demo_pages:
             config.include(".")

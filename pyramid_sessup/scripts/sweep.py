@@ -11,8 +11,9 @@ file behind: in ``<sessup.upload.path>/.tmp``, or with
 object under ``<prefix>.tmp/``.  The application sweeps them when it starts;
 run this from cron for long-running servers.  Files still being written are
 recent, so they are never removed.  Unfinished resumable (tus) uploads past
-``sessup.upload.tus_expiry`` go too, and
-partial uploads (concatenation) that were never joined.
+``sessup.upload.tus_expiry`` go too (in the upload directory's ``.tus``, or
+with ``s3`` their multipart uploads, staging and state objects under
+``<prefix>.tus/``), and partial uploads (concatenation) that were never joined.
 
 Exit status: 0 success, 1 the object storage did not answer, 2 usage or
 configuration error.
@@ -28,7 +29,7 @@ from pyramid.paster import get_appsettings, setup_logging
 
 from ..exceptions import StorageUnavailable
 from ..settings import parse_settings
-from ..tus.state import sweep as sweep_tus
+from ..tus.state import make_tus_store
 from ..uploads.storage import make_storage
 
 
@@ -54,11 +55,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write("sessup-sweep: --max-age must be at least 0\n")
         return 2
     try:
-        removed = make_storage(values).sweep(max_age)
+        storage = make_storage(values)
+        removed = storage.sweep(max_age)
+        expired = make_tus_store(storage, values).sweep()
     except (StorageUnavailable, ConfigurationError) as exc:
         sys.stderr.write(f"sessup-sweep: {exc}\n")
         return 1
-    expired = sweep_tus(values.upload.path, values.upload.tus_expiry) if values.upload.path else 0
     print(f"removed {removed} temporary file(s) and {expired} expired resumable upload(s)")
     return 0
 

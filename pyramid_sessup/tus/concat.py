@@ -1,19 +1,20 @@
 """Concatenation: a final upload joins finished partial uploads, in order.
 
-``Upload-Concat: partial`` uploads are ordinary uploads of :class:`.TusStore`
-that are never committed on their own; ``Upload-Concat: final;<url> <url>``
-names them.  :func:`create_final` then, holding every partial's lock:
+``Upload-Concat: partial`` uploads are ordinary uploads of the
+:class:`~.state.TusStore` that are never committed on their own;
+``Upload-Concat: final;<url> <url>`` names them.  :func:`create_final` then,
+holding every partial's lock:
 
 1. refuses what cannot be joined: an upload that is unknown or not the
    caller's (400, the same answer for both), not partial, unfinished or named
    twice (400), expired (410), being written (409), data damaged (410), a
    total over ``sessup.upload.max_file_size`` (413);
-2. copies each partial's bytes once, straight into the final upload's data
-   file (``os.copy_file_range``: inside the kernel, or a reflink on file
-   systems that share extents; ``pread``/``pwrite`` where it is missing);
-3. reads the joined file once for its sha256 (and the client's
-   ``Upload-Checksum`` of the whole file, if sent: 460 on a mismatch);
-4. commits it exactly like any finished upload (:meth:`.TusStore.complete`),
+2. has the store join the partials' bytes into the final upload
+   (:meth:`~.state.TusStore.join`: a copy inside the kernel on disk, copies
+   inside the service in a bucket), reading the result once for its sha256
+   (and the client's ``Upload-Checksum`` of the whole file, if sent: 460 on
+   a mismatch);
+3. commits it exactly like any finished upload (:meth:`.TusStore.complete`),
    then removes the partials.
 
 Any refusal or error before the commit leaves the partials as they were and
@@ -23,10 +24,6 @@ expire and are swept like any abandoned upload.
 """
 from __future__ import annotations
 
-import errno
-import hashlib
-import hmac
-import os
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from typing import Any
@@ -34,17 +31,8 @@ from urllib.parse import urlsplit
 
 from pyramid.request import Request
 
-from .protocol import CHECKSUM_ALGORITHMS, CHECKSUM_MISMATCH, TusError
+from .protocol import TusError
 from .state import FINAL, ID_PATTERN, PARTIAL, Busy, Gone, TusStore, UploadInfo
-
-#: Bytes per ``copy_file_range`` call (the kernel may copy less).
-COPY_STEP = 64 * 1024 * 1024
-#: Bytes per read of the hashing pass and of the ``pread``/``pwrite`` fallback.
-READ_STEP = 1024 * 1024
-#: copy_file_range cannot serve these file descriptors here: fall back to pread/pwrite.
-_NO_COPY_RANGE = {errno.ENOSYS, errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EBADF}
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-_WRITE_FLAGS = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def partial_ids(urls: Sequence[str], collection_paths: Sequence[str]) -> list[str]:
@@ -87,7 +75,7 @@ def create_final(store: TusStore, *, owner_token: str, owns: Callable[[UploadInf
         final = store.create(owner_token=owner_token, length=total, concat=FINAL, parts=list(urls), **attrs)
         try:
             with store.locked(final.id) as final:
-                digest = join(store, final, partials, checksum)
+                digest = store.join(final, partials, checksum)
                 final.offset = total
                 store.complete(final, request, digest=digest)
         except BaseException:
@@ -125,67 +113,3 @@ def _take_partial(store: TusStore, held: ExitStack, upload_id: str, owns: Callab
         raise TusError(400, f"The partial upload {upload_id} is unfinished ({info.offset} of "
                        f"{'?' if info.length is None else info.length} bytes)")
     return info
-
-
-def join(store: TusStore, final: UploadInfo, partials: Sequence[UploadInfo],
-         checksum: tuple[str, bytes] | None) -> Any:
-    """Copy the partials, in order, into the final upload's (empty) data file,
-    then read it once: return its sha256 object; 460 when ``checksum`` (of
-    the whole file) does not match."""
-    out_fd = os.open(store.data_path(final.id), _WRITE_FLAGS)
-    try:
-        position = 0
-        for part in partials:
-            length = part.length or 0
-            in_fd = os.open(store.data_path(part.id), _READ_FLAGS)
-            try:
-                if os.fstat(in_fd).st_size < length:
-                    raise TusError(410, f"The data of the partial upload {part.id} is damaged; upload it again")
-                copy_range(in_fd, out_fd, length, position)
-            finally:
-                os.close(in_fd)
-            position += length
-        if store.storage.fsync:
-            os.fsync(out_fd)
-    finally:
-        os.close(out_fd)
-
-    sha256 = hashlib.sha256()
-    verify = CHECKSUM_ALGORITHMS[checksum[0]]() if checksum else None
-    buffer = bytearray(READ_STEP)
-    view = memoryview(buffer)
-    with open(store.data_path(final.id), "rb", buffering=0) as f:
-        while n := f.readinto(buffer):
-            sha256.update(view[:n])
-            if verify is not None:
-                verify.update(view[:n])
-    if checksum is not None and verify is not None and not hmac.compare_digest(verify.digest(), checksum[1]):
-        raise TusError(CHECKSUM_MISMATCH, f"{checksum[0]} checksum of the joined upload does not match; "
-                       "nothing was stored, the partial uploads are kept")
-    return sha256
-
-
-def copy_range(src: int, dst: int, count: int, dst_offset: int) -> None:
-    """Copy ``count`` bytes from the start of ``src`` to ``dst`` at
-    ``dst_offset``: in the kernel where it can, else through a small buffer."""
-    copied = 0
-    copy_file_range = getattr(os, "copy_file_range", None)
-    while copied < count and copy_file_range is not None:
-        try:
-            n = copy_file_range(src, dst, min(count - copied, COPY_STEP), copied, dst_offset + copied)
-        except OSError as exc:
-            if exc.errno not in _NO_COPY_RANGE:
-                raise
-            break
-        if n == 0:
-            raise TusError(410, "A partial upload's data ended early; upload it again")
-        copied += n
-    while copied < count:
-        block = os.pread(src, min(count - copied, READ_STEP), copied)
-        if not block:
-            raise TusError(410, "A partial upload's data ended early; upload it again")
-        view = memoryview(block)
-        while view:
-            written = os.pwrite(dst, view, dst_offset + copied)
-            view = view[written:]
-            copied += written

@@ -42,8 +42,9 @@ foreign ``Origin`` is refused as well (Pyramid's origin check).
 
 **Expiry.**  An unfinished upload expires ``sessup.upload.tus_expiry``
 seconds after its creation or last PATCH (``Upload-Expires``): requests then
-get 410 and the upload is removed; :func:`sweep` (run at start-up) removes
-every expired one.  After removal it is simply unknown (404).
+get 410 and the upload is removed; the store's sweep (run at start-up, and by
+``sessup-sweep``) removes every expired one.  After removal it is simply
+unknown (404).
 """
 from __future__ import annotations
 
@@ -52,7 +53,6 @@ from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 from pyramid.config import Configurator
-from pyramid.exceptions import ConfigurationError
 from pyramid.request import Request
 from pyramid.response import Response
 
@@ -80,7 +80,7 @@ from .protocol import (
     parse_metadata,
     state_headers,
 )
-from .state import FINAL, PARTIAL, Busy, Gone, TusStore, UploadInfo, sweep
+from .state import FINAL, PARTIAL, Busy, Gone, TusStore, UploadInfo, make_tus_store, sweep
 
 log = logging.getLogger(__name__)
 
@@ -213,9 +213,11 @@ def _write(request: Request, store: TusStore, info: UploadInfo, declared: int | 
                               f"sessup.upload.max_file_size ({limit} bytes)")
     else:
         blocks = _body_blocks(request, length - info.offset, values.upload.tus_max_chunk_size)
-    result = store.append(info, blocks, checksum=checksum)
     if declared is not None:
+        # Recorded only with the chunk: a refused chunk is never saved, and the
+        # store must know whether this chunk ends the upload.
         info.length = declared
+    result = store.append(info, blocks, checksum=checksum)
     store.touch(info)
     if info.offset == info.length:
         store.complete(info, request)
@@ -281,11 +283,13 @@ def create(request: Request) -> Response:
     store = get_tus_store(request)
     info = store.create(owner_token=token, length=length, concat=PARTIAL if partial else "", **attrs)
     location = upload_url(request, info.id)
+    if not with_body and info.length != 0:  # nothing more to do (and nobody else knows the id yet)
+        return _answer(201, {"Location": location, **_state_headers(request, info)})
     try:
         with store.locked(info.id) as info:
             if with_body:
                 _write(request, store, info)
-            elif info.length == 0:
+            else:
                 store.complete(info, request)
     except TusError as exc:
         if exc.status == 400 and "Upload-Offset" in exc.headers:
@@ -428,11 +432,9 @@ def includeme(config: Configurator) -> None:
     storage = upload_storage(config.registry)
     if not values.routes.tus:
         return
-    # The resumable state lives in the upload directory, also with object
-    # storage (where finished files then go).
-    if not values.upload.path:
-        raise ConfigurationError("pyramid_sessup.tus keeps unfinished uploads in sessup.upload.path: set it")
-    store = TusStore(storage, values.upload.tus_expiry, directory=values.upload.path)
+    # Unfinished uploads are kept where finished ones go: the upload
+    # directory's .tus, or the bucket (so that any machine can continue them).
+    store = make_tus_store(storage, values)
     config.registry.sessup_tus_store = store
     swept = store.sweep()
     if swept:

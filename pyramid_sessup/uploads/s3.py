@@ -11,6 +11,8 @@ Layout under ``sessup.upload.s3.prefix`` (``P``)::
                   own user metadata, so every machine reads it with the file
     P.tmp/<id>    temporary files: being received (a multipart upload) or
                   received and waiting for their checks (an object)
+    P.tus/...     resumable (tus) uploads (:mod:`pyramid_sessup.tus.s3store`);
+                  a finished one, ``P.tus/<id>``, is a temporary file too
 
 How a file is received, once and in constant memory: the bytes go into a
 buffer of ``sessup.upload.s3.part_size``; each time it fills, it is sent as the
@@ -67,12 +69,18 @@ MAX_COPY_SIZE = 5 * GiB
 META_KEY = "sessup"
 MAX_META_BYTES = 1800
 TMP_PREFIX = ".tmp/"
+#: Resumable uploads: the sweep here leaves them alone (they expire after
+#: ``sessup.upload.tus_expiry``, not ``temp_max_age``).
+TUS_PREFIX = ".tus/"
 _BLOCK_SIZE = 256 * KiB  # 256 KiB per read of a download
 #: Error codes that mean "no such object" (S3 answers HEAD with a bare 404).
 _MISSING = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchUpload"})
+#: A conditional request lost (If-Match, If-None-Match): the caller decides.
+_CONDITIONS = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 
 
-def _error_code(exc: BaseException) -> str:
+def error_code(exc: BaseException | None) -> str:
+    """The S3 error code of a client error (``""`` for anything else)."""
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
         return str(response.get("Error", {}).get("Code", ""))
@@ -81,14 +89,19 @@ def _error_code(exc: BaseException) -> str:
 
 def is_missing(exc: BaseException) -> bool:
     """Whether a client error says the object (or upload) does not exist."""
-    return _error_code(exc) in _MISSING
+    return error_code(exc) in _MISSING
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """Whether a client error says a conditional request lost (another writer came first)."""
+    return error_code(exc) in _CONDITIONS
 
 
 def _unavailable(operation: str, exc: BaseException) -> StorageUnavailable:
     """The 503 a client gets when the service fails; the log has the details
     (botocore's messages name the endpoint, bucket and key, never a credential)."""
     log.error("object storage: %s failed: %s", operation, exc)
-    code = _error_code(exc)
+    code = error_code(exc)
     detail = f" ({code})" if code else ""
     return StorageUnavailable(f"The upload storage did not answer {operation}{detail}; nothing was stored")
 
@@ -325,6 +338,7 @@ class S3Storage(Storage):
         self.bucket = bucket
         self.prefix = prefix
         self.tmp_prefix = prefix + TMP_PREFIX
+        self.tus_prefix = prefix + TUS_PREFIX
         self.part_size = part_size
         self.url_expiry = url_expiry
 
@@ -341,7 +355,7 @@ class S3Storage(Storage):
         try:
             return method(**params)
         except ClientError as exc:
-            if is_missing(exc) or _error_code(exc) == "PreconditionFailed":
+            if is_missing(exc) or error_code(exc) in _CONDITIONS:
                 raise
             raise _unavailable(operation, exc) from exc
         except BotoCoreError as exc:
@@ -372,14 +386,18 @@ class S3Storage(Storage):
         key = self.tmp_prefix + _token()
         return S3TempFile(self, key), key
 
-    def _check_temp(self, handle: str) -> str:
-        if not isinstance(handle, str) or not handle.startswith(self.tmp_prefix) \
-                or not TEMP_ID_PATTERN.fullmatch(handle[len(self.tmp_prefix):]):
-            raise ValueError("not a temporary file of this storage")
-        return handle[len(self.tmp_prefix):]
+    def _check_temp(self, handle: str, *, resumable: bool = True) -> str:
+        """The id of a temporary object: ``P.tmp/<id>`` or, unless
+        ``resumable`` is false, a finished resumable upload ``P.tus/<id>``."""
+        prefixes = (self.tmp_prefix, self.tus_prefix) if resumable else (self.tmp_prefix,)
+        for prefix in prefixes:
+            if isinstance(handle, str) and handle.startswith(prefix) \
+                    and TEMP_ID_PATTERN.fullmatch(handle[len(prefix):]):
+                return handle[len(prefix):]
+        raise ValueError("not a temporary file of this storage")
 
     def temp_id(self, handle: str) -> str:
-        return self._check_temp(handle)
+        return self._check_temp(handle, resumable=False)  # (temp_path_for turns it back into P.tmp/<id>)
 
     def temp_path_for(self, temp_id: str) -> str | None:
         if not isinstance(temp_id, str) or not TEMP_ID_PATTERN.fullmatch(temp_id):
@@ -531,6 +549,16 @@ class S3Storage(Storage):
                     ours = NAME_PATTERN.fullmatch(rest)
                 if ours:
                     yield upload
+
+    def list_objects(self, prefix: str) -> Iterator[dict[str, Any]]:
+        """Every object under ``prefix`` (``Key``, ``Size``, ``LastModified``)."""
+        for page in self._pages("list_objects_v2", Prefix=prefix):
+            yield from page.get("Contents", ())
+
+    def list_uploads(self, prefix: str) -> Iterator[dict[str, Any]]:
+        """Every unfinished multipart upload under ``prefix`` (``Key``, ``UploadId``, ``Initiated``)."""
+        for page in self._pages("list_multipart_uploads", Prefix=prefix):
+            yield from page.get("Uploads", ())
 
     def _temp_objects(self) -> Iterator[dict[str, Any]]:
         for page in self._pages("list_objects_v2", Prefix=self.tmp_prefix):

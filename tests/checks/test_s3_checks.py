@@ -2,7 +2,7 @@
 (``sessup.upload.storage = s3``, the moto_server process): the content check
 and clamd read the still-temporary object back from the bucket, on every
 upload path, and a refused file leaves no object and no unfinished multipart
-upload behind."""
+upload behind (a tus upload: no state, staging or finished object either)."""
 from __future__ import annotations
 
 import os
@@ -20,8 +20,9 @@ PREFIX = "uploads/"
 
 
 def bucket_files(server: S3Server, bucket: str) -> dict[str, bytes]:
-    """Stored objects (not temporary ones) and their bytes."""
-    return {key: server.read(bucket, key) for key in server.keys(bucket) if not key.startswith(PREFIX + ".tmp/")}
+    """Stored objects (not temporary ones, nor the records of resumable uploads) and their bytes."""
+    return {key: server.read(bucket, key) for key in server.keys(bucket)
+            if not key.startswith((PREFIX + ".tmp/", PREFIX + ".tus/"))}
 
 
 def assert_nothing_kept(server: S3Server, bucket: str, upload_dir: Path) -> None:
@@ -71,3 +72,43 @@ def test_clamd_sees_every_part_of_a_multipart_object(clamd: Clamd, visitor: Any,
     clean = os.urandom(6 * MiB)
     assert client.upfile([("big.bin", clean)]).status_int == 200
     assert list(bucket_files(s3_server, s3_bucket).values()) == [clean]
+
+
+def test_tus_completion_while_the_scanner_is_down_reopens_the_upload(visitor: Any, upload_dir: Path,
+                                                                     s3_server: S3Server, s3_bucket: str) -> None:
+    """The scanner is down when the last chunk arrives: the multipart upload
+    was completed for the scan, so it is reopened (its part copied back from
+    the finished object); the upload is at the offset before that chunk and
+    sending it again completes it.  Nothing else is left behind."""
+    own = Clamd()
+    own.start()
+    try:
+        client = visitor(**s3_server.settings(s3_bucket, PREFIX), **{"sessup.upload.clamav": own.url})
+        data = os.urandom(6 * MiB + 100)
+        location = client.tus_create(len(data), "later.bin").headers["Location"].replace("http://example.com", "")
+        headers = {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream", "Host": "example.com"}
+        first = 5 * MiB + 50  # a whole part and a staging object
+        assert client.app.request(location, method="PATCH", body=data[:first], status="*",
+                                  headers={**headers, "Upload-Offset": "0"}).status_int == 204
+        own.stop()
+        down = client.app.request(location, method="PATCH", body=data[first:], status="*",
+                                  headers={**headers, "Upload-Offset": str(first)})
+        assert down.status_int == 503 and down.headers["Retry-After"]
+        assert bucket_files(s3_server, s3_bucket) == {}
+        head = client.app.request(location, method="HEAD", headers=headers, status="*")
+        assert head.status_int == 200 and head.headers["Upload-Offset"] == str(first)
+        uid = location.rsplit("/", 1)[1]
+        tus_keys = sorted(k.rsplit("/", 1)[1] for k in s3_server.keys(s3_bucket))
+        assert [k.split(".", 1)[1].split(".")[0] for k in tus_keys] == ["info", "part"]  # no finished object
+        assert s3_server.unfinished(s3_bucket) == [PREFIX + ".tus/" + uid]  # reopened
+        own.start()
+        again = client.app.request(location, method="PATCH", body=data[first:], status="*",
+                                   headers={**headers, "Upload-Offset": str(first)})
+        assert again.status_int == 204, again.text
+        assert list(bucket_files(s3_server, s3_bucket).values()) == [data]
+        assert s3_server.unfinished(s3_bucket) == []
+        assert [k for k in s3_server.keys(s3_bucket) if k.startswith(PREFIX + ".tus/")] == [
+            f"{PREFIX}.tus/{uid}.info"]
+        assert stored(upload_dir) == []
+    finally:
+        own.remove()

@@ -1,14 +1,17 @@
-"""A small HTTP client for real waitress servers: keeps the session cookie."""
+"""A small HTTP client for real waitress servers (keeps the session cookie),
+and tus-js-client run by Node against them."""
 from __future__ import annotations
 
 import http.client
 import json
+import shutil
+import subprocess
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..support import write_ini
+from ..support import unavailable, write_ini
 
 TUS = {"Tus-Resumable": "1.0.0"}
 
@@ -75,3 +78,21 @@ def tus_ini(directory: Path, upload_dir: Path, session_dir: Path, port: int, **o
     """An INI for pserve (waitress) with :func:`tus_settings`."""
     directory.mkdir(parents=True, exist_ok=True)
     return write_ini(directory, tus_settings(upload_dir, session_dir, **overrides), port=port)
+
+
+JS = Path(__file__).resolve().parent / "js"
+
+
+def node() -> str:
+    """The ``node`` executable, with tus-js-client installed (``npm ci`` in tests/tus/js)."""
+    exe = shutil.which("node")
+    if exe is None or not (JS / "node_modules" / "tus-js-client").is_dir():
+        unavailable("node or tests/tus/js/node_modules (npm ci in tests/tus/js) is missing")
+    return exe
+
+
+def run(*args: str, script: str = "upload.js") -> dict[str, Any]:
+    """Run a script of tests/tus/js; its last line of output, as JSON."""
+    proc = subprocess.run([node(), str(JS / script), *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))

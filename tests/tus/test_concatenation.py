@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 import webtest
 
-from pyramid_sessup.tus import concat
+from pyramid_sessup.tus import local
 from pyramid_sessup.tus.state import TusStore
 
 from ..samples import png
-from .conftest import OCTETS, TUS, checksum, files_under, meta, patch_headers, stored_files
+from .conftest import OCTETS, TUS, TusBackend, checksum, files_under, meta, patch_headers, stored_files
 
 LIMIT = 10 * 1024 * 1024  # sessup.upload.max_file_size of testing.ini
 
@@ -51,20 +51,23 @@ def tus_state(upload_dir: Path) -> list[str]:
     return files_under(upload_dir, ".tus")
 
 
-def assert_untouched(app: webtest.TestApp, upload_dir: Path, partials: dict[str, bytes], before: list[str]) -> None:
-    """After a refusal: the partials as they were, nothing stored, nothing added."""
+def assert_untouched(app: webtest.TestApp, where: Path | TusBackend, partials: dict[str, bytes],
+                     before: list[str]) -> None:
+    """After a refusal: the partials as they were, nothing stored, nothing added
+    (``where``: the upload directory, or the tus store under test)."""
+    backend = where if isinstance(where, TusBackend) else TusBackend("local", where)
     for loc, data in partials.items():
         head = app.head(loc, headers=TUS, status=200)
         assert head.headers["Upload-Offset"] == str(len(data))
-        assert (upload_dir / ".tus" / (upload_id(loc) + ".part")).read_bytes() == data
-    assert stored_files(upload_dir) == [] and files_under(upload_dir, ".tmp") == []
-    assert tus_state(upload_dir) == before
+        assert backend.received(upload_id(loc)) == data
+    assert backend.stored() == [] and not [p for p in backend.leftovers() if ".tmp" in p]
+    assert backend.tus_state() == before
 
 
 # -- joining ------------------------------------------------------------------------------------------
 
 
-def test_partials_joined_in_order(testapp: webtest.TestApp, upload_dir: Path) -> None:
+def test_partials_joined_in_order(testapp: webtest.TestApp, tus_backend: TusBackend) -> None:
     pieces = [os.urandom(1024 * 1024 + 3), os.urandom(17), b"", os.urandom(300_000)]
     locs = [partial(testapp, piece) for piece in pieces]
     # Absolute URLs and paths alike, as tus-js-client and others send them.
@@ -83,18 +86,19 @@ def test_partials_joined_in_order(testapp: webtest.TestApp, upload_dir: Path) ->
     assert head.headers["Upload-Metadata"] == meta(filename="joined.bin")
     result = testapp.get(res.headers["Location"]).json
     assert result["complete"] and result["filename"] == "joined.bin" and result["size"] == len(data)
-    stored = json.loads((upload_dir / ".meta" / (result["stored_name"] + ".json")).read_text())
+    stored = tus_backend.metadata(result["stored_name"])
     assert stored["sha256"] == result["sha256"] and stored["size"] == len(data)
 
     # The partials are gone once joined; only the final upload's record is left.
     for loc in locs:
         testapp.head(loc, headers=TUS, status=404)
     final_id = upload_id(res.headers["Location"])
-    assert tus_state(upload_dir) == [f".tus/{final_id}.json", f".tus/{final_id}.lock"]
-    assert stored_files(upload_dir) == [result["stored_name"]] and files_under(upload_dir, ".tmp") == []
+    assert tus_backend.records() == [tus_backend.records()[0]] and final_id in tus_backend.records()[0]
+    assert tus_backend.bytes_kept() == []
+    assert tus_backend.stored() == [result["stored_name"]] and not [p for p in tus_backend.leftovers() if ".tmp" in p]
 
 
-def test_partial_uploads_in_chunks_with_checksums(testapp: webtest.TestApp) -> None:
+def test_partial_uploads_in_chunks_with_checksums(testapp: webtest.TestApp, tus_backend: TusBackend) -> None:
     a, b = os.urandom(5000), os.urandom(3000)
     locs = [partial(testapp, None, len(a)), partial(testapp, None, len(b))]
     for loc, data in ((locs[1], b), (locs[0], a)):  # any order
@@ -106,7 +110,7 @@ def test_partial_uploads_in_chunks_with_checksums(testapp: webtest.TestApp) -> N
     assert testapp.get(res.headers["Sessup-File-Url"]).body == a + b
 
 
-def test_partials_created_with_data_deferred_or_empty(testapp: webtest.TestApp) -> None:
+def test_partials_created_with_data_deferred_or_empty(testapp: webtest.TestApp, tus_backend: TusBackend) -> None:
     with_body = testapp.post("/files/", params=b"abc", status=201, headers={
         **TUS, "Upload-Concat": "partial", "Upload-Length": "3", "Content-Type": OCTETS}).headers["Location"]
     deferred = testapp.post("/files/", headers={**TUS, "Upload-Concat": "partial", "Upload-Defer-Length": "1"},
@@ -120,14 +124,14 @@ def test_partials_created_with_data_deferred_or_empty(testapp: webtest.TestApp) 
     assert testapp.get(res.headers["Sessup-File-Url"]).body == b"abcdef"
 
 
-def test_final_checks_the_whole_file_checksum(testapp: webtest.TestApp, upload_dir: Path) -> None:
+def test_final_checks_the_whole_file_checksum(testapp: webtest.TestApp, tus_backend: TusBackend) -> None:
     pieces = {partial(testapp, b"hello "): b"hello ", partial(testapp, b"world"): b"world"}
     locs = list(pieces)
-    before = tus_state(upload_dir)
+    before = tus_backend.tus_state()
     for algorithm in ("sha1", "sha256"):
         res = final(testapp, locs, status=460, **{"Upload-Checksum": checksum(algorithm, b"hello there")})
         assert "checksum" in res.text
-        assert_untouched(testapp, upload_dir, pieces, before)
+        assert_untouched(testapp, tus_backend, pieces, before)
     final(testapp, locs, status=400, **{"Upload-Checksum": "md5 XUFAKrxLKna5cZ2REBfFkg=="})
     res = final(testapp, locs, **{"Upload-Checksum": checksum("sha1", b"hello world")})
     assert testapp.get(res.headers["Sessup-File-Url"]).body == b"hello world"
@@ -165,21 +169,22 @@ def test_partials_skip_the_type_checks_the_final_upload_gets(make_app: Any, uplo
 # -- refusals -------------------------------------------------------------------------------------------
 
 
-def test_partials_of_another_session_are_refused(app: Any, testapp: webtest.TestApp, upload_dir: Path) -> None:
+def test_partials_of_another_session_are_refused(app: Any, testapp: webtest.TestApp,
+                                                 tus_backend: TusBackend) -> None:
     mine = {partial(testapp, b"mine"): b"mine"}
     other = webtest.TestApp(app, extra_environ={"HTTP_HOST": "example.com"})
     theirs = {partial(other, b"theirs"): b"theirs"}
-    before = tus_state(upload_dir)
+    before = tus_backend.tus_state()
     # Someone else's partial answers exactly like one that does not exist.
     res_theirs = final(testapp, [*mine, *theirs], status=400)
     res_unknown = final(testapp, [*mine, "/files/" + "A" * 32], status=400)
     assert res_theirs.text.replace(upload_id(next(iter(theirs))), "ID") == res_unknown.text.replace("A" * 32, "ID")
-    assert_untouched(testapp, upload_dir, mine, before)
-    assert_untouched(other, upload_dir, theirs, before)
+    assert_untouched(testapp, tus_backend, mine, before)
+    assert_untouched(other, tus_backend, theirs, before)
     # A client with no session at all.
     stranger = webtest.TestApp(app, extra_environ={"HTTP_HOST": "example.com"})
     final(stranger, list(theirs), status=400)
-    assert_untouched(other, upload_dir, theirs, before)
+    assert_untouched(other, tus_backend, theirs, before)
     # Each owner can still join their own.
     assert testapp.get(final(testapp, list(mine)).headers["Sessup-File-Url"]).body == b"mine"
     assert other.get(final(other, list(theirs)).headers["Sessup-File-Url"]).body == b"theirs"
@@ -201,14 +206,14 @@ def test_busy_partial_of_another_session_answers_like_an_unknown_one(app: Any, t
         os.close(fd)
 
 
-def test_unfinished_partial_is_refused(testapp: webtest.TestApp, upload_dir: Path) -> None:
+def test_unfinished_partial_is_refused(testapp: webtest.TestApp, tus_backend: TusBackend) -> None:
     done = partial(testapp, b"done")
     half = partial(testapp, None, 10)
     testapp.patch(half, b"half", headers=patch_headers(0), status=204)
-    before = tus_state(upload_dir)
+    before = tus_backend.tus_state()
     res = final(testapp, [done, half], status=400)
     assert "unfinished" in res.text and "4 of 10" in res.text
-    assert_untouched(testapp, upload_dir, {done: b"done", half: b"half"}, before)
+    assert_untouched(testapp, tus_backend, {done: b"done", half: b"half"}, before)
     testapp.patch(half, b"-rest!", headers=patch_headers(4), status=204)
     assert testapp.get(final(testapp, [done, half]).headers["Sessup-File-Url"]).body == b"donehalf-rest!"
 
@@ -299,19 +304,13 @@ def test_final_upload_cannot_be_patched(testapp: webtest.TestApp) -> None:
     assert testapp.head(loc, headers=TUS).headers["Upload-Offset"] == "1"
 
 
-def test_busy_partial_is_409(app: Any, testapp: webtest.TestApp, upload_dir: Path) -> None:
-    import fcntl
-
+def test_busy_partial_is_409(app: Any, testapp: webtest.TestApp, tus_backend: TusBackend) -> None:
     a, b = partial(testapp, b"a"), partial(testapp, b"b")
     store: TusStore = app.registry.sessup_tus_store
-    before = tus_state(upload_dir)
-    fd = os.open(os.path.join(store.dir, upload_id(b) + ".lock"), os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a PATCH or another final holds it
+    with store.locked(upload_id(b)):  # a PATCH or another final holds it
+        before = tus_backend.tus_state()
         final(testapp, [a, b], status=409)
-    finally:
-        os.close(fd)
-    assert_untouched(testapp, upload_dir, {a: b"a", b: b"b"}, before)
+        assert_untouched(testapp, tus_backend, {a: b"a", b: b"b"}, before)
     final(testapp, [a, b])
 
 
@@ -331,7 +330,7 @@ def test_disk_full_while_joining_is_507_and_partials_kept(testapp: webtest.TestA
     pieces = {partial(testapp, b"first"): b"first", partial(testapp, b"second"): b"second"}
     before = tus_state(upload_dir)
     calls: list[int] = []
-    real = concat.copy_range
+    real = local.copy_range
 
     def full(src: int, dst: int, count: int, dst_offset: int) -> None:
         calls.append(count)
@@ -339,7 +338,7 @@ def test_disk_full_while_joining_is_507_and_partials_kept(testapp: webtest.TestA
             raise OSError(errno.ENOSPC, "No space left on device")
         real(src, dst, count, dst_offset)
 
-    monkeypatch.setattr(concat, "copy_range", full)
+    monkeypatch.setattr(local, "copy_range", full)
     res = final(testapp, list(pieces), status=507)
     assert "full" in res.text
     monkeypatch.undo()
@@ -370,15 +369,15 @@ def test_join_without_copy_file_range(testapp: webtest.TestApp, monkeypatch: pyt
     def unavailable(*args: Any) -> int:
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(concat.os, "copy_file_range", unavailable, raising=False)
-    monkeypatch.setattr(concat, "READ_STEP", 1000)  # several blocks per partial
+    monkeypatch.setattr(local.os, "copy_file_range", unavailable, raising=False)
+    monkeypatch.setattr(local, "READ_STEP", 1000)  # several blocks per partial
     pieces = [os.urandom(2500), os.urandom(999), os.urandom(1)]
     res = final(testapp, [partial(testapp, p) for p in pieces])
     assert testapp.get(res.headers["Sessup-File-Url"]).body == b"".join(pieces)
 
 
 def test_copy_range_copies_large_partials_in_steps(testapp: webtest.TestApp, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(concat, "COPY_STEP", 4096)
+    monkeypatch.setattr(local, "COPY_STEP", 4096)
     pieces = [os.urandom(100_000), os.urandom(4096), os.urandom(5)]
     res = final(testapp, [partial(testapp, p) for p in pieces])
     assert testapp.get(res.headers["Sessup-File-Url"]).body == b"".join(pieces)
@@ -395,12 +394,12 @@ def test_terminated_partial_cannot_be_joined(testapp: webtest.TestApp, upload_di
     assert files_under(upload_dir) == []
 
 
-def test_terminating_the_final_upload_removes_the_file(testapp: webtest.TestApp, upload_dir: Path) -> None:
+def test_terminating_the_final_upload_removes_the_file(testapp: webtest.TestApp, tus_backend: TusBackend) -> None:
     res = final(testapp, [partial(testapp, b"a"), partial(testapp, b"b")])
     testapp.delete(res.headers["Location"], headers=TUS, status=204)
     testapp.get(res.headers["Sessup-File-Url"], status=404)
     testapp.head(res.headers["Location"], headers=TUS, status=404)
-    assert files_under(upload_dir) == []
+    assert tus_backend.leftovers() == []
 
 
 def test_expired_partial_is_410(app: Any, testapp: webtest.TestApp, upload_dir: Path) -> None:
@@ -417,7 +416,7 @@ def test_expired_partial_is_410(app: Any, testapp: webtest.TestApp, upload_dir: 
     assert stored_files(upload_dir) == []
 
 
-def test_abandoned_partials_are_swept(app: Any, testapp: webtest.TestApp, upload_dir: Path) -> None:
+def test_abandoned_partials_are_swept(app: Any, testapp: webtest.TestApp, tus_backend: TusBackend) -> None:
     store: TusStore = app.registry.sessup_tus_store
     finished, unfinished = partial(testapp, b"done"), partial(testapp, None, 9)
     testapp.patch(unfinished, b"half", headers=patch_headers(0), status=204)
@@ -426,7 +425,7 @@ def test_abandoned_partials_are_swept(app: Any, testapp: webtest.TestApp, upload
     assert store.sweep(now=time.time() + 86400 + 60) == 2  # both partials; the final's record goes uncounted
     for loc in (finished, unfinished, joined.headers["Location"]):
         testapp.head(loc, headers=TUS, status=404)
-    assert tus_state(upload_dir) == []
+    assert tus_backend.tus_state() == []
     testapp.get(joined.headers["Sessup-File-Url"], status=200)  # the stored file stays
 
 
@@ -461,7 +460,8 @@ def _request(app: Any, method: str, path: str, cookie: str, headers: dict[str, s
     return request.get_response(app)
 
 
-def test_concurrent_finals_and_deletes_never_half_join(app: Any, testapp: webtest.TestApp, upload_dir: Path) -> None:
+def test_concurrent_finals_and_deletes_never_half_join(app: Any, testapp: webtest.TestApp,
+                                                       tus_backend: TusBackend) -> None:
     """Two finals on the same partials and a DELETE of one partial, at once,
     for 15 rounds: at most one final wins; a winner is byte-exact; a loser
     leaves nothing; no round ends with a stored file and a partial left."""
@@ -509,9 +509,9 @@ def test_concurrent_finals_and_deletes_never_half_join(app: Any, testapp: webtes
                 testapp.delete(loc, headers=TUS, status=204)
     assert unexpected == []
     assert wins + refusals == 15
-    assert len(stored_files(upload_dir)) == wins
-    assert files_under(upload_dir, ".tmp") == []
-    assert all(p.endswith((".json", ".lock")) for p in tus_state(upload_dir))  # finals' records only
+    assert len(tus_backend.stored()) == wins
+    assert not [p for p in tus_backend.leftovers() if ".tmp" in p]
+    assert tus_backend.bytes_kept() == []  # finals' records only
 
 
 def test_joining_under_a_mount_point(app: Any, upload_dir: Path) -> None:

@@ -15,7 +15,7 @@ import webtest
 
 from pyramid_sessup.tus.state import TusStore
 
-from .conftest import OCTETS, TUS, checksum, files_under, meta, patch_headers, stored_files
+from .conftest import OCTETS, TUS, TusBackend, checksum, files_under, meta, patch_headers
 
 LIMIT = 10 * 1024 * 1024  # sessup.upload.max_file_size of testing.ini
 
@@ -35,7 +35,7 @@ def part_file(upload_dir: Path, loc: str) -> Path:
     return upload_dir / ".tus" / (loc.rsplit("/", 1)[1] + ".part")
 
 
-def test_length_declared_with_the_last_chunk(testapp: webtest.TestApp, upload_dir: Path) -> None:
+def test_length_declared_with_the_last_chunk(testapp: webtest.TestApp, tus_backend: TusBackend) -> None:
     data = os.urandom(3 * 1024 * 1024 + 7)
     loc = deferred(testapp)
     head = state_of(testapp, loc)
@@ -54,10 +54,10 @@ def test_length_declared_with_the_last_chunk(testapp: webtest.TestApp, upload_di
     assert testapp.get(res.headers["Sessup-File-Url"]).body == data
     result = testapp.get(loc).json
     assert result["complete"] and result["size"] == len(data) and result["filename"] == "stream.bin"
-    assert files_under(upload_dir, ".tmp") == [] and not part_file(upload_dir, loc).exists()
+    assert tus_backend.bytes_kept() == [] and not [p for p in tus_backend.leftovers() if ".tmp" in p]
 
 
-def test_length_declared_by_an_empty_patch_at_the_end(testapp: webtest.TestApp) -> None:
+def test_length_declared_by_an_empty_patch_at_the_end(testapp: webtest.TestApp, tus_backend: TusBackend) -> None:
     # What tus-js-client sends for a stream: the data, then Upload-Length once the source ends.
     loc = deferred(testapp)
     testapp.patch(loc, b"hello ", headers=patch_headers(0), status=204)
@@ -66,7 +66,7 @@ def test_length_declared_by_an_empty_patch_at_the_end(testapp: webtest.TestApp) 
     assert testapp.get(res.headers["Sessup-File-Url"]).body == b"hello world"
 
 
-def test_length_declared_first(testapp: webtest.TestApp) -> None:
+def test_length_declared_first(testapp: webtest.TestApp, tus_backend: TusBackend) -> None:
     loc = deferred(testapp)
     res = testapp.patch(loc, b"abc", headers=patch_headers(0, **{"Upload-Length": "6"}), status=204)
     assert res.headers["Upload-Length"] == "6" and "Upload-Defer-Length" not in res.headers
@@ -76,13 +76,13 @@ def test_length_declared_first(testapp: webtest.TestApp) -> None:
     assert testapp.get(res.headers["Sessup-File-Url"]).body == b"abcdef"
 
 
-def test_empty_deferred_upload(testapp: webtest.TestApp) -> None:
+def test_empty_deferred_upload(testapp: webtest.TestApp, tus_backend: TusBackend) -> None:
     loc = deferred(testapp, "empty.txt")
     res = testapp.patch(loc, b"", headers=patch_headers(0, **{"Upload-Length": "0"}), status=204)
     assert res.headers["Sessup-File-Sha256"] == hashlib.sha256(b"").hexdigest()
 
 
-def test_deferred_creation_with_upload(testapp: webtest.TestApp) -> None:
+def test_deferred_creation_with_upload(testapp: webtest.TestApp, tus_backend: TusBackend) -> None:
     res = testapp.post("/files/", params=b"first", status=201, headers={
         **TUS, "Upload-Defer-Length": "1", "Content-Type": OCTETS, "Upload-Metadata": meta(filename="c.txt")})
     assert res.headers["Upload-Offset"] == "5" and res.headers["Upload-Defer-Length"] == "1"
@@ -95,26 +95,26 @@ def test_deferred_creation_with_upload(testapp: webtest.TestApp) -> None:
 
 
 def test_declared_length_over_the_limit_is_413_and_nothing_applied(testapp: webtest.TestApp,
-                                                                   upload_dir: Path) -> None:
+                                                                   tus_backend: TusBackend) -> None:
     loc = deferred(testapp)
     testapp.patch(loc, b"ab", headers=patch_headers(0), status=204)
     res = testapp.patch(loc, b"cd", headers=patch_headers(2, **{"Upload-Length": str(LIMIT + 1)}), status=413)
     assert res.headers["Tus-Max-Size"] == str(LIMIT) and "max_file_size" in res.text
     head = state_of(testapp, loc)
     assert head["Upload-Offset"] == "2" and head["Upload-Defer-Length"] == "1"
-    assert part_file(upload_dir, loc).read_bytes() == b"ab"
+    assert tus_backend.received(loc.rsplit("/", 1)[1]) == b"ab"
     # Exactly the limit is fine.
     testapp.patch(loc, b"cd", headers=patch_headers(2, **{"Upload-Length": str(LIMIT)}), status=204)
 
 
-def test_bytes_past_the_limit_are_413_as_they_arrive(make_app: Any, upload_dir: Path) -> None:
+def test_bytes_past_the_limit_are_413_as_they_arrive(make_app: Any, tus_backend: TusBackend) -> None:
     app = webtest.TestApp(make_app(**{"sessup.upload.max_file_size": "10", "sessup.upload.max_total_size": "10"}),
                           extra_environ={"HTTP_HOST": "example.com"})
     loc = deferred(app)
     app.patch(loc, b"123456", headers=patch_headers(0), status=204)
     res = app.patch(loc, b"78901", headers=patch_headers(6), status=413)  # 11 bytes in all
     assert "sessup.upload.max_file_size" in res.text
-    assert part_file(upload_dir, loc).read_bytes() == b"123456"
+    assert tus_backend.received(loc.rsplit("/", 1)[1]) == b"123456"
     assert state_of(app, loc)["Upload-Offset"] == "6"
     # A body without Content-Length is counted as it is read, and cut back.
     cookie = "; ".join(f"{c.name}={c.value}" for c in app.cookiejar)
@@ -122,7 +122,7 @@ def test_bytes_past_the_limit_are_413_as_they_arrive(make_app: Any, upload_dir: 
                "HTTP_UPLOAD_OFFSET": "6", "CONTENT_TYPE": OCTETS, "HTTP_COOKIE": cookie,
                "wsgi.input": io.BytesIO(b"x" * 100), "wsgi.input_terminated": True}
     assert webtest.TestRequest.blank(loc, environ).get_response(app.app).status_int == 413
-    assert part_file(upload_dir, loc).read_bytes() == b"123456"
+    assert tus_backend.received(loc.rsplit("/", 1)[1]) == b"123456"
     res = app.patch(loc, b"7890", headers=patch_headers(6, **{"Upload-Length": "10"}), status=204)
     assert app.get(res.headers["Sessup-File-Url"]).body == b"1234567890"
 
@@ -162,7 +162,7 @@ def test_malformed_declared_length_is_400(testapp: webtest.TestApp, value: str) 
     assert state_of(testapp, loc)["Upload-Offset"] == "0"
 
 
-def test_refused_chunk_does_not_record_the_length(testapp: webtest.TestApp, upload_dir: Path) -> None:
+def test_refused_chunk_does_not_record_the_length(testapp: webtest.TestApp, tus_backend: TusBackend) -> None:
     loc = deferred(testapp)
     # The body passes the length it declares: 413, neither the bytes nor the length are kept.
     testapp.patch(loc, b"abcdef", headers=patch_headers(0, **{"Upload-Length": "4"}), status=413)
@@ -172,7 +172,7 @@ def test_refused_chunk_does_not_record_the_length(testapp: webtest.TestApp, uplo
                   status=460)
     head = state_of(testapp, loc)
     assert head["Upload-Offset"] == "0" and head["Upload-Defer-Length"] == "1"
-    assert part_file(upload_dir, loc).read_bytes() == b""
+    assert tus_backend.received(loc.rsplit("/", 1)[1]) == b""
     res = testapp.patch(loc, b"abcd", headers=patch_headers(0, **{"Upload-Length": "4",
                                                                   "Upload-Checksum": checksum("sha1", b"abcd")}),
                         status=204)
@@ -199,14 +199,14 @@ def test_disallowed_type_is_refused_at_creation(make_app: Any, upload_dir: Path)
 
 
 def test_deferred_upload_whose_length_never_comes_expires(app: Any, testapp: webtest.TestApp,
-                                                          upload_dir: Path) -> None:
+                                                          tus_backend: TusBackend) -> None:
     loc = deferred(testapp)
     testapp.patch(loc, b"abc", headers=patch_headers(0), status=204)
     store: TusStore = app.registry.sessup_tus_store
     assert store.sweep(now=time.time() + 60) == 0
     assert store.sweep(now=time.time() + 86400 + 60) == 1
     testapp.head(loc, headers=TUS, status=404)
-    assert files_under(upload_dir) == []
+    assert tus_backend.leftovers() == []
 
     loc = deferred(testapp)
     info = store.load(loc.rsplit("/", 1)[1])
@@ -214,4 +214,4 @@ def test_deferred_upload_whose_length_never_comes_expires(app: Any, testapp: web
     store.save(info)
     testapp.patch(loc, b"abc", headers=patch_headers(0, **{"Upload-Length": "3"}), status=410)
     testapp.head(loc, headers=TUS, status=404)
-    assert stored_files(upload_dir) == []
+    assert tus_backend.leftovers() == []

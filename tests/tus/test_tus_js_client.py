@@ -10,33 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from ..support import free_port, running_server, unavailable
-from .servers import TUS, Client, tus_ini
+from ..support import free_port, running_server
+from .servers import TUS, Client, node, run, tus_ini
 
 pytestmark = [pytest.mark.server]
 
-JS = Path(__file__).resolve().parent / "js"
 MiB = 1024 * 1024
-
-
-def node() -> str:
-    exe = shutil.which("node")
-    if exe is None or not (JS / "node_modules" / "tus-js-client").is_dir():
-        unavailable("node or tests/tus/js/node_modules (npm ci in tests/tus/js) is missing")
-    return exe
-
-
-def run(*args: str, script: str = "upload.js") -> dict[str, Any]:
-    proc = subprocess.run([node(), str(JS / script), *args], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def test_tus_js_client_interrupted_and_resumed(tmp_path: Path) -> None:
