@@ -485,6 +485,11 @@ PARAMS: tuple[Param, ...] = (
           "A function f(request) returning the keys an upload counts against (it must be under every "
           "key's quota). Empty: the visitor's session when it has one, else the client address "
           "(pyramid_sessup.uploads.quota:visitor_keys)."),
+    Param("upload.quota_address_factor", _int_converter(0), 10, "count",
+          "A visitor who is not signed in is also charged to the client address, whose quota is this "
+          "many times quota_files and quota_bytes: sessions and visitor cookies can be had for free, an "
+          "address cannot, so many anonymous identities from one address still share one bound. "
+          "0: the address is charged only for visitors with neither a session nor a visitor cookie."),
 )
 
 # -- the typed result -------------------------------------------------------------------
@@ -561,6 +566,7 @@ class UploadSettings:
     quota_bytes: int | None
     quota_window: int
     quota_key: Callable[..., Any] | None
+    quota_address_factor: int
     storage: str
     s3_bucket: str | None
     s3_prefix: str

@@ -15,7 +15,11 @@ session when the request has a stored one and the CSRF visitor nonce, otherwise 
 (``REMOTE_ADDR``; behind a proxy, waitress's ``trusted_proxy`` settings make it
 the real client).  It never creates a session.  An application that binds
 users returns ``["user:<id>", *visitor_keys(request)]``, and an upload must
-then fit under every key's quota.
+then fit under every key's quota.  Sessions and visitor cookies cost a client
+nothing to renew, so a visitor who is not signed in (no session bound with
+``sign_in``) is also charged to its address, under a quota
+``sessup.upload.quota_address_factor`` times larger: many identities from one
+address still share one bound.
 
 **Counting.**  Counters live in the session store, in a namespace of their own
 (:meth:`~pyramid_sessup.stores.base.SessionStore.modify_counter`), so every
@@ -42,6 +46,9 @@ from ..exceptions import QuotaExceeded, UploadTooLarge
 
 #: Slices of the window each counter keeps.
 SLICES = 60
+
+#: The key prefix of an address's total over every anonymous visitor from it.
+ADDRESS_TOTAL = "address-total:"
 
 
 @dataclass(frozen=True)
@@ -191,17 +198,35 @@ def quota_of(request: Request) -> Quota:
     return Quota(values.upload.quota_files, values.upload.quota_bytes, values.upload.quota_window)
 
 
-def _keys(request: Request) -> list[str]:
-    fn = request.registry.sessup_settings.upload.quota_key or visitor_keys
-    return list(dict.fromkeys(fn(request)))
+def _keys(request: Request, quota: Quota) -> list[tuple[str, Quota]]:
+    """The keys an upload counts against, each with its quota: the visitor's
+    (:func:`visitor_keys` or ``quota_key``), and, for a visitor not signed in,
+    the client address's, ``quota_address_factor`` times larger."""
+    upload = request.registry.sessup_settings.upload
+    fn = upload.quota_key or visitor_keys
+    keys = [(key, quota) for key in dict.fromkeys(fn(request))]
+    factor = upload.quota_address_factor
+    if factor and not _signed_in(request):
+        scaled = Quota(None if quota.max_files is None else quota.max_files * factor,
+                       None if quota.max_bytes is None else quota.max_bytes * factor, quota.window)
+        keys.append((ADDRESS_TOTAL + (request.remote_addr or "unknown"), scaled))
+    return keys
 
 
-def _refused(quota: Quota, verdict: Verdict, files: int, size: int) -> Exception:
+def _signed_in(request: Request) -> bool:
+    """Whether the request's stored session is bound to a user (never creates a session)."""
+    if not request.cookies.get(request.registry.sessup_settings.session.name):
+        return False
+    return getattr(request.session, "user_id", None) is not None
+
+
+def _refused(quota: Quota, verdict: Verdict, files: int, size: int, key: str = "") -> Exception:
+    scaled, whose = ("x quota_address_factor", " from this address") if key.startswith(ADDRESS_TOTAL) else ("", "")
     if verdict.limit == "quota_files":
-        what = f"sessup.upload.quota_files ({quota.max_files} files per {quota.window} s)"
+        what = f"sessup.upload.quota_files{scaled} ({quota.max_files} files per {quota.window} s{whose})"
         used = f"{verdict.used_files} used"
     else:
-        what = f"sessup.upload.quota_bytes ({quota.max_bytes} bytes per {quota.window} s)"
+        what = f"sessup.upload.quota_bytes{scaled} ({quota.max_bytes} bytes per {quota.window} s{whose})"
         used = f"{verdict.used_bytes} bytes used"
     if verdict.retry_after is None:
         # Can never fit: waiting would not help, so not 429.
@@ -241,12 +266,12 @@ def charge(request: Request, files: int, size: int) -> Charge | None:
     done = Charge(store, quota, files, size)
     now = time.time()
     try:
-        for key in _keys(request):
+        for key, limits in _keys(request, quota):
             ckey = counter_key(key)
-            verdict: Verdict = store.modify_counter(ckey, charge_fn(quota, files, size, now),
+            verdict: Verdict = store.modify_counter(ckey, charge_fn(limits, files, size, now),
                                                     quota.window + quota.slice)
             if not verdict.ok:
-                raise _refused(quota, verdict, files, size)
+                raise _refused(limits, verdict, files, size, key)
             done.slots.append((ckey, verdict.slot))  # type: ignore[arg-type]
     except BaseException:
         done.refund()
@@ -262,8 +287,8 @@ def precheck(request: Request) -> None:
         return
     store = request.registry.sessup_store
     now = time.time()
-    for key in _keys(request):
-        verdict: Verdict = store.modify_counter(counter_key(key), charge_fn(quota, 1, 0, now, commit=False),
+    for key, limits in _keys(request, quota):
+        verdict: Verdict = store.modify_counter(counter_key(key), charge_fn(limits, 1, 0, now, commit=False),
                                                 quota.window + quota.slice)
         if not verdict.ok:
-            raise _refused(quota, verdict, 1, 0)
+            raise _refused(limits, verdict, 1, 0, key)

@@ -194,3 +194,58 @@ def test_store_down_while_counting_is_503_and_stores_nothing(visitor: Any, uploa
                           headers={"X-CSRF-Token": token})
     assert res.status_int == 503 and res.headers["Retry-After"]
     assert everything(upload_dir) == []
+
+
+def test_fresh_visitor_cookies_do_not_escape_the_address_total(make_app: Any, upload_dir: Path) -> None:
+    """A client that sends a new random visitor cookie with every tus creation gets a
+    fresh visitor quota each time, but the address it comes from is charged too, at
+    quota_address_factor times the quota: 2 x 3 creations, then 429 naming the factor."""
+    import secrets
+
+    app = make_app(**{"sessup.upload.quota_files": "2", "sessup.upload.quota_address_factor": "3"})
+
+    def create(addr: str) -> webtest.TestResponse:
+        client = webtest.TestApp(app, extra_environ={"HTTP_HOST": "example.com", "REMOTE_ADDR": addr})
+        return client.request("/files/", method="POST", status="*",
+                              headers={"Tus-Resumable": "1.0.0", "Upload-Length": "0",
+                                       "Cookie": "sessup_csrf=" + secrets.token_urlsafe(32)})
+
+    results = [create("192.0.2.7").status_int for _ in range(9)]
+    assert results == [201] * 6 + [429] * 3
+    refused = create("192.0.2.7")
+    assert "quota_address_factor" in refused.text and "from this address" in refused.text
+    assert create("192.0.2.8").status_int == 201  # another address, another total
+    assert len(stored(upload_dir)) == 7
+
+
+def test_address_total_off_lets_each_visitor_cookie_count_alone(make_app: Any, upload_dir: Path) -> None:
+    import secrets
+
+    app = make_app(**{"sessup.upload.quota_files": "1", "sessup.upload.quota_address_factor": "0"})
+    for _ in range(5):
+        client = webtest.TestApp(app, extra_environ={"HTTP_HOST": "example.com", "REMOTE_ADDR": "192.0.2.7"})
+        res = client.request("/files/", method="POST", status="*",
+                             headers={"Tus-Resumable": "1.0.0", "Upload-Length": "0",
+                                      "Cookie": "sessup_csrf=" + secrets.token_urlsafe(32)})
+        assert res.status_int == 201
+
+
+def test_signed_in_visitors_are_not_charged_to_the_address(make_app: Any, upload_dir: Path) -> None:
+    """A signed-in user is an identity that cannot be minted for free: two users
+    behind one address each get their quota; the anonymous total is left alone."""
+    from ..accounts import Device
+
+    app = make_app(**{"sessup.upload.quota_files": "1", "sessup.upload.quota_address_factor": "1"})
+
+    def create(device: Device) -> int:
+        token = device.client.get("/csrf").json["csrf_token"]
+        return device.client.post("/upFile", upload_files=[("inputFile", "a.txt", b"a")], status="*",
+                                  headers={"X-CSRF-Token": token}).status_int
+
+    ann, bob = Device(app, REMOTE_ADDR="192.0.2.7"), Device(app, REMOTE_ADDR="192.0.2.7")
+    ann.sign_in("ann")
+    bob.sign_in("bob")
+    assert [create(ann), create(bob)] == [200, 200]
+    assert [create(ann), create(bob)] == [429, 429]  # each user's own session quota
+    anonymous = [Device(app, REMOTE_ADDR="192.0.2.7") for _ in range(2)]
+    assert [create(d) for d in anonymous] == [200, 429]  # the address total: 1 x 1
