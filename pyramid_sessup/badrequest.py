@@ -106,6 +106,10 @@ def tween_factory(handler: Callable[[Request], Response], registry: Registry) ->
 
 
 def includeme(config: Configurator) -> None:
+    # Once per application: the route groups and the demo all include it.
+    if getattr(config.registry, "sessup_badrequest", False):
+        return
+    config.registry.sessup_badrequest = True
     # Over the exception-view tween: it also sees errors raised while an
     # exception view renders.
     config.add_tween("pyramid_sessup.badrequest.tween_factory", over=EXCVIEW)

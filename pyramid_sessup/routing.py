@@ -15,9 +15,15 @@ from .urls import remember_prefix
 
 
 def ensure_base(config: Configurator) -> SessupSettings:
-    """The parsed settings, including ``pyramid_sessup`` first if the host has not."""
+    """The parsed settings, including ``pyramid_sessup`` first if the host has not.
+
+    Also :mod:`pyramid_sessup.badrequest`: a route's URL that is not valid UTF-8
+    (``/api/uploads/%ff``) would otherwise be a 500 from the router itself,
+    before any view of the group could answer.  It only turns such 500s into
+    400s, whichever route they hit."""
     if getattr(config.registry, "sessup_settings", None) is None:
         config.include("pyramid_sessup")
+    config.include("pyramid_sessup.badrequest")
     return config.registry.sessup_settings
 
 

@@ -101,6 +101,16 @@ def _sign_in_page(request: Request, user: str = "", error: TranslationString | N
     return response
 
 
+def form_field(request: Request, name: str) -> str | None:
+    """A field of the page's urlencoded form, or None.  Any other body (a
+    multipart one with a broken boundary, a negative Content-Length) is not
+    this page's form: it is never handed to WebOb's parser, which raises."""
+    if request.content_type != "application/x-www-form-urlencoded" or (request.content_length or 0) < 0:
+        return None
+    value = request.POST.get(name)
+    return value if isinstance(value, str) else None
+
+
 def sign_in_form(request: Request) -> Response:
     return _sign_in_page(request)
 
@@ -111,7 +121,7 @@ def sign_in(request: Request) -> Response:
         require_csrf(request)
     except CSRFRefused as exc:
         return stale_form(request, exc, request.route_path(SIGN_IN))
-    user, error = clean_user(request.POST.get("user"))
+    user, error = clean_user(form_field(request, "user"))
     if error is not None:
         return _sign_in_page(request, user, error, status=400)
     request.session.sign_in(user)
@@ -178,7 +188,7 @@ def revoke(request: Request) -> Response:
     refused = _checked(request)
     if refused is not None:
         return refused
-    handle = request.POST.get("handle") or ""
+    handle = form_field(request, "handle") or ""
     done = 0 < len(handle) <= MAX_HANDLE and revoke_session(request, handle)
     if request.session.user_id is None:
         # The handle named this very session (taken from another browser's

@@ -12,7 +12,7 @@ import webtest
 from pyramid.config import Configurator
 from pyramid.csrf import CookieCSRFStoragePolicy
 from pyramid.exceptions import ConfigurationError
-from pyramid.interfaces import ISession
+from pyramid.interfaces import ISession, ITweens
 from pyramid.request import Request
 from zope.interface.verify import verifyObject
 
@@ -208,3 +208,20 @@ def test_the_add_on_never_imports_the_demo() -> None:
                    for n in names):
                 offenders.append(f"{relative}:{node.lineno}")
     assert offenders == []
+
+
+@pytest.mark.parametrize("path", ["/api/uploads/%ff", "/api/files/%ff", "/api/session?x=%ff",
+                                  "/api/upFile/%c3%28", "/elsewhere/%ff"])
+def test_undecodable_urls_are_400_in_a_host_app(host: webtest.TestApp, path: str) -> None:
+    """The route groups bring the 400 for URLs that are not UTF-8 (the router itself
+    would fail with a 500 before any of their views runs)."""
+    res = host.get(path, status="*")
+    assert res.status_int == 400, res.status
+
+
+def test_the_400_tween_is_added_once_for_all_groups_and_the_demo(tmp_path: Path) -> None:
+    from pyramid_sessup.demo import main
+
+    app = main({}, **settings_for_tests(tmp_path))
+    tweens = [name for name, _ in app.registry.queryUtility(ITweens).implicit()]
+    assert tweens.count("pyramid_sessup.badrequest.tween_factory") == 1
