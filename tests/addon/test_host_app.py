@@ -225,3 +225,39 @@ def test_the_400_tween_is_added_once_for_all_groups_and_the_demo(tmp_path: Path)
     app = main({}, **settings_for_tests(tmp_path))
     tweens = [name for name, _ in app.registry.queryUtility(ITweens).implicit()]
     assert tweens.count("pyramid_sessup.badrequest.tween_factory") == 1
+
+
+@pytest.mark.redis
+def test_code_configured_factory_with_the_error_views_answers_503_when_the_store_is_down() -> None:
+    """The README's factory snippet includes ``pyramid_sessup.errors``: a store that
+    cannot be reached when the session loads is the promised 503 with Retry-After,
+    not a 500 (the factory alone cannot register a view)."""
+    from ..support import free_port
+
+    def app(with_errors: bool) -> webtest.TestApp:
+        config = Configurator()
+        config.set_session_factory(SessupSessionFactory(
+            "a-long-random-secret-for-this-test-0123456789", store="redis",
+            url=f"redis://127.0.0.1:{free_port()}/0", connect_timeout=0.3, socket_timeout=0.3))
+        if with_errors:
+            config.include("pyramid_sessup.errors")
+
+        def count(request: Request) -> dict[str, int]:
+            request.session["n"] = request.session.get("n", 0) + 1
+            return {"n": request.session["n"]}
+
+        config.add_route("count", "/count")
+        config.add_view(count, route_name="count", renderer="json")
+        return webtest.TestApp(config.make_wsgi_app(), extra_environ={"HTTP_HOST": "example.com"})
+
+    from pyramid_sessup.exceptions import StoreUnavailable
+    from pyramid_sessup.signing import Signer, new_session_id
+
+    # A validly signed ID: only then does loading the session ask the store.
+    cookie = {"Cookie": "sessup=" + Signer(["a-long-random-secret-for-this-test-0123456789"]).sign(new_session_id())}
+    res = app(True).get("/count", headers=cookie, status="*")
+    assert res.status_int == 503 and res.headers["Retry-After"]
+    with pytest.raises(StoreUnavailable):  # without the error views: Pyramid's 500
+        app(False).get("/count", headers=cookie)
+    readme = (ROOT / "README.md").read_text()
+    assert 'config.include("pyramid_sessup.errors")' in readme
