@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -141,10 +142,42 @@ def test_session_page_count_regenerate_destroy(app: App) -> None:
     assert _cookie(app) != before
     page.click("#count")  # the page's token is the new one
     page.wait_for_function("() => document.getElementById('views').textContent === '3'")
+    page.once("dialog", lambda dialog: dialog.accept())  # "Destroy this session?" (see the next test)
     page.click("#destroy")
     page.wait_for_function("() => document.getElementById('views').textContent === '0'")
     page.click("#count")
     page.wait_for_function("() => document.getElementById('views').textContent === '1'")
+
+
+@pytest.mark.parametrize("locale, question", [
+    ("en", "Destroy this session? Its data is lost and you start over."),
+    ("zh", "要销毁此会话吗？其中的数据会丢失，一切从头开始。"),
+])
+def test_destroy_asks_first(app: App, zh_app: App, locale: str, question: str) -> None:
+    """"Destroy session" asks, in the page's language; cancelling keeps the session."""
+    target = zh_app if locale == "zh" else app
+    page = target.new_page()
+    page.goto("/session/page")
+    page.click("#count")
+    page.wait_for_function("() => document.getElementById('views').textContent === '1'")
+    before = _cookie(target)
+    asked: list[str] = []
+
+    def answer(accept: bool) -> Any:
+        def handle(dialog: Any) -> None:
+            asked.append(dialog.message)
+            dialog.accept() if accept else dialog.dismiss()
+        return handle
+
+    page.once("dialog", answer(False))
+    page.click("#destroy")
+    page.click("#count")  # still the same session: the cancelled destroy sent nothing
+    page.wait_for_function("() => document.getElementById('views').textContent === '2'")
+    assert _cookie(target) == before
+    page.once("dialog", answer(True))
+    page.click("#destroy")
+    page.wait_for_function("() => document.getElementById('views').textContent === '0'")
+    assert asked == [question, question]
 
 
 def test_chinese_locale_text_and_validation_messages(zh_app: App, tmp_path: Path) -> None:
