@@ -127,11 +127,17 @@ def _render(request: Request, form_html: str | None, status: int = 200, errors: 
 
 
 def upload_form(request: Request) -> Response:
-    """The empty form."""
+    """The form, offering the files this visitor still has kept (a refused
+    upload's, when the form came back through a reload, an expired token's
+    page or a new tab): a kept file is never hidden while it lasts."""
     storage = get_storage(request)
     tmpstore = _tmpstore(request, storage)
     form = make_form(request, tmpstore)
-    return _render(request, form.render())
+    kept = [entry for entry in map(tmpstore.get, tmpstore) if entry is not None]
+    if not kept:
+        return _render(request, form.render())
+    kept.sort(key=lambda entry: entry.get("created", 0))
+    return _render(request, form.render({request.registry.sessup_settings.upload.field: kept}))
 
 
 def _finalize(request: Request, storage: Storage, tmpstore: SessionTempStore,

@@ -355,3 +355,19 @@ def test_a_form_whose_session_was_destroyed_gets_a_page_that_offers_to_reload(
 def test_a_script_on_the_form_gets_the_json_error(form: FormClient) -> None:
     res = form.post([("a.txt", b"a")], token="wrong", status=403, headers={"Accept": "application/json"})
     assert res.json["code"] == "csrf_token_invalid"
+
+
+def test_files_kept_by_a_refused_upload_are_offered_again_by_a_fresh_form(
+        make_form, upload_dir: Path) -> None:
+    """A refused upload keeps the files that fit; the form opened again (a reload, the
+    stale-token page's link, a new tab) offers them, and sending it stores them."""
+    form = make_form(**{"sessup.upload.max_file_size": "1024", "sessup.upload.max_total_size": "3072"})
+    page = form.post([("fits.txt", b"a" * 500), ("big.bin", b"b" * 4000)], description="d", status=413)
+    uids = kept_uids(page.text)
+    fresh = form.open()
+    assert re.findall(r'class="kept-name">([^<]+)<', fresh.text) == ["fits.txt"]
+    assert kept_uids(fresh.text) == uids
+    done = form.post([], description="again", keep=kept_uids(fresh.text), status=303).follow()
+    assert [name for _, name in stored_links(done.text)] == ["fits.txt"]
+    assert temp_files(upload_dir) == []
+    assert kept_uids(form.open().text) == []  # stored: no longer offered
