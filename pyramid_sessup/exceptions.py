@@ -165,7 +165,6 @@ class ScannerUnavailable(UploadError):
 
     status_code = 503
     code = "scanner_unavailable"
-    retry_after = 30
 
 
 class QuotaExceeded(UploadError):

@@ -153,10 +153,11 @@ def silent_clamd() -> Iterator[str]:
 
 
 def test_scanner_that_never_answers_times_out_as_503(visitor: Any, upload_dir: Path, silent_clamd: str) -> None:
-    client = visitor(**{"sessup.upload.clamav": silent_clamd, "sessup.upload.clamav_timeout": "0.5"})
+    client = visitor(**{"sessup.upload.clamav": silent_clamd, "sessup.upload.clamav_timeout": "0.5",
+                        "sessup.retry_after": "17"})
     started = time.monotonic()
     res = client.upfile([("a.txt", b"hello")])
-    assert res.status_int == 503 and res.headers["Retry-After"]
+    assert res.status_int == 503 and res.headers["Retry-After"] == "17"  # sessup.retry_after, as every 503
     assert time.monotonic() - started < 30  # bounded by the timeout, not hung
     assert everything(upload_dir) == []
 
