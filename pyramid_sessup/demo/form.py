@@ -177,7 +177,7 @@ def _refused(request: Request, storage: Storage, exc: UploadError, field: str) -
     form = make_form(request, tmpstore)
     received = exc.received
     if received is None:
-        return _retry_after(_render(request, form.render(), status=exc.status_code, errors=[reason]), exc)
+        return _retry_after(request, _render(request, form.render(), status=exc.status_code, errors=[reason]), exc)
     if exc.code not in KEEP_AFTER or not (received.files or received.getall(field + MultiFileUploadWidget.keep_suffix)):
         # Nothing to keep: the reason alone (not also "choose at least one file"), the description back.
         received.discard()
@@ -194,9 +194,13 @@ def _refused(request: Request, storage: Storage, exc: UploadError, field: str) -
     return _render(request, form.render(appstruct), status=exc.status_code, errors=[reason])
 
 
-def _retry_after(response: Response, exc: UploadError) -> Response:
+def _retry_after(request: Request, response: Response, exc: UploadError) -> Response:
+    """Retry-After as the add-on's error answers send it: the error's own, else
+    ``sessup.retry_after`` on every 429 and 503."""
     if exc.retry_after is not None:
         response.headers["Retry-After"] = str(exc.retry_after)
+    elif exc.status_code in (429, 503):
+        response.headers["Retry-After"] = str(request.registry.sessup_settings.retry_after)
     return response
 
 

@@ -152,8 +152,9 @@ class Clamd:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(["bash", str(ROOT / "scripts" / "run-clamd.sh"), str(self.dir), *self.options],
-                                     stdout=open(self.dir / "stdout.log", "wb"), stderr=subprocess.STDOUT)
+        with open(self.dir / "stdout.log", "wb") as out:  # the child keeps its own copy
+            self.proc = subprocess.Popen(["bash", str(ROOT / "scripts" / "run-clamd.sh"), str(self.dir),
+                                          *self.options], stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
