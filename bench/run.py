@@ -828,7 +828,7 @@ class Bench:
             time.sleep(1)  # requests a wrk run left in flight finish,
             self.bucket_sizes(server)  # and the bucket starts empty
             sent0 = relay.sent
-            with Meter(server.pid) as meter:
+            with Meter(server.pids()) as meter:
                 posted = post_multipart(server.port, [("big.bin", self.big_file)], headers)
             if posted.status != 200:
                 raise RuntimeError(f"answer {posted.status} {posted.body[:120]!r}")
@@ -989,7 +989,7 @@ class Bench:
                 empty_dir(self.upload_dir(name))  # late answers of the 4 KiB run
                 headers = csrf_headers(server.port)
                 clamd0 = self.clamd_cpu() if variant == "scanned" else None
-                with Meter(server.pid) as meter:
+                with Meter(server.pids()) as meter:
                     posted = post_multipart(server.port, [(filename, self.big_file)], headers)
                 if posted.status != 200:
                     raise RuntimeError(f"answer {posted.status} {posted.body[:120]!r}")

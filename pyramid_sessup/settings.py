@@ -404,9 +404,10 @@ PARAMS: tuple[Param, ...] = (
           "If set, only files of these types are accepted ('image/*' allowed)."),
     Param("upload.require_csrf", as_bool, True, "bool", "Require a CSRF token on uploads."),
     Param("upload.fsync", as_bool, False, "bool", "fsync each stored file and its directory before answering."),
-    # 256 KiB parses as fast as 1 MiB (measured) and keeps the peak memory of a
-    # large upload a few MiB lower.
-    Param("upload.chunk_size", _int_converter(4 * KiB), 256 * KiB, "bytes",
+    # 1 MiB: gunicorn's body reader copies what it holds on every read, so 256 KiB
+    # reads of a 1 GiB upload took 1.6x as long (bench/README.md); the memory
+    # cost is one such block per upload in progress.
+    Param("upload.chunk_size", _int_converter(4 * KiB), 1024 * KiB, "bytes",
           "Bytes read from the request body per step of the streaming parser."),
     Param("demo.pages", as_bool, True, "bool",
           "The demo application's pages (/, /upload, /ajax, /session/page, /account/..., /tus-demo, /static, "
