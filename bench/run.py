@@ -837,7 +837,7 @@ class Bench:
             seconds = posted.seconds
             cell = meter.fill(Cell(value=size / MiB / seconds, unit="MiB/s", p50=seconds, p99=seconds))
             cell.note = (f"sent to S3 {sent / size:.3f}x the file (HTTP included); "
-                         f"written to disk {cell.written / size:.2f}x the file (waitress's body buffer); "
+                         f"written to disk {cell.written / size:.2f}x the file (a server's body buffer would show here); "
                          f"last byte sent at {posted.sent:.2f} s, answer {seconds - posted.sent:.2f} s later")
             if stored != [size]:
                 cell.note += f"; bucket held {len(stored)} objects, {sum(stored)} bytes (expected one of {size})"
