@@ -30,6 +30,7 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v pg_ctlcluster >/dev/null || need+=(postgresql)
 command -v npm >/dev/null || need+=(nodejs npm)
 { [ -x /usr/sbin/clamd ] && ldconfig -p | grep -q 'libmagic\.so\.1'; } || need+=(clamav-daemon libmagic1)
+command -v msgfmt >/dev/null || need+=(gettext)  # the catalogs' .mo files are checked against their .po
 command -v curl >/dev/null || need+=(curl)  # the README's and the guides' curl blocks are run
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || need+=(nginx)
 if [ ${#need[@]} -gt 0 ]; then

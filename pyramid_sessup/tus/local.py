@@ -319,15 +319,8 @@ class LocalTusStore(TusStore):
                 if all(_older(self._path(upload_id, s), now - self.expiry) for s in (".json", ".part", ".lock")):
                     self._remove_files(upload_id)
                 continue
-            if info.expires >= now:
-                continue
-            try:
-                with self.locked(upload_id) as fresh:
-                    if fresh.expires < now:
-                        self._remove_files(upload_id)
-                        removed += 1 if fresh.lingers() else 0
-            except (Busy, Gone):
-                continue
+            if info.expires < now:
+                removed += self._expire(upload_id, now)
         return removed
 
 

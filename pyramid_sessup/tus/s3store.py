@@ -62,7 +62,7 @@ from typing import Any, Iterator
 from ..uploads.s3 import MAX_PARTS, MIN_PART_SIZE, S3Storage, is_missing
 from .protocol import CHECKSUM_ALGORITHMS, CHECKSUM_MISMATCH, TusError
 from .s3records import LEASE_SECONDS, Lease, LostLease, StateObjects
-from .state import ID_PATTERN, AppendResult, Busy, Gone, TusStore, UploadInfo, owner_digest
+from .state import ID_PATTERN, AppendResult, Gone, TusStore, UploadInfo, owner_digest
 
 log = logging.getLogger(__name__)
 
@@ -541,13 +541,6 @@ class S3TusStore(TusStore):
                 if activity[upload_id] < now - self.expiry:
                     self._purge(upload_id)
                 continue
-            if info.expires >= now:
-                continue
-            try:
-                with self.locked(upload_id) as fresh:
-                    if fresh.expires < now:
-                        self._remove_files(upload_id)
-                        removed += 1 if fresh.lingers() else 0
-            except (Busy, Gone):
-                continue
+            if info.expires < now:
+                removed += self._expire(upload_id, now)
         return removed

@@ -171,6 +171,18 @@ class TusStore(ABC):
         self._hashes: OrderedDict[str, tuple[int, Any]] = OrderedDict()
         self._hash_lock = threading.Lock()
 
+    def _expire(self, upload_id: str, now: float) -> int:
+        """Remove an upload found expired, if it still is once locked (a PATCH may
+        have extended it meanwhile); 1 if it counted as an unfinished upload."""
+        try:
+            with self.locked(upload_id) as fresh:
+                if fresh.expires < now:
+                    self._remove_files(upload_id)
+                    return 1 if fresh.lingers() else 0
+        except (Busy, Gone):
+            pass
+        return 0
+
     # -- what each store provides -------------------------------------------------------------
 
     @abstractmethod

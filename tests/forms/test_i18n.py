@@ -12,6 +12,8 @@ import webtest
 
 from pyramid_sessup.forms import i18n
 
+from ..support import unavailable
+
 LOCALE = Path(i18n.__file__).resolve().parent.parent / "locale"
 
 
@@ -85,7 +87,7 @@ def test_chinese_catalog_translates_every_message() -> None:
 @pytest.mark.parametrize("lang", ["en", "zh_CN"])
 def test_mo_files_match_their_po(lang: str, tmp_path: Path) -> None:
     if shutil.which("msgfmt") is None:
-        pytest.skip("msgfmt (gettext) is not installed")
+        unavailable("msgfmt (gettext) is not installed")
     po = LOCALE / lang / "LC_MESSAGES" / "pyramid_sessup.po"
     subprocess.run(["msgfmt", "--check", "-o", str(tmp_path / "fresh.mo"), str(po)], check=True)
     assert _catalog(tmp_path / "fresh.mo") == _catalog(po.with_suffix(".mo"))
